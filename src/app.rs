@@ -1,0 +1,90 @@
+//! The composition root: builds every part, serves, and shuts down in order.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::error::Error;
+use crate::events::EventBus;
+use crate::schema::{self, LoadError};
+use crate::storage::Store;
+use crate::{http, table};
+
+/// Events buffered for the slowest in-process subscriber before it is told it lagged.
+const EVENT_BUFFER: usize = 4096;
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    /// One or more schema files are bad.
+    Schemas(Vec<LoadError>),
+    /// The database could not be opened.
+    Store(Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Schemas(errors) => {
+                write!(f, "{} bad schema file(s):", errors.len())?;
+                errors.iter().try_for_each(|e| write!(f, "\n  {e}"))
+            }
+            StartError::Store(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A server ready to serve: schemas loaded, store open, tables resolved.
+pub struct App {
+    config: Config,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    events: EventBus,
+}
+
+impl App {
+    /// Loads the schemas and opens the store. Nothing listens yet.
+    pub fn open(config: Config) -> Result<App, StartError> {
+        let schemas = schema::load_dir(&config.schemas).map_err(StartError::Schemas)?;
+        let events = EventBus::new(EVENT_BUFFER);
+        let store = Arc::new(Store::open(&config.data, table::publish_to(events.clone())).map_err(StartError::Store)?);
+        let catalog = Arc::new(Catalog::open(schemas, &store).map_err(StartError::Store)?);
+        tracing::info!(
+            tables = catalog.resources().count(),
+            schemas = %config.schemas.display(),
+            data = %config.data.display(),
+            "opened"
+        );
+        Ok(App {
+            config,
+            store,
+            catalog,
+            events,
+        })
+    }
+
+    /// The bus on which every durable commit is announced.
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets requests in
+    /// flight finish, commits what is queued and flushes the store.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let router = http::router(self.catalog.clone(), self.config.max_body);
+        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        tracing::info!("stopped serving; flushing the store");
+        let App { store, catalog, .. } = self;
+        drop(catalog);
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(std::io::Error::other)?;
+        served
+    }
+}

@@ -1,0 +1,77 @@
+//! Server configuration: every setting is a command-line flag and a `TABLECAST_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default address of the HTTP listener.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9926";
+/// Default request body limit, in bytes (1 MiB).
+pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+
+/// How a server is configured.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Config {
+    /// Directory of table schemas: one JSON Schema file per table, `<Table>.json`.
+    #[arg(long, env = "TABLECAST_SCHEMAS", default_value = "schemas")]
+    pub schemas: PathBuf,
+
+    /// Directory of the database (created if missing).
+    #[arg(long, env = "TABLECAST_DATA", default_value = "data")]
+    pub data: PathBuf,
+
+    /// Address of the HTTP listener (REST); port 0 picks a free port.
+    #[arg(long, env = "TABLECAST_HTTP", default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+
+    /// Largest request body accepted, e.g. `1MiB`, `512KiB`, `65536`.
+    #[arg(long, env = "TABLECAST_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: usize,
+}
+
+impl Config {
+    /// The defaults, with the given schema and data directories.
+    pub fn new(schemas: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Config {
+        Config {
+            schemas: schemas.into(),
+            data: data.into(),
+            http: DEFAULT_HTTP.parse().expect("the default address parses"),
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+/// Parses a byte size: a number with an optional `B`, `KiB`, `MiB` or `GiB` suffix.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" | "K" | "k" => 10,
+        "MiB" | "M" => 20,
+        "GiB" | "G" => 30,
+        other => return Err(format!("unknown size unit `{other}`; use B, KiB, MiB or GiB")),
+    };
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size such as 1MiB or 65536"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("512KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2 GiB"), Ok(2 << 30));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("1MB").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+}

@@ -1,0 +1,73 @@
+//! Change events: one per durable commit, broadcast in commit order to in-process subscribers.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+
+use crate::storage::{Commit, Key};
+
+/// What a commit did to a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The record was created or replaced (a patch is reported as the whole new record).
+    Put,
+    /// The record was removed.
+    Delete,
+}
+
+/// A committed change, published only after it is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeEvent {
+    /// What happened.
+    pub kind: ChangeKind,
+    /// The table changed.
+    pub table: Arc<str>,
+    /// The record's primary key.
+    pub id: Key,
+    /// The commit's version (also the record's `ETag`).
+    pub version: u64,
+    /// The record's JSON after the change; `None` after a delete.
+    pub value: Option<Bytes>,
+}
+
+impl From<&Commit> for ChangeEvent {
+    fn from(commit: &Commit) -> ChangeEvent {
+        ChangeEvent {
+            kind: match commit.record {
+                Some(_) => ChangeKind::Put,
+                None => ChangeKind::Delete,
+            },
+            table: commit.table.clone(),
+            id: commit.key.clone(),
+            version: commit.version,
+            value: commit.record.as_ref().map(|r| r.value.clone()),
+        }
+    }
+}
+
+/// The in-process broadcast of change events. Cloning shares the bus.
+#[derive(Clone, Debug)]
+pub struct EventBus {
+    sender: broadcast::Sender<Arc<ChangeEvent>>,
+}
+
+impl EventBus {
+    /// A bus that buffers up to `capacity` events for its slowest subscriber.
+    pub fn new(capacity: usize) -> EventBus {
+        EventBus {
+            sender: broadcast::channel(capacity.max(1)).0,
+        }
+    }
+
+    /// Delivers `event` to every current subscriber; with none, the event is dropped.
+    pub fn publish(&self, event: ChangeEvent) {
+        let _ = self.sender.send(Arc::new(event));
+    }
+
+    /// Receives every event published from now on. A receiver that falls more than the bus's
+    /// capacity behind gets `RecvError::Lagged` rather than slowing writers.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
+        self.sender.subscribe()
+    }
+}

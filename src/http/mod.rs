@@ -1,0 +1,63 @@
+//! The HTTP interface: the axum router, its handlers and the problem+json error mapping.
+
+mod error;
+mod extract;
+mod headers;
+mod listing;
+mod records;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+
+pub use error::{ApiError, PROBLEM_JSON};
+
+use crate::catalog::Catalog;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    catalog: Arc<Catalog>,
+    max_body: usize,
+}
+
+/// The REST router for `catalog`, accepting bodies up to `max_body` bytes.
+pub fn router(catalog: Arc<Catalog>, max_body: usize) -> Router {
+    let state = AppState { catalog, max_body };
+    Router::new()
+        .route("/_health", get(health))
+        .route("/{table}", get(records::tables_describe).fallback(method_not_allowed))
+        .route(
+            "/{table}/",
+            get(records::records_list)
+                .post(records::records_post)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/{table}/{id}",
+            get(records::records_get)
+                .put(records::records_put)
+                .patch(records::records_patch)
+                .delete(records::records_delete)
+                .fallback(method_not_allowed),
+        )
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// `GET /_health`: 200 while the server serves.
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Any method a route does not support; axum adds the `Allow` header.
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+async fn no_route() -> ApiError {
+    ApiError::NoRoute
+}

@@ -1,0 +1,45 @@
+//! tablecast: schema-defined tables in an embedded store, served over REST.
+//!
+//! A user writes one JSON Schema file per table; tablecast stores the records in sled and serves
+//! REST CRUD for every table, answering every error with `application/problem+json`.
+//!
+//! # Modules (dependencies point down)
+//!
+//! | module | role |
+//! | --- | --- |
+//! | [`app`] | composition root: [`App::open`](app::App::open) builds everything, [`App::serve`](app::App::serve) runs and shuts down in order |
+//! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json |
+//! | [`catalog`] | table name -> [`Resource`](catalog::Resource) |
+//! | [`query`] | the URL query language of `GET /T/?...` |
+//! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent) |
+//! | [`schema`] | schema files, `x-table` settings, compiled validators |
+//! | [`storage`] | the only user of sled: key encoding, record envelope, group commit |
+//! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
+//! | [`config`], [`error`] | leaves |
+//!
+//! # Write path (`PUT /Product/42`)
+//!
+//! handler -> [`Table::put`](table::Table::put) -> the storage writer thread takes every queued
+//! write, decides each against the current record (precondition, merge patch, primary key,
+//! timestamps, schema validation), assigns a hybrid-logical-clock version, applies the batch in
+//! one sled transaction and fsyncs once -> publishes one `ChangeEvent` per commit in commit order
+//! -> replies. A 2xx on a write means the write survives `kill -9`.
+//!
+//! # Read path (`GET /Product/42`)
+//!
+//! handler -> catalog -> [`Table::get`](table::Table::get) -> sled -> the stored JSON bytes are
+//! the response body as they are (no parse, no re-serialisation), with `ETag` from the version.
+
+pub mod app;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod http;
+pub mod query;
+pub mod schema;
+pub mod storage;
+pub mod table;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,116 @@
+//! The `x-table` extension keyword: how a schema file configures its table.
+
+use serde_json::{Map, Value};
+
+use super::LoadError;
+use crate::storage::KeyType;
+
+/// The keys `x-table` accepts today.
+const KNOWN_KEYS: &str = "primaryKey, indexes, timestamps";
+/// Property names maintained when `timestamps` is on.
+pub const CREATED_AT: &str = "createdAt";
+/// See [`CREATED_AT`].
+pub const UPDATED_AT: &str = "updatedAt";
+
+/// The table settings read from `x-table`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSettings {
+    /// The primary key property.
+    pub primary_key: String,
+    /// The primary key's type, from the property's declared `type`.
+    pub key_type: KeyType,
+    /// Declared secondary indexes (property names, or dotted paths into nested objects).
+    pub indexes: Vec<String>,
+    /// Whether `createdAt` / `updatedAt` (epoch ms) are maintained in every record.
+    pub timestamps: bool,
+}
+
+/// Reads and checks `x-table` against the rest of the schema document `doc`.
+pub fn read(doc: &Map<String, Value>, fail: &dyn Fn(&str, String) -> LoadError) -> Result<TableSettings, LoadError> {
+    let empty = Map::new();
+    let x_table = match doc.get("x-table") {
+        None => &empty,
+        Some(Value::Object(x_table)) => x_table,
+        Some(_) => return Err(fail("/x-table", "`x-table` must be an object".to_owned())),
+    };
+    let mut primary_key = "id".to_owned();
+    let mut indexes = Vec::new();
+    let mut timestamps = false;
+    for (name, value) in x_table {
+        let pointer = format!("/x-table/{}", escape_pointer(name));
+        match (name.as_str(), value) {
+            ("primaryKey", Value::String(key)) => primary_key.clone_from(key),
+            ("primaryKey", _) => return Err(fail(&pointer, "must be a property name (a string)".to_owned())),
+            ("indexes", Value::Array(list)) => {
+                for (i, entry) in list.iter().enumerate() {
+                    let Value::String(path) = entry else {
+                        return Err(fail(&format!("{pointer}/{i}"), "an index is a property name (a string)".to_owned()));
+                    };
+                    indexes.push((format!("{pointer}/{i}"), path.clone()));
+                }
+            }
+            ("indexes", _) => return Err(fail(&pointer, "must be an array of property names".to_owned())),
+            ("timestamps", Value::Bool(on)) => timestamps = *on,
+            ("timestamps", _) => return Err(fail(&pointer, "must be true or false".to_owned())),
+            ("expiration" | "cache", _) => {
+                return Err(fail(&pointer, format!("`{name}` is not supported by this version of tablecast")));
+            }
+            _ => return Err(fail(&pointer, format!("unknown setting `{name}`; expected one of {KNOWN_KEYS}"))),
+        }
+    }
+
+    let properties = doc.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let key_pointer = format!("/properties/{}", escape_pointer(&primary_key));
+    let key_type = match properties.get(&primary_key).and_then(|p| p.get("type")) {
+        Some(Value::String(t)) if t == "string" => KeyType::String,
+        Some(Value::String(t)) if t == "integer" => KeyType::Integer,
+        Some(_) => {
+            return Err(fail(
+                &format!("{key_pointer}/type"),
+                format!("the primary key `{primary_key}` must have \"type\": \"string\" or \"type\": \"integer\""),
+            ));
+        }
+        None => {
+            return Err(fail(
+                "/properties",
+                format!("the primary key `{primary_key}` must be declared here with \"type\": \"string\" or \"integer\""),
+            ));
+        }
+    };
+
+    let mut seen = Vec::new();
+    for (pointer, path) in indexes {
+        let top = path.split('.').next().unwrap_or_default();
+        if path.is_empty() || path.split('.').any(str::is_empty) {
+            return Err(fail(&pointer, format!("`{path}` is not a property name or dotted path")));
+        }
+        if !properties.contains_key(top) {
+            return Err(fail(&pointer, format!("indexed property `{top}` is not declared in /properties")));
+        }
+        if path == primary_key {
+            return Err(fail(&pointer, format!("`{path}` is the primary key, which is always indexed")));
+        }
+        if seen.contains(&path) {
+            return Err(fail(&pointer, format!("`{path}` is indexed twice")));
+        }
+        seen.push(path);
+    }
+
+    if timestamps && doc.get("additionalProperties") == Some(&Value::Bool(false)) {
+        for field in [CREATED_AT, UPDATED_AT] {
+            if !properties.contains_key(field) {
+                return Err(fail(
+                    "/x-table/timestamps",
+                    format!("timestamps add `{field}`, which \"additionalProperties\": false forbids; declare it in /properties as an integer"),
+                ));
+            }
+        }
+    }
+
+    Ok(TableSettings { primary_key, key_type, indexes: seen, timestamps })
+}
+
+/// Escapes a property name for use as a JSON pointer segment (RFC 6901).
+pub fn escape_pointer(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}

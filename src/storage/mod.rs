@@ -1,0 +1,251 @@
+//! Storage: the only module that uses sled.
+//!
+//! One sled tree per table holds `encoded key -> envelope`; the `_meta` tree holds each table's key
+//! type, record count and highest integer key, and the clock. All writes go through the group-commit
+//! [`writer`]; reads go straight to sled from any thread.
+
+mod clock;
+mod envelope;
+mod key;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+pub use envelope::Envelope;
+pub use key::{Key, KeyType, MAX_STRING_KEY_BYTES};
+pub use writer::{Change, Commit, Decide, OnDurable, Target, WriteContext};
+
+use crate::error::{Error, Result};
+use writer::{CLOCK_KEY, Command, Request, Writer};
+
+const META_TREE: &str = "_meta";
+
+/// The database: a sled instance and its writer thread.
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    commands: mpsc::Sender<Command>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A table's records: a handle to its tree, cheap to clone.
+#[derive(Clone)]
+pub struct Records {
+    name: Arc<str>,
+    key_type: KeyType,
+    tree: sled::Tree,
+    meta: Arc<Mutex<TableMeta>>,
+}
+
+/// Per-table facts kept current by the writer and persisted with every commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TableMeta {
+    count: u64,
+    /// The highest integer key ever written (deleted keys included), so generated ids are never reused.
+    max_int: Option<i64>,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir` and starts its writer thread.
+    pub fn open(dir: &Path, on_durable: OnDurable) -> Result<Store> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
+        let meta = db.open_tree(META_TREE).map_err(storage_error)?;
+        let last_version = match meta.get(CLOCK_KEY).map_err(storage_error)? {
+            Some(raw) => u64::from_be_bytes(
+                raw.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Storage("corrupt clock record".to_owned()))?,
+            ),
+            None => 0,
+        };
+        let (commands, receiver) = mpsc::channel();
+        let writer = Writer {
+            db: db.clone(),
+            meta: meta.clone(),
+            clock: clock::Hlc::resume(last_version),
+            on_durable,
+        };
+        let handle = std::thread::Builder::new()
+            .name("tablecast-writer".to_owned())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+        Ok(Store {
+            db,
+            meta,
+            commands,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Opens the tree of table `name`, whose keys are of `key_type`.
+    ///
+    /// Fails if the table already holds records under another key type.
+    pub fn records(&self, name: &str, key_type: KeyType) -> Result<Records> {
+        let tree = self.db.open_tree(name).map_err(storage_error)?;
+        let meta_key = meta_key(name);
+        let meta = match self.meta.get(&meta_key).map_err(storage_error)? {
+            Some(raw) => {
+                let (stored_type, meta) = TableMeta::decode(&raw).ok_or_else(|| {
+                    Error::Storage(format!("corrupt metadata for table `{name}`"))
+                })?;
+                if stored_type != key_type {
+                    return Err(Error::Storage(format!(
+                        "table `{name}` holds records with {} keys but its schema now declares {} keys",
+                        stored_type.name(),
+                        key_type.name()
+                    )));
+                }
+                meta
+            }
+            None => {
+                let meta = TableMeta::default();
+                self.meta
+                    .insert(&meta_key, meta.encode(key_type))
+                    .map_err(storage_error)?;
+                meta
+            }
+        };
+        Ok(Records {
+            name: name.into(),
+            key_type,
+            tree,
+            meta: Arc::new(Mutex::new(meta)),
+        })
+    }
+
+    /// Queues a mutation and waits until it is durable (or rejected).
+    pub async fn commit(&self, records: &Records, target: Target, decide: Decide) -> Result<Commit> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            records: records.clone(),
+            target,
+            decide,
+            reply,
+        };
+        self.commands
+            .send(Command::Write(request))
+            .map_err(|_| Error::ShuttingDown)?;
+        answer.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Commits what is queued, stops the writer and flushes. Later commits fail with `ShuttingDown`.
+    pub fn close(&self) {
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            let _ = self.commands.send(Command::Close);
+            if handle.join().is_err() {
+                tracing::error!("the writer thread panicked");
+            }
+        }
+        if let Err(error) = self.db.flush() {
+            tracing::error!(%error, "flush on close failed");
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Records {
+    /// The table's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Reads one record.
+    pub fn get(&self, key: &Key) -> Result<Option<Envelope>> {
+        self.read(&key.encode())
+    }
+
+    /// Records in key order, skipping `offset` records; the iterator reads lazily from disk.
+    pub fn scan(&self, offset: usize) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
+        let key_type = self.key_type;
+        self.tree.iter().skip(offset).map(move |entry| {
+            let (raw_key, raw) = entry.map_err(storage_error)?;
+            let key = Key::decode(key_type, &raw_key)
+                .ok_or_else(|| Error::Storage("corrupt key".to_owned()))?;
+            Ok((key, decode(raw)?))
+        })
+    }
+
+    /// How many records the table holds.
+    pub fn count(&self) -> u64 {
+        self.meta_snapshot().count
+    }
+
+    fn read(&self, encoded: &[u8]) -> Result<Option<Envelope>> {
+        self.tree
+            .get(encoded)
+            .map_err(storage_error)?
+            .map(decode)
+            .transpose()
+    }
+
+    fn meta_key(&self) -> Vec<u8> {
+        meta_key(&self.name)
+    }
+
+    fn meta_snapshot(&self) -> TableMeta {
+        self.meta
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_meta(&self, meta: TableMeta) {
+        *self.meta.lock().unwrap_or_else(PoisonError::into_inner) = meta;
+    }
+}
+
+impl TableMeta {
+    fn encode(&self, key_type: KeyType) -> Vec<u8> {
+        let mut out = vec![key_type.tag()];
+        out.extend_from_slice(&self.count.to_be_bytes());
+        if let Some(max) = self.max_int {
+            out.extend_from_slice(&max.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Option<(KeyType, TableMeta)> {
+        let (&tag, rest) = raw.split_first()?;
+        let (count, rest) = rest.split_first_chunk::<8>()?;
+        let max_int = match rest {
+            [] => None,
+            _ => Some(i64::from_be_bytes(rest.try_into().ok()?)),
+        };
+        let meta = TableMeta {
+            count: u64::from_be_bytes(*count),
+            max_int,
+        };
+        Some((KeyType::from_tag(tag)?, meta))
+    }
+}
+
+fn meta_key(table: &str) -> Vec<u8> {
+    format!("table/{table}").into_bytes()
+}
+
+fn decode(raw: sled::IVec) -> Result<Envelope> {
+    Envelope::decode(Bytes::from_owner(raw))
+        .ok_or_else(|| Error::Storage("corrupt record envelope".to_owned()))
+}
+
+fn storage_error(error: sled::Error) -> Error {
+    Error::Storage(error.to_string())
+}

@@ -1,0 +1,264 @@
+//! Group commit: one writer thread applies every mutation, one fsync acknowledges a whole batch.
+//!
+//! Requests queue on a channel. The writer takes everything queued (up to [`MAX_BATCH`]), decides
+//! each mutation against the current record (earlier writes of the same batch included), applies
+//! the batch in one sled transaction, flushes once, then calls `on_durable` for each commit in
+//! commit order and only then replies. A single writer makes read-modify-write (PATCH, If-Match,
+//! generated integer keys) atomic without locks, and makes commit order equal version order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sled::Transactional;
+use sled::transaction::ConflictableTransactionError;
+use tokio::sync::oneshot;
+
+use super::clock::Hlc;
+use super::key::Key;
+use super::{Envelope, Records, TableMeta, storage_error};
+use crate::error::{Error, Result};
+
+/// The most requests one flush acknowledges; bounds the latency of the first in a long queue.
+const MAX_BATCH: usize = 4096;
+/// Key of the highest issued version in the meta tree.
+pub(crate) const CLOCK_KEY: &[u8] = b"clock";
+
+/// Which record a mutation targets.
+pub enum Target {
+    /// The record with this key.
+    Key(Key),
+    /// A new record keyed one above the highest integer key the table has ever had.
+    NextInteger,
+}
+
+/// What the writer tells a mutation's decision about the moment of the commit.
+pub struct WriteContext<'a> {
+    /// The record's key.
+    pub key: &'a Key,
+    /// Commit time, ms since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// The outcome a decision asks for.
+pub enum Change {
+    /// Store these JSON bytes as the record.
+    Put(Vec<u8>),
+    /// Remove the record.
+    Delete,
+}
+
+/// Decides a mutation given the current record; runs on the writer thread, so it must be quick.
+pub type Decide = Box<dyn FnOnce(Option<&Envelope>, &WriteContext) -> Result<Change> + Send>;
+
+/// A durable commit, reported to `on_durable` and to the caller.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    /// The table written.
+    pub table: Arc<str>,
+    /// The record's key.
+    pub key: Key,
+    /// The commit's version.
+    pub version: u64,
+    /// The record after the commit; `None` for a delete.
+    pub record: Option<Envelope>,
+}
+
+/// Called on the writer thread for each commit, in commit order, once it is on disk.
+pub type OnDurable = Box<dyn Fn(&Commit) + Send>;
+
+pub(crate) struct Request {
+    pub records: Records,
+    pub target: Target,
+    pub decide: Decide,
+    pub reply: oneshot::Sender<Result<Commit>>,
+}
+
+pub(crate) enum Command {
+    Write(Request),
+    /// Finish what is queued before this, then stop.
+    Close,
+}
+
+pub(crate) struct Writer {
+    pub db: sled::Db,
+    pub meta: sled::Tree,
+    pub clock: Hlc,
+    pub on_durable: OnDurable,
+}
+
+struct Staged {
+    records: Records,
+    batch: sled::Batch,
+    meta: TableMeta,
+}
+
+impl Writer {
+    pub fn run(mut self, commands: mpsc::Receiver<Command>) {
+        while let Ok(first) = commands.recv() {
+            let mut batch = Vec::new();
+            let mut closing = false;
+            let mut next = Some(first);
+            while let Some(command) = next {
+                match command {
+                    Command::Write(request) => batch.push(request),
+                    Command::Close => {
+                        closing = true;
+                        break;
+                    }
+                }
+                next = (batch.len() < MAX_BATCH)
+                    .then(|| commands.try_recv().ok())
+                    .flatten();
+            }
+            self.commit_batch(batch);
+            if closing {
+                break;
+            }
+        }
+        if let Err(error) = self.db.flush() {
+            tracing::error!(%error, "final flush failed");
+        }
+    }
+
+    fn commit_batch(&mut self, requests: Vec<Request>) {
+        let now_ms = now_ms();
+        let mut staged: HashMap<Arc<str>, Staged> = HashMap::new();
+        // Records written earlier in this batch, so later mutations see them.
+        let mut overlay: BTreeMap<(Arc<str>, Vec<u8>), Option<Envelope>> = BTreeMap::new();
+        let mut pending = Vec::with_capacity(requests.len());
+
+        for Request {
+            records,
+            target,
+            decide,
+            reply,
+        } in requests
+        {
+            let table = staged
+                .entry(records.name.clone())
+                .or_insert_with(|| Staged {
+                    meta: records.meta_snapshot(),
+                    records: records.clone(),
+                    batch: sled::Batch::default(),
+                });
+            let key = match target {
+                Target::Key(key) => key,
+                Target::NextInteger => match table.meta.max_int.map_or(Some(1), |n| n.checked_add(1)) {
+                    Some(n) => Key::Int(n),
+                    None => {
+                        let _ = reply.send(Err(Error::InvalidId {
+                            id: i64::MAX.to_string(),
+                            key_type: "integer",
+                            reason: "the table's integer ids are exhausted".to_owned(),
+                        }));
+                        continue;
+                    }
+                },
+            };
+            let encoded = key.encode();
+            let slot = (records.name.clone(), encoded.clone());
+            let current = match overlay.get(&slot) {
+                Some(staged) => Ok(staged.clone()),
+                None => records.read(&encoded),
+            };
+            let decided = current.and_then(|current| {
+                let context = WriteContext {
+                    key: &key,
+                    now_ms,
+                };
+                decide(current.as_ref(), &context).map(|change| (current, change))
+            });
+            let (current, change) = match decided {
+                Ok(decided) => decided,
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                    continue;
+                }
+            };
+            let version = self.clock.next(now_ms);
+            let record = match change {
+                Change::Put(json) => {
+                    let envelope = Envelope {
+                        version,
+                        created: current.as_ref().map_or(now_ms, |c| c.created),
+                        updated: now_ms,
+                        expires_at: None,
+                        value: json.into(),
+                    };
+                    table.batch.insert(encoded, envelope.encode());
+                    table.meta.count += u64::from(current.is_none());
+                    if let Key::Int(n) = key {
+                        table.meta.max_int = Some(table.meta.max_int.map_or(n, |m| m.max(n)));
+                    }
+                    Some(envelope)
+                }
+                Change::Delete => {
+                    table.batch.remove(encoded);
+                    table.meta.count -= u64::from(current.is_some());
+                    None
+                }
+            };
+            overlay.insert(slot, record.clone());
+            let commit = Commit {
+                table: records.name.clone(),
+                key,
+                version,
+                record,
+            };
+            pending.push((commit, reply));
+        }
+
+        if pending.is_empty() {
+            return;
+        }
+        let staged: Vec<Staged> = staged.into_values().collect();
+        match self.apply(&staged) {
+            Ok(()) => {
+                for table in &staged {
+                    table.records.set_meta(table.meta.clone());
+                }
+                for (commit, reply) in pending {
+                    (self.on_durable)(&commit);
+                    let _ = reply.send(Ok(commit));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "commit failed; {} writes rejected", pending.len());
+                for (_, reply) in pending {
+                    let _ = reply.send(Err(Error::Storage(error.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Writes every staged table, its metadata and the clock in one transaction, then fsyncs.
+    fn apply(&self, staged: &[Staged]) -> Result<()> {
+        let mut trees = vec![self.meta.clone()];
+        trees.extend(staged.iter().map(|t| t.records.tree.clone()));
+        let clock = self.clock.last().to_be_bytes();
+        trees
+            .as_slice()
+            .transaction(|views| {
+                let (meta, tables) = views.split_first().expect("the meta tree is first");
+                meta.insert(CLOCK_KEY, &clock)?;
+                for (view, table) in tables.iter().zip(staged) {
+                    view.apply_batch(&table.batch)?;
+                    meta.insert(table.records.meta_key(), table.meta.encode(table.records.key_type))?;
+                }
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|error| Error::Storage(format!("{error:?}")))?;
+        self.db.flush().map_err(storage_error)?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    let elapsed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+

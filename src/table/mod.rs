@@ -1,0 +1,173 @@
+//! The domain core: a table validates, commits and publishes.
+//!
+//! Every mutation is decided on the storage writer thread against the current record (so
+//! preconditions, patches and generated ids are atomic), committed durably, and announced as a
+//! [`ChangeEvent`] in commit order.
+
+mod condition;
+mod merge_patch;
+mod record;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+pub use condition::{Condition, Tags, Verdict};
+
+use crate::error::{Error, Result};
+use crate::events::{ChangeEvent, EventBus};
+use crate::schema::TableSchema;
+use crate::storage::{Change, Commit, Decide, Envelope, Key, KeyType, OnDurable, Records, Store, Target};
+
+/// A table of our own: the system of record for its records.
+pub struct Table {
+    schema: Arc<TableSchema>,
+    records: Records,
+    store: Arc<Store>,
+}
+
+/// Publishes every durable commit on `bus`; install it as the store's `on_durable` hook.
+pub fn publish_to(bus: EventBus) -> OnDurable {
+    Box::new(move |commit| bus.publish(ChangeEvent::from(commit)))
+}
+
+impl Table {
+    /// Opens the table described by `schema` in `store`.
+    pub fn open(schema: TableSchema, store: Arc<Store>) -> Result<Table> {
+        let records = store.records(&schema.name, schema.settings.key_type)?;
+        Ok(Table {
+            schema: Arc::new(schema),
+            records,
+            store,
+        })
+    }
+
+    /// The table's schema.
+    pub fn schema(&self) -> &TableSchema {
+        &self.schema
+    }
+
+    /// The table's name.
+    pub fn name(&self) -> &str {
+        &self.schema.name
+    }
+
+    /// Parses a record id from a URL path segment.
+    pub fn parse_id(&self, text: &str) -> Result<Key> {
+        let key_type = self.schema.settings.key_type;
+        key_type.parse(text).map_err(|reason| Error::InvalidId {
+            id: text.to_owned(),
+            key_type: key_type.name(),
+            reason,
+        })
+    }
+
+    /// Reads one record.
+    pub fn get(&self, key: &Key) -> Result<Option<Envelope>> {
+        self.records.get(key)
+    }
+
+    /// Records in key order from `offset` on, read lazily.
+    pub fn scan(&self, offset: usize) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
+        self.records.scan(offset)
+    }
+
+    /// How many records the table holds.
+    pub fn count(&self) -> u64 {
+        self.records.count()
+    }
+
+    /// Creates or replaces the record `key` with `record`.
+    pub async fn put(&self, key: Key, record: Value, condition: Condition) -> Result<Commit> {
+        let schema = self.schema.clone();
+        self.commit(
+            Target::Key(key),
+            Box::new(move |current, context| {
+                check(&condition, current)?;
+                let created = current.map_or(context.now_ms, |c| c.created);
+                record::compose(&schema, context.key, record, created, context.now_ms).map(Change::Put)
+            }),
+        )
+        .await
+    }
+
+    /// Applies a JSON merge patch (RFC 7396) to the record `key`, then validates the result.
+    pub async fn patch(&self, key: Key, patch: Value, condition: Condition) -> Result<Commit> {
+        let schema = self.schema.clone();
+        self.commit(
+            Target::Key(key),
+            Box::new(move |current, context| {
+                // A missing record is 404 whatever the preconditions (RFC 9110 section 13.2.1).
+                let current = current.ok_or_else(|| not_found(&schema, context.key))?;
+                check(&condition, Some(current))?;
+                if let Some(value) = patch.get(&schema.settings.primary_key) {
+                    record::check_key(&schema, context.key, value)?;
+                }
+                let mut record: Value = serde_json::from_slice(&current.value)
+                    .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?;
+                merge_patch::apply(&mut record, &patch);
+                record::compose(&schema, context.key, record, current.created, context.now_ms).map(Change::Put)
+            }),
+        )
+        .await
+    }
+
+    /// Removes the record `key`.
+    pub async fn delete(&self, key: Key, condition: Condition) -> Result<Commit> {
+        let schema = self.schema.clone();
+        self.commit(
+            Target::Key(key),
+            Box::new(move |current, context| {
+                let current = current.ok_or_else(|| not_found(&schema, context.key))?;
+                check(&condition, Some(current))?;
+                Ok(Change::Delete)
+            }),
+        )
+        .await
+    }
+
+    /// Creates a record under a generated key: a UUIDv7 for string keys, one above the highest
+    /// integer key ever used for integer keys.
+    pub async fn create(&self, record: Value) -> Result<Commit> {
+        let settings = &self.schema.settings;
+        if record.get(&settings.primary_key).is_some() {
+            return Err(Error::KeyInBody {
+                table: self.schema.name.to_string(),
+                field: settings.primary_key.clone(),
+            });
+        }
+        let target = match settings.key_type {
+            KeyType::String => Target::Key(Key::Str(uuid::Uuid::now_v7().to_string())),
+            KeyType::Integer => Target::NextInteger,
+        };
+        let schema = self.schema.clone();
+        self.commit(
+            target,
+            Box::new(move |_, context| {
+                record::compose(&schema, context.key, record, context.now_ms, context.now_ms).map(Change::Put)
+            }),
+        )
+        .await
+    }
+
+    async fn commit(&self, target: Target, decide: Decide) -> Result<Commit> {
+        self.store.commit(&self.records, target, decide).await
+    }
+}
+
+fn check(condition: &Condition, current: Option<&Envelope>) -> Result<()> {
+    match condition.evaluate(current.map(|c| c.version), false) {
+        Verdict::Proceed => Ok(()),
+        Verdict::NotModified | Verdict::Failed => Err(Error::PreconditionFailed(match current {
+            Some(_) => "the record's current ETag does not satisfy If-Match / If-None-Match".to_owned(),
+            None => "the record does not exist, so If-Match cannot be satisfied".to_owned(),
+        })),
+    }
+}
+
+fn not_found(schema: &TableSchema, key: &Key) -> Error {
+    Error::RecordNotFound {
+        table: schema.name.to_string(),
+        id: key.to_string(),
+    }
+}
