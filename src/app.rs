@@ -53,7 +53,10 @@ impl App {
     pub fn open(config: Config) -> Result<App, StartError> {
         let schemas = schema::load_dir(&config.schemas).map_err(StartError::Schemas)?;
         let events = EventBus::new(EVENT_BUFFER);
-        let store = Arc::new(Store::open(&config.data, table::publish_to(events.clone())).map_err(StartError::Store)?);
+        let store = Arc::new(
+            Store::open(&config.data, table::publish_to(events.clone()))
+                .map_err(StartError::Store)?,
+        );
         let catalog = Arc::new(Catalog::open(schemas, &store).map_err(StartError::Store)?);
         tracing::info!(
             tables = catalog.resources().count(),
@@ -76,9 +79,15 @@ impl App {
 
     /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets requests in
     /// flight finish, commits what is queued and flushes the store.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let router = http::router(self.catalog.clone(), self.config.max_body);
-        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
         tracing::info!("stopped serving; flushing the store");
         let App { store, catalog, .. } = self;
         drop(catalog);

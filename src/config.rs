@@ -43,14 +43,20 @@ impl Config {
 /// Parses a byte size: a number with an optional `B`, `KiB`, `MiB` or `GiB` suffix.
 pub fn parse_size(text: &str) -> Result<usize, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let shift = match unit.trim() {
         "" | "B" => 0,
         "KiB" | "K" | "k" => 10,
         "MiB" | "M" => 20,
         "GiB" | "G" => 30,
-        other => return Err(format!("unknown size unit `{other}`; use B, KiB, MiB or GiB")),
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}`; use B, KiB, MiB or GiB"
+            ));
+        }
     };
     let number: usize = digits
         .parse()

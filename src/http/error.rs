@@ -36,7 +36,12 @@ struct Problem {
 }
 
 impl Problem {
-    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: impl ToString) -> Problem {
+    fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl ToString,
+    ) -> Problem {
         Problem {
             status,
             code,
@@ -59,36 +64,57 @@ impl ApiError {
             ApiError::Domain(error) => {
                 let detail = error.to_string();
                 match error {
-                    Error::UnknownTable(_) => Problem::new(S::NOT_FOUND, "unknown-table", "Unknown table", detail),
+                    Error::UnknownTable(_) => {
+                        Problem::new(S::NOT_FOUND, "unknown-table", "Unknown table", detail)
+                    }
                     Error::RecordNotFound { .. } => {
                         Problem::new(S::NOT_FOUND, "record-not-found", "Record not found", detail)
                     }
-                    Error::InvalidId { .. } => Problem::new(S::BAD_REQUEST, "invalid-id", "Invalid record id", detail),
+                    Error::InvalidId { .. } => {
+                        Problem::new(S::BAD_REQUEST, "invalid-id", "Invalid record id", detail)
+                    }
                     Error::MalformedJson { line, column, .. } => {
                         Problem::new(S::BAD_REQUEST, "malformed-json", "Malformed JSON", detail)
                             .with("line", line.into())
                             .with("column", column.into())
                     }
-                    Error::SchemaViolation { violations, .. } => {
-                        Problem::new(S::UNPROCESSABLE_ENTITY, "schema-violation", "Schema violation", detail)
-                            .with("errors", json!(violations))
+                    Error::SchemaViolation { violations, .. } => Problem::new(
+                        S::UNPROCESSABLE_ENTITY,
+                        "schema-violation",
+                        "Schema violation",
+                        detail,
+                    )
+                    .with("errors", json!(violations)),
+                    Error::KeyMismatch { .. } => Problem::new(
+                        S::BAD_REQUEST,
+                        "key-mismatch",
+                        "Primary key does not match the URL",
+                        detail,
+                    ),
+                    Error::KeyInBody { .. } => Problem::new(
+                        S::BAD_REQUEST,
+                        "key-in-body",
+                        "Primary key given on POST",
+                        detail,
+                    ),
+                    Error::PreconditionFailed(_) => Problem::new(
+                        S::PRECONDITION_FAILED,
+                        "precondition-failed",
+                        "Precondition failed",
+                        detail,
+                    ),
+                    Error::BadQuery(query) => {
+                        Problem::new(S::BAD_REQUEST, "bad-query", "Bad query", detail)
+                            .with("position", query.position.into())
+                            .with("token", query.token.into())
+                            .with("expected", query.expected.into())
                     }
-                    Error::KeyMismatch { .. } => {
-                        Problem::new(S::BAD_REQUEST, "key-mismatch", "Primary key does not match the URL", detail)
-                    }
-                    Error::KeyInBody { .. } => {
-                        Problem::new(S::BAD_REQUEST, "key-in-body", "Primary key given on POST", detail)
-                    }
-                    Error::PreconditionFailed(_) => {
-                        Problem::new(S::PRECONDITION_FAILED, "precondition-failed", "Precondition failed", detail)
-                    }
-                    Error::BadQuery(query) => Problem::new(S::BAD_REQUEST, "bad-query", "Bad query", detail)
-                        .with("position", query.position.into())
-                        .with("token", query.token.into())
-                        .with("expected", query.expected.into()),
-                    Error::ShuttingDown => {
-                        Problem::new(S::SERVICE_UNAVAILABLE, "shutting-down", "Shutting down", detail)
-                    }
+                    Error::ShuttingDown => Problem::new(
+                        S::SERVICE_UNAVAILABLE,
+                        "shutting-down",
+                        "Shutting down",
+                        detail,
+                    ),
                     Error::Storage(cause) => {
                         tracing::error!(%cause, "storage failure");
                         Problem::new(
@@ -104,7 +130,9 @@ impl ApiError {
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 "Unsupported media type",
-                format!("the body must be JSON (Content-Type: application/json), not `{found}`; with curl, use --json"),
+                format!(
+                    "the body must be JSON (Content-Type: application/json), not `{found}`; with curl, use --json"
+                ),
             ),
             ApiError::PayloadTooLarge(limit) => Problem::new(
                 S::PAYLOAD_TOO_LARGE,
@@ -125,7 +153,9 @@ impl ApiError {
                 "Not found",
                 "no resource here: tables are at /<Table>, /<Table>/ and /<Table>/<id>",
             ),
-            ApiError::BadRequest(detail) => Problem::new(S::BAD_REQUEST, "bad-request", "Bad request", detail),
+            ApiError::BadRequest(detail) => {
+                Problem::new(S::BAD_REQUEST, "bad-request", "Bad request", detail)
+            }
         }
     }
 }

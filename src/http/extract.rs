@@ -42,17 +42,23 @@ impl FromRequest<AppState> for JsonBody {
                 return Err(ApiError::UnsupportedMediaType(text.to_owned()));
             }
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(state.max_body)
-            } else {
-                ApiError::BadRequest(rejection.body_text())
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(state.max_body)
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             let reason = e.to_string();
             // serde_json appends " at line L column C"; the problem carries those as fields.
-            let reason = reason.split(" at line ").next().unwrap_or(&reason).to_owned();
+            let reason = reason
+                .split(" at line ")
+                .next()
+                .unwrap_or(&reason)
+                .to_owned();
             ApiError::Domain(Error::MalformedJson {
                 line: e.line(),
                 column: e.column(),
@@ -64,8 +70,14 @@ impl FromRequest<AppState> for JsonBody {
 
 /// `application/json`, or any `application/*+json` such as `application/merge-patch+json`.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 #[cfg(test)]

@@ -15,7 +15,8 @@ pub fn etag(version: u64) -> HeaderValue {
 /// `Last-Modified` for a record.
 pub fn last_modified(record: &Envelope) -> HeaderValue {
     let at = UNIX_EPOCH + Duration::from_millis(record.updated);
-    HeaderValue::from_str(&httpdate::fmt_http_date(at)).expect("an HTTP date is a valid header value")
+    HeaderValue::from_str(&httpdate::fmt_http_date(at))
+        .expect("an HTTP date is a valid header value")
 }
 
 /// Reads `If-Match` and `If-None-Match`.
@@ -60,7 +61,11 @@ pub fn wants_representation(headers: &HeaderMap) -> bool {
         .get_all("prefer")
         .iter()
         .flat_map(|v| v.to_str().unwrap_or_default().split(','))
-        .any(|preference| preference.trim().eq_ignore_ascii_case("return=representation"))
+        .any(|preference| {
+            preference
+                .trim()
+                .eq_ignore_ascii_case("return=representation")
+        })
 }
 
 #[cfg(test)]
@@ -78,16 +83,28 @@ mod tests {
     #[test]
     fn entity_tags() {
         assert_eq!(etag(255), "\"ff\"");
-        let c = condition(&headers(&[("if-match", "\"ff\", W/\"10\", \"zz\""), ("if-none-match", "W/\"10\"")]));
+        let c = condition(&headers(&[
+            ("if-match", "\"ff\", W/\"10\", \"zz\""),
+            ("if-none-match", "W/\"10\""),
+        ]));
         assert_eq!(c.if_match, Some(Tags::Versions(vec![255])));
         assert_eq!(c.if_none_match, Some(Tags::Versions(vec![16])));
-        assert_eq!(condition(&headers(&[("if-none-match", "*")])).if_none_match, Some(Tags::Any));
+        assert_eq!(
+            condition(&headers(&[("if-none-match", "*")])).if_none_match,
+            Some(Tags::Any)
+        );
         assert_eq!(condition(&headers(&[])), Condition::default());
     }
 
     #[test]
     fn prefer() {
-        assert!(wants_representation(&headers(&[("prefer", "handling=strict, return=representation")])));
-        assert!(!wants_representation(&headers(&[("prefer", "return=minimal")])));
+        assert!(wants_representation(&headers(&[(
+            "prefer",
+            "handling=strict, return=representation"
+        )])));
+        assert!(!wants_representation(&headers(&[(
+            "prefer",
+            "return=minimal"
+        )])));
     }
 }

@@ -28,7 +28,10 @@ pub fn router(catalog: Arc<Catalog>, max_body: usize) -> Router {
     let state = AppState { catalog, max_body };
     Router::new()
         .route("/_health", get(health))
-        .route("/{table}", get(records::tables_describe).fallback(method_not_allowed))
+        .route(
+            "/{table}",
+            get(records::tables_describe).fallback(method_not_allowed),
+        )
         .route(
             "/{table}/",
             get(records::records_list)

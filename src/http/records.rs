@@ -44,10 +44,16 @@ fn table<'a>(state: &'a AppState, name: &str) -> Result<&'a Table, ApiError> {
 }
 
 /// `GET /T/id`: the stored JSON bytes as they are.
-pub async fn records_get(State(state): State<AppState>, UrlPath((name, id)): UrlPath<(String, String)>, request: HeaderMap) -> Answer {
+pub async fn records_get(
+    State(state): State<AppState>,
+    UrlPath((name, id)): UrlPath<(String, String)>,
+    request: HeaderMap,
+) -> Answer {
     let table = table(&state, &name)?;
     let key = table.parse_id(&id)?;
-    let record = table.get(&key)?.ok_or_else(|| Error::RecordNotFound { table: name, id })?;
+    let record = table
+        .get(&key)?
+        .ok_or(Error::RecordNotFound { table: name, id })?;
     match headers::condition(&request).evaluate(Some(record.version), true) {
         Verdict::Proceed => Ok(record_response(StatusCode::OK, &record)),
         Verdict::NotModified => {
@@ -55,7 +61,10 @@ pub async fn records_get(State(state): State<AppState>, UrlPath((name, id)): Url
             set_validators(response.headers_mut(), &record);
             Ok(response)
         }
-        Verdict::Failed => Err(Error::PreconditionFailed("the record's current ETag does not satisfy If-Match".to_owned()).into()),
+        Verdict::Failed => Err(Error::PreconditionFailed(
+            "the record's current ETag does not satisfy If-Match".to_owned(),
+        )
+        .into()),
     }
 }
 
@@ -81,12 +90,18 @@ pub async fn records_patch(
 ) -> Answer {
     let table = table(&state, &name)?;
     let key = table.parse_id(&id)?;
-    let commit = table.patch(key, patch, headers::condition(&request)).await?;
+    let commit = table
+        .patch(key, patch, headers::condition(&request))
+        .await?;
     Ok(write_response(&request, &commit))
 }
 
 /// `DELETE /T/id`.
-pub async fn records_delete(State(state): State<AppState>, UrlPath((name, id)): UrlPath<(String, String)>, request: HeaderMap) -> Answer {
+pub async fn records_delete(
+    State(state): State<AppState>,
+    UrlPath((name, id)): UrlPath<(String, String)>,
+    request: HeaderMap,
+) -> Answer {
     let table = table(&state, &name)?;
     let key = table.parse_id(&id)?;
     table.delete(key, headers::condition(&request)).await?;
@@ -94,29 +109,53 @@ pub async fn records_delete(State(state): State<AppState>, UrlPath((name, id)): 
 }
 
 /// `POST /T/`: create under a generated key.
-pub async fn records_post(State(state): State<AppState>, UrlPath(name): UrlPath<String>, JsonBody(body): JsonBody) -> Answer {
+pub async fn records_post(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    JsonBody(body): JsonBody,
+) -> Answer {
     let table = table(&state, &name)?;
     let commit = table.create(body).await?;
     let record = commit.record.as_ref().expect("a create stores a record");
     let mut response = record_response(StatusCode::CREATED, record);
-    let location = format!("/{name}/{}", utf8_percent_encode(&commit.key.to_string(), SEGMENT));
-    response
-        .headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_str(&location).expect("percent-encoded path"));
+    let location = format!(
+        "/{name}/{}",
+        utf8_percent_encode(&commit.key.to_string(), SEGMENT)
+    );
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("percent-encoded path"),
+    );
     Ok(response)
 }
 
 /// `GET /T/`: every record in key order, streamed, paged by `limit()`.
-pub async fn records_list(State(state): State<AppState>, UrlPath(name): UrlPath<String>, RawQuery(raw): RawQuery) -> Answer {
+pub async fn records_list(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    RawQuery(raw): RawQuery,
+) -> Answer {
     let table = table(&state, &name)?;
     let query = query::parse(raw.as_deref().unwrap_or_default()).map_err(Error::BadQuery)?;
-    let records = table.scan(query.offset).take(query.limit.unwrap_or(usize::MAX));
+    let records = table
+        .scan(query.offset)
+        .take(query.limit.unwrap_or(usize::MAX));
     let body = Body::from_stream(tokio_stream::iter(JsonArray::new(records)));
-    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// `GET /T`: what the table is.
-pub async fn tables_describe(State(state): State<AppState>, UrlPath(name): UrlPath<String>) -> Answer {
+pub async fn tables_describe(
+    State(state): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+) -> Answer {
     let table = table(&state, &name)?;
     let schema = table.schema();
     let settings = &schema.settings;
@@ -136,7 +175,10 @@ pub async fn tables_describe(State(state): State<AppState>, UrlPath(name): UrlPa
 fn record_response(status: StatusCode, record: &Envelope) -> Response {
     let mut response = (status, record.value.clone()).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     set_validators(headers, record);
     response
 }
@@ -148,12 +190,16 @@ fn set_validators(headers: &mut HeaderMap, record: &Envelope) {
 
 /// 204 with the new validators, or 200 with the record under `Prefer: return=representation`.
 fn write_response(request: &HeaderMap, commit: &Commit) -> Response {
-    let record = commit.record.as_ref().expect("a put or patch stores a record");
+    let record = commit
+        .record
+        .as_ref()
+        .expect("a put or patch stores a record");
     if headers::wants_representation(request) {
         let mut response = record_response(StatusCode::OK, record);
-        response
-            .headers_mut()
-            .insert("preference-applied", HeaderValue::from_static("return=representation"));
+        response.headers_mut().insert(
+            "preference-applied",
+            HeaderValue::from_static("return=representation"),
+        );
         response
     } else {
         let mut response = StatusCode::NO_CONTENT.into_response();

@@ -16,23 +16,26 @@ pub struct Query {
     pub limit: Option<usize>,
 }
 
-const EXPECTED_TERM: &str = "limit(n) or limit(start,end) (filters, sort() and select() are not supported yet)";
+const EXPECTED_TERM: &str =
+    "limit(n) or limit(start,end) (filters, sort() and select() are not supported yet)";
 
 /// Parses a raw (percent-encoded) query string.
 pub fn parse(raw: &str) -> Result<Query, QueryError> {
-    let text = percent_decode_str(raw).decode_utf8().map_err(|_| QueryError {
-        position: 0,
-        token: raw.to_owned(),
-        expected: "a UTF-8 query string".to_owned(),
-    })?;
+    let text = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| QueryError {
+            position: 0,
+            token: raw.to_owned(),
+            expected: "a UTF-8 query string".to_owned(),
+        })?;
     let mut query = None;
     let mut position = 0;
     for term in text.split('&') {
         if !term.is_empty() {
-            if query.is_some() {
+            let limit = parse_limit(term, position)?;
+            if query.replace(limit).is_some() {
                 return Err(error(position, term, "at most one limit()"));
             }
-            query = Some(parse_limit(term, position)?);
         }
         position += term.chars().count() + 1;
     }
@@ -73,7 +76,11 @@ fn parse_limit(term: &str, at: usize) -> Result<Query, QueryError> {
             arguments,
             &format!("an end of at least the start ({start}) in limit(start,end)"),
         )),
-        _ => Err(error(arguments_at, arguments, "one or two numbers: limit(n) or limit(start,end)")),
+        _ => Err(error(
+            arguments_at,
+            arguments,
+            "one or two numbers: limit(n) or limit(start,end)",
+        )),
     }
 }
 
@@ -119,7 +126,11 @@ mod tests {
         ];
         for (query, position, token) in cases {
             let error = parse(query).expect_err(query);
-            assert_eq!((error.position, error.token.as_str()), (position, token), "{query}");
+            assert_eq!(
+                (error.position, error.token.as_str()),
+                (position, token),
+                "{query}"
+            );
         }
     }
 }

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
 pub use settings::{CREATED_AT, TableSettings, UPDATED_AT};
@@ -30,7 +31,13 @@ pub struct LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}: {}", self.file.display(), self.pointer, self.reason)
+        write!(
+            f,
+            "{}#{}: {}",
+            self.file.display(),
+            self.pointer,
+            self.reason
+        )
     }
 }
 
@@ -63,14 +70,25 @@ impl TableSchema {
         if self.validator.is_valid(record) {
             return Ok(());
         }
-        Err(self
-            .validator
-            .iter_errors(record)
-            .map(|error| Violation {
-                pointer: error.instance_path().as_str().to_owned(),
-                message: error.to_string(),
-            })
-            .collect())
+        let mut violations = Vec::new();
+        for error in self.validator.iter_errors(record) {
+            let at = error.instance_path().as_str();
+            match error.kind() {
+                // Point at each property that is not allowed, not at the object holding it.
+                ValidationErrorKind::AdditionalProperties { unexpected }
+                | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+                    violations.extend(unexpected.iter().map(|name| Violation {
+                        pointer: format!("{at}/{}", settings::escape_pointer(name)),
+                        message: format!("property `{name}` is not allowed here"),
+                    }));
+                }
+                _ => violations.push(Violation {
+                    pointer: at.to_owned(),
+                    message: error.to_string(),
+                }),
+            }
+        }
+        Err(violations)
     }
 
     /// Reads one schema file.
@@ -94,7 +112,11 @@ impl TableSchema {
         let document: Value = serde_json::from_slice(&text).map_err(|e| {
             fail(
                 "",
-                format!("not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
+                format!(
+                    "not valid JSON: {e} (line {}, column {})",
+                    e.line(),
+                    e.column()
+                ),
             )
         })?;
         let Some(object) = document.as_object() else {
@@ -106,14 +128,17 @@ impl TableSchema {
             Some(_) => {
                 return Err(fail(
                     "/$schema",
-                    format!("tablecast reads JSON Schema draft 2020-12: use \"{DRAFT_2020_12}\" or leave `$schema` out"),
+                    format!(
+                        "tablecast reads JSON Schema draft 2020-12: use \"{DRAFT_2020_12}\" or leave `$schema` out"
+                    ),
                 ));
             }
         }
         if object.get("type") != Some(&Value::from("object")) {
             return Err(fail(
                 "/type",
-                "a table's schema describes one record: it must say \"type\": \"object\"".to_owned(),
+                "a table's schema describes one record: it must say \"type\": \"object\""
+                    .to_owned(),
             ));
         }
         let settings = settings::read(object, &fail)?;
@@ -141,7 +166,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<TableSchema>, Vec<LoadError>> {
             reason,
         }]
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("cannot read the schema directory: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| fail(format!("cannot read the schema directory: {e}")))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.extension().is_some_and(|ext| ext == "json") && path.is_file())
@@ -150,7 +176,10 @@ pub fn load_dir(dir: &Path) -> Result<Vec<TableSchema>, Vec<LoadError>> {
     if files.is_empty() {
         return Err(fail("no schema files (*.json) here".to_owned()));
     }
-    let (schemas, errors): (Vec<_>, Vec<_>) = files.iter().map(|f| TableSchema::load(f)).partition(Result::is_ok);
+    let (schemas, errors): (Vec<_>, Vec<_>) = files
+        .iter()
+        .map(|f| TableSchema::load(f))
+        .partition(Result::is_ok);
     if errors.is_empty() {
         Ok(schemas.into_iter().filter_map(Result::ok).collect())
     } else {

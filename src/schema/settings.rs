@@ -26,7 +26,10 @@ pub struct TableSettings {
 }
 
 /// Reads and checks `x-table` against the rest of the schema document `doc`.
-pub fn read(doc: &Map<String, Value>, fail: &dyn Fn(&str, String) -> LoadError) -> Result<TableSettings, LoadError> {
+pub fn read(
+    doc: &Map<String, Value>,
+    fail: &dyn Fn(&str, String) -> LoadError,
+) -> Result<TableSettings, LoadError> {
     let empty = Map::new();
     let x_table = match doc.get("x-table") {
         None => &empty,
@@ -40,26 +43,50 @@ pub fn read(doc: &Map<String, Value>, fail: &dyn Fn(&str, String) -> LoadError) 
         let pointer = format!("/x-table/{}", escape_pointer(name));
         match (name.as_str(), value) {
             ("primaryKey", Value::String(key)) => primary_key.clone_from(key),
-            ("primaryKey", _) => return Err(fail(&pointer, "must be a property name (a string)".to_owned())),
+            ("primaryKey", _) => {
+                return Err(fail(
+                    &pointer,
+                    "must be a property name (a string)".to_owned(),
+                ));
+            }
             ("indexes", Value::Array(list)) => {
                 for (i, entry) in list.iter().enumerate() {
                     let Value::String(path) = entry else {
-                        return Err(fail(&format!("{pointer}/{i}"), "an index is a property name (a string)".to_owned()));
+                        return Err(fail(
+                            &format!("{pointer}/{i}"),
+                            "an index is a property name (a string)".to_owned(),
+                        ));
                     };
                     indexes.push((format!("{pointer}/{i}"), path.clone()));
                 }
             }
-            ("indexes", _) => return Err(fail(&pointer, "must be an array of property names".to_owned())),
+            ("indexes", _) => {
+                return Err(fail(
+                    &pointer,
+                    "must be an array of property names".to_owned(),
+                ));
+            }
             ("timestamps", Value::Bool(on)) => timestamps = *on,
             ("timestamps", _) => return Err(fail(&pointer, "must be true or false".to_owned())),
             ("expiration" | "cache", _) => {
-                return Err(fail(&pointer, format!("`{name}` is not supported by this version of tablecast")));
+                return Err(fail(
+                    &pointer,
+                    format!("`{name}` is not supported by this version of tablecast"),
+                ));
             }
-            _ => return Err(fail(&pointer, format!("unknown setting `{name}`; expected one of {KNOWN_KEYS}"))),
+            _ => {
+                return Err(fail(
+                    &pointer,
+                    format!("unknown setting `{name}`; expected one of {KNOWN_KEYS}"),
+                ));
+            }
         }
     }
 
-    let properties = doc.get("properties").and_then(Value::as_object).unwrap_or(&empty);
+    let properties = doc
+        .get("properties")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty);
     let key_pointer = format!("/properties/{}", escape_pointer(&primary_key));
     let key_type = match properties.get(&primary_key).and_then(|p| p.get("type")) {
         Some(Value::String(t)) if t == "string" => KeyType::String,
@@ -67,13 +94,17 @@ pub fn read(doc: &Map<String, Value>, fail: &dyn Fn(&str, String) -> LoadError) 
         Some(_) => {
             return Err(fail(
                 &format!("{key_pointer}/type"),
-                format!("the primary key `{primary_key}` must have \"type\": \"string\" or \"type\": \"integer\""),
+                format!(
+                    "the primary key `{primary_key}` must have \"type\": \"string\" or \"type\": \"integer\""
+                ),
             ));
         }
         None => {
             return Err(fail(
                 "/properties",
-                format!("the primary key `{primary_key}` must be declared here with \"type\": \"string\" or \"integer\""),
+                format!(
+                    "the primary key `{primary_key}` must be declared here with \"type\": \"string\" or \"integer\""
+                ),
             ));
         }
     };
@@ -82,13 +113,22 @@ pub fn read(doc: &Map<String, Value>, fail: &dyn Fn(&str, String) -> LoadError) 
     for (pointer, path) in indexes {
         let top = path.split('.').next().unwrap_or_default();
         if path.is_empty() || path.split('.').any(str::is_empty) {
-            return Err(fail(&pointer, format!("`{path}` is not a property name or dotted path")));
+            return Err(fail(
+                &pointer,
+                format!("`{path}` is not a property name or dotted path"),
+            ));
         }
         if !properties.contains_key(top) {
-            return Err(fail(&pointer, format!("indexed property `{top}` is not declared in /properties")));
+            return Err(fail(
+                &pointer,
+                format!("indexed property `{top}` is not declared in /properties"),
+            ));
         }
         if path == primary_key {
-            return Err(fail(&pointer, format!("`{path}` is the primary key, which is always indexed")));
+            return Err(fail(
+                &pointer,
+                format!("`{path}` is the primary key, which is always indexed"),
+            ));
         }
         if seen.contains(&path) {
             return Err(fail(&pointer, format!("`{path}` is indexed twice")));
@@ -101,13 +141,20 @@ pub fn read(doc: &Map<String, Value>, fail: &dyn Fn(&str, String) -> LoadError) 
             if !properties.contains_key(field) {
                 return Err(fail(
                     "/x-table/timestamps",
-                    format!("timestamps add `{field}`, which \"additionalProperties\": false forbids; declare it in /properties as an integer"),
+                    format!(
+                        "timestamps add `{field}`, which \"additionalProperties\": false forbids; declare it in /properties as an integer"
+                    ),
                 ));
             }
         }
     }
 
-    Ok(TableSettings { primary_key, key_type, indexes: seen, timestamps })
+    Ok(TableSettings {
+        primary_key,
+        key_type,
+        indexes: seen,
+        timestamps,
+    })
 }
 
 /// Escapes a property name for use as a JSON pointer segment (RFC 6901).

@@ -1,0 +1,239 @@
+use std::path::Path;
+
+use serde_json::json;
+
+use super::*;
+use crate::storage::KeyType;
+
+/// Writes `text` as `<name>.json` in a fresh directory and loads it.
+fn load(name: &str, text: &str) -> Result<TableSchema, LoadError> {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let file = dir.path().join(format!("{name}.json"));
+    std::fs::write(&file, text).expect("write");
+    TableSchema::load(&file)
+}
+
+fn error(name: &str, text: &str) -> (String, String) {
+    let error = load(name, text).expect_err("the schema is rejected");
+    (error.pointer, error.reason)
+}
+
+#[test]
+fn reads_x_table() {
+    let schema = load(
+        "Product",
+        r#"{
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "x-table": { "primaryKey": "sku", "indexes": ["category", "dims.w"], "timestamps": true },
+            "properties": { "sku": {"type": "integer"}, "category": {"type": "string"}, "dims": {"type": "object"} }
+        }"#,
+    )
+    .expect("loads");
+    assert_eq!(&*schema.name, "Product");
+    assert_eq!(
+        schema.settings,
+        TableSettings {
+            primary_key: "sku".into(),
+            key_type: KeyType::Integer,
+            indexes: vec!["category".into(), "dims.w".into()],
+            timestamps: true,
+        }
+    );
+    assert!(schema.validate(&json!({"sku": 1})).is_ok());
+    let violations = schema
+        .validate(&json!({"sku": "x", "dims": 3}))
+        .expect_err("invalid");
+    let pointers: Vec<&str> = violations.iter().map(|v| v.pointer.as_str()).collect();
+    assert_eq!(pointers, ["/sku", "/dims"]);
+}
+
+#[test]
+fn defaults_to_an_id_primary_key() {
+    let schema = load(
+        "T",
+        r#"{"type":"object","properties":{"id":{"type":"string"}}}"#,
+    )
+    .expect("loads");
+    assert_eq!(schema.settings.primary_key, "id");
+    assert_eq!(schema.settings.key_type, KeyType::String);
+    assert!(!schema.settings.timestamps);
+}
+
+#[test]
+fn formats_are_asserted() {
+    let schema = load(
+        "T",
+        r#"{"type":"object","properties":{"id":{"type":"string"},"mail":{"type":"string","format":"email"}}}"#,
+    )
+    .expect("loads");
+    assert!(
+        schema
+            .validate(&json!({"id":"a","mail":"not an address"}))
+            .is_err()
+    );
+}
+
+#[test]
+fn errors_name_the_pointer_and_the_reason() {
+    let id = r#""properties":{"id":{"type":"string"}}"#;
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("T", "{\"type\": \"object\",".into(), "", "not valid JSON"),
+        ("T", "[1]".into(), "", "must hold a JSON object"),
+        ("T", format!(r#"{{{id}}}"#), "/type", "\"type\": \"object\""),
+        (
+            "T",
+            format!(r#"{{"type":"array",{id}}}"#),
+            "/type",
+            "\"type\": \"object\"",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"$schema":"http://json-schema.org/draft-07/schema#","type":"object",{id}}}"#
+            ),
+            "/$schema",
+            "2020-12",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":[],{id}}}"#),
+            "/x-table",
+            "must be an object",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"primarykey":"id"}},{id}}}"#),
+            "/x-table/primarykey",
+            "unknown setting `primarykey`",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"primaryKey":7}},{id}}}"#),
+            "/x-table/primaryKey",
+            "must be a property name",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"primaryKey":"sku"}},{id}}}"#),
+            "/properties",
+            "`sku` must be declared",
+        ),
+        (
+            "T",
+            r#"{"type":"object","properties":{"id":{"type":"number"}}}"#.into(),
+            "/properties/id/type",
+            "\"string\" or \"type\": \"integer\"",
+        ),
+        (
+            "T",
+            r#"{"type":"object","properties":{"id":{"type":["string","null"]}}}"#.into(),
+            "/properties/id/type",
+            "must have",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"indexes":["id2"]}},{id}}}"#),
+            "/x-table/indexes/0",
+            "`id2` is not declared",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"indexes":[3]}},{id}}}"#),
+            "/x-table/indexes/0",
+            "a string",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"indexes":["id"]}},{id}}}"#),
+            "/x-table/indexes/0",
+            "primary key",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"indexes":"id"}},{id}}}"#),
+            "/x-table/indexes",
+            "array",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"timestamps":"yes"}},{id}}}"#),
+            "/x-table/timestamps",
+            "true or false",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"cache":{{}}}},{id}}}"#),
+            "/x-table/cache",
+            "not supported",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"type":"object","additionalProperties":false,"x-table":{{"timestamps":true}},{id}}}"#
+            ),
+            "/x-table/timestamps",
+            "`createdAt`",
+        ),
+        (
+            "T",
+            r#"{"type":"object","properties":{"id":{"type":"string","minLength":"one"}}}"#.into(),
+            "/properties/id/minLength",
+            "not of type",
+        ),
+        (
+            "1st",
+            format!(r#"{{"type":"object",{id}}}"#),
+            "",
+            "not a table name",
+        ),
+        (
+            "my-table",
+            format!(r#"{{"type":"object",{id}}}"#),
+            "",
+            "not a table name",
+        ),
+    ];
+    for (name, text, pointer, reason) in cases {
+        let (found_pointer, found_reason) = error(name, &text);
+        assert_eq!(found_pointer, pointer, "{text}: {found_reason}");
+        assert!(
+            found_reason.contains(reason),
+            "{text}: `{found_reason}` lacks `{reason}`"
+        );
+    }
+}
+
+#[test]
+fn load_dir_reports_every_bad_file() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let write =
+        |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    write(
+        "A.json",
+        r#"{"type":"object","properties":{"id":{"type":"string"}}}"#,
+    );
+    write("B.json", "{");
+    write("C.json", r#"{"type":"object"}"#);
+    write("notes.txt", "not a schema");
+    let errors = load_dir(dir.path()).expect_err("two bad files");
+    let files: Vec<&Path> = errors.iter().map(|e| e.file.as_path()).collect();
+    assert_eq!(
+        files,
+        [dir.path().join("B.json"), dir.path().join("C.json")]
+    );
+    assert!(
+        errors[0].to_string().contains("B.json#: not valid JSON"),
+        "{}",
+        errors[0]
+    );
+
+    std::fs::remove_file(dir.path().join("B.json")).expect("rm");
+    std::fs::remove_file(dir.path().join("C.json")).expect("rm");
+    let tables = load_dir(dir.path()).expect("loads");
+    assert_eq!(tables.len(), 1);
+
+    let empty = tempfile::TempDir::new().expect("temp dir");
+    let errors = load_dir(empty.path()).expect_err("no schemas");
+    assert!(errors[0].reason.contains("no schema files"));
+}

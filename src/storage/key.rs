@@ -81,7 +81,9 @@ impl Key {
         if s.is_empty() {
             Err("a string key cannot be empty".to_owned())
         } else if s.len() > MAX_STRING_KEY_BYTES {
-            Err(format!("a string key is at most {MAX_STRING_KEY_BYTES} bytes"))
+            Err(format!(
+                "a string key is at most {MAX_STRING_KEY_BYTES} bytes"
+            ))
         } else {
             Ok(Key::Str(s))
         }
@@ -179,7 +181,11 @@ mod tests {
         assert!(KeyType::Integer.parse("99999999999999999999").is_err());
         assert_eq!(KeyType::String.parse("a/b c"), Ok(Key::Str("a/b c".into())));
         assert!(KeyType::String.parse("").is_err());
-        assert!(KeyType::String.parse(&"x".repeat(MAX_STRING_KEY_BYTES + 1)).is_err());
+        assert!(
+            KeyType::String
+                .parse(&"x".repeat(MAX_STRING_KEY_BYTES + 1))
+                .is_err()
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@ mod envelope;
 mod key;
 mod writer;
 
+use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -53,9 +55,7 @@ pub(crate) struct TableMeta {
 impl Store {
     /// Opens (or creates) the database in `dir` and starts its writer thread.
     pub fn open(dir: &Path, on_durable: OnDurable) -> Result<Store> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
+        let db = open_db(dir)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
         let meta = db.open_tree(META_TREE).map_err(storage_error)?;
         let last_version = match meta.get(CLOCK_KEY).map_err(storage_error)? {
@@ -122,7 +122,12 @@ impl Store {
     }
 
     /// Queues a mutation and waits until it is durable (or rejected).
-    pub async fn commit(&self, records: &Records, target: Target, decide: Decide) -> Result<Commit> {
+    pub async fn commit(
+        &self,
+        records: &Records,
+        target: Target,
+        decide: Decide,
+    ) -> Result<Commit> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             records: records.clone(),
@@ -173,7 +178,10 @@ impl Records {
     }
 
     /// Records in key order, skipping `offset` records; the iterator reads lazily from disk.
-    pub fn scan(&self, offset: usize) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
+    pub fn scan(
+        &self,
+        offset: usize,
+    ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
         let key_type = self.key_type;
         self.tree.iter().skip(offset).map(move |entry| {
             let (raw_key, raw) = entry.map_err(storage_error)?;
@@ -234,6 +242,22 @@ impl TableMeta {
             max_int,
         };
         Some((KeyType::from_tag(tag)?, meta))
+    }
+}
+
+/// Opens sled, waiting out a lock still held by a store of this process that was just closed:
+/// sled's I/O threads release their file handles shortly after the last `Db` is dropped.
+fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match sled::Config::new().path(dir).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            result => return result,
+        }
     }
 }
 

@@ -145,17 +145,19 @@ impl Writer {
                 });
             let key = match target {
                 Target::Key(key) => key,
-                Target::NextInteger => match table.meta.max_int.map_or(Some(1), |n| n.checked_add(1)) {
-                    Some(n) => Key::Int(n),
-                    None => {
-                        let _ = reply.send(Err(Error::InvalidId {
-                            id: i64::MAX.to_string(),
-                            key_type: "integer",
-                            reason: "the table's integer ids are exhausted".to_owned(),
-                        }));
-                        continue;
+                Target::NextInteger => {
+                    match table.meta.max_int.map_or(Some(1), |n| n.checked_add(1)) {
+                        Some(n) => Key::Int(n),
+                        None => {
+                            let _ = reply.send(Err(Error::InvalidId {
+                                id: i64::MAX.to_string(),
+                                key_type: "integer",
+                                reason: "the table's integer ids are exhausted".to_owned(),
+                            }));
+                            continue;
+                        }
                     }
-                },
+                }
             };
             let encoded = key.encode();
             let slot = (records.name.clone(), encoded.clone());
@@ -164,10 +166,7 @@ impl Writer {
                 None => records.read(&encoded),
             };
             let decided = current.and_then(|current| {
-                let context = WriteContext {
-                    key: &key,
-                    now_ms,
-                };
+                let context = WriteContext { key: &key, now_ms };
                 decide(current.as_ref(), &context).map(|change| (current, change))
             });
             let (current, change) = match decided {
@@ -245,7 +244,10 @@ impl Writer {
                 meta.insert(CLOCK_KEY, &clock)?;
                 for (view, table) in tables.iter().zip(staged) {
                     view.apply_batch(&table.batch)?;
-                    meta.insert(table.records.meta_key(), table.meta.encode(table.records.key_type))?;
+                    meta.insert(
+                        table.records.meta_key(),
+                        table.meta.encode(table.records.key_type),
+                    )?;
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
@@ -261,4 +263,3 @@ fn now_ms() -> u64 {
         .unwrap_or_default();
     u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
-

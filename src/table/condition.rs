@@ -80,7 +80,9 @@ mod tests {
     fn table_of_cases() {
         use Verdict::*;
         let any = Some(Tags::Any);
-        let cases: [(Option<Tags>, Option<Tags>, Option<u64>, bool, Verdict); 12] = [
+        // (If-Match, If-None-Match, current version, is a read, verdict)
+        type Case = (Option<Tags>, Option<Tags>, Option<u64>, bool, Verdict);
+        let cases: [Case; 12] = [
             (None, None, None, false, Proceed),
             (None, None, Some(1), true, Proceed),
             (versions(&[1]), None, Some(1), false, Proceed),

@@ -17,7 +17,9 @@ pub use condition::{Condition, Tags, Verdict};
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, EventBus};
 use crate::schema::TableSchema;
-use crate::storage::{Change, Commit, Decide, Envelope, Key, KeyType, OnDurable, Records, Store, Target};
+use crate::storage::{
+    Change, Commit, Decide, Envelope, Key, KeyType, OnDurable, Records, Store, Target,
+};
 
 /// A table of our own: the system of record for its records.
 pub struct Table {
@@ -68,7 +70,10 @@ impl Table {
     }
 
     /// Records in key order from `offset` on, read lazily.
-    pub fn scan(&self, offset: usize) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
+    pub fn scan(
+        &self,
+        offset: usize,
+    ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
         self.records.scan(offset)
     }
 
@@ -85,7 +90,8 @@ impl Table {
             Box::new(move |current, context| {
                 check(&condition, current)?;
                 let created = current.map_or(context.now_ms, |c| c.created);
-                record::compose(&schema, context.key, record, created, context.now_ms).map(Change::Put)
+                record::compose(&schema, context.key, record, created, context.now_ms)
+                    .map(Change::Put)
             }),
         )
         .await
@@ -106,7 +112,14 @@ impl Table {
                 let mut record: Value = serde_json::from_slice(&current.value)
                     .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?;
                 merge_patch::apply(&mut record, &patch);
-                record::compose(&schema, context.key, record, current.created, context.now_ms).map(Change::Put)
+                record::compose(
+                    &schema,
+                    context.key,
+                    record,
+                    current.created,
+                    context.now_ms,
+                )
+                .map(Change::Put)
             }),
         )
         .await
@@ -144,7 +157,8 @@ impl Table {
         self.commit(
             target,
             Box::new(move |_, context| {
-                record::compose(&schema, context.key, record, context.now_ms, context.now_ms).map(Change::Put)
+                record::compose(&schema, context.key, record, context.now_ms, context.now_ms)
+                    .map(Change::Put)
             }),
         )
         .await
@@ -159,7 +173,9 @@ fn check(condition: &Condition, current: Option<&Envelope>) -> Result<()> {
     match condition.evaluate(current.map(|c| c.version), false) {
         Verdict::Proceed => Ok(()),
         Verdict::NotModified | Verdict::Failed => Err(Error::PreconditionFailed(match current {
-            Some(_) => "the record's current ETag does not satisfy If-Match / If-None-Match".to_owned(),
+            Some(_) => {
+                "the record's current ETag does not satisfy If-Match / If-None-Match".to_owned()
+            }
             None => "the record does not exist, so If-Match cannot be satisfied".to_owned(),
         })),
     }

@@ -9,7 +9,13 @@ use crate::storage::Key;
 /// Completes `record` for storage under `key` and validates it: fills in the primary key when the
 /// body leaves it out, rejects one that disagrees with `key`, sets the timestamps if the table keeps
 /// them, then checks the schema. Returns the JSON bytes to store.
-pub fn compose(schema: &TableSchema, key: &Key, mut record: Value, created: u64, now: u64) -> Result<Vec<u8>> {
+pub fn compose(
+    schema: &TableSchema,
+    key: &Key,
+    mut record: Value,
+    created: u64,
+    now: u64,
+) -> Result<Vec<u8>> {
     let settings = &schema.settings;
     if let Value::Object(fields) = &mut record {
         match fields.get(&settings.primary_key) {
@@ -23,11 +29,14 @@ pub fn compose(schema: &TableSchema, key: &Key, mut record: Value, created: u64,
             fields.insert(UPDATED_AT.to_owned(), now.into());
         }
     }
-    schema.validate(&record).map_err(|violations| Error::SchemaViolation {
-        table: schema.name.to_string(),
-        violations,
-    })?;
-    serde_json::to_vec(&record).map_err(|e| Error::Storage(format!("cannot serialise a record: {e}")))
+    schema
+        .validate(&record)
+        .map_err(|violations| Error::SchemaViolation {
+            table: schema.name.to_string(),
+            violations,
+        })?;
+    serde_json::to_vec(&record)
+        .map_err(|e| Error::Storage(format!("cannot serialise a record: {e}")))
 }
 
 /// Checks that a primary key value found in a body names `key`.

@@ -1,0 +1,104 @@
+//! The `tablecast` binary: start-up errors, environment configuration, clean exit on signals.
+
+use std::process::Command;
+
+use serde_json::json;
+
+use crate::common::{Fixture, Process, binary, client, tablecast_command};
+
+#[test]
+fn bad_schema_stops_start_up_with_file_and_pointer() {
+    let fixture = Fixture::with_schemas(&[
+        (
+            "Good",
+            r#"{"type":"object","properties":{"id":{"type":"string"}}}"#,
+        ),
+        (
+            "Bad",
+            r#"{"type":"object","x-table":{"primaryKey":"sku"},"properties":{"id":{"type":"string"}}}"#,
+        ),
+        (
+            "Worse",
+            r#"{"type":"object","properties":{"id":{"type":"string","minLength":"one"}}}"#,
+        ),
+    ]);
+    let output = tablecast_command(
+        &["serve", "--http", "127.0.0.1:0"],
+        fixture.schemas.path(),
+        fixture.data.path(),
+    )
+    .output()
+    .expect("runs");
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "nothing listens");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("2 bad schema file(s)"), "{stderr}");
+    assert!(
+        stderr.contains("Bad.json#/properties: the primary key `sku`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("Worse.json#/properties/id/minLength"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_schema_directory_is_reported() {
+    let data = tempfile::TempDir::new().expect("temp dir");
+    let output = tablecast_command(&["serve"], &data.path().join("nope"), data.path())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read the schema directory"));
+}
+
+#[tokio::test]
+async fn configured_by_environment_and_exits_cleanly_on_sigterm() {
+    let fixture = Fixture::new();
+    let mut command = Command::new(binary());
+    command
+        .arg("serve")
+        .env("TABLECAST_SCHEMAS", fixture.schemas.path())
+        .env("TABLECAST_DATA", fixture.data.path())
+        .env("TABLECAST_HTTP", "127.0.0.1:0")
+        .env("RUST_LOG", "warn");
+    let mut process = Process::spawn_with(command);
+    let http = client();
+    let health = http.get(process.url("/_health")).send().await.expect("GET");
+    assert_eq!(health.status(), 200);
+    let put = http
+        .put(process.url("/Item/a"))
+        .json(&json!({"name":"kept"}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status(), 204);
+
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = process.child.wait().expect("exits");
+    assert!(exit.success(), "exit status {exit}");
+
+    let restarted = fixture.spawn();
+    let body = http
+        .get(restarted.url("/Item/a"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, r#"{"id":"a","name":"kept"}"#);
+}
+
+#[test]
+fn the_example_schemas_load() {
+    let data = tempfile::TempDir::new().expect("temp dir");
+    let schemas = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let process = Process::spawn(&schemas, data.path());
+    assert!(process.addr.port() > 0);
+}

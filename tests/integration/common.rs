@@ -1,0 +1,236 @@
+//! Test harness: servers on port 0 with temporary directories, in-process or as the real binary.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tablecast::events::ChangeEvent;
+use tablecast::{App, Config};
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, oneshot};
+
+/// `Item`: string keys, strict properties.
+pub const ITEM_SCHEMA: &str = r#"{
+  "$schema": "https://json-schema.org/draft/2020-12/schema",
+  "type": "object",
+  "x-table": { "primaryKey": "id", "indexes": ["tags"] },
+  "properties": {
+    "id": { "type": "string" },
+    "name": { "type": "string", "minLength": 1 },
+    "qty": { "type": "integer", "minimum": 0 },
+    "tags": { "type": "array", "items": { "type": "string" } },
+    "dims": { "type": "object", "properties": { "w": { "type": "number" } } }
+  },
+  "required": ["id", "name"],
+  "additionalProperties": false
+}"#;
+
+/// `Counter`: integer keys, timestamps.
+pub const COUNTER_SCHEMA: &str = r#"{
+  "type": "object",
+  "x-table": { "primaryKey": "n", "timestamps": true },
+  "properties": { "n": { "type": "integer" }, "label": { "type": "string" } }
+}"#;
+
+/// A schema directory and a data directory that outlive the servers started on them.
+pub struct Fixture {
+    pub schemas: TempDir,
+    pub data: TempDir,
+}
+
+impl Fixture {
+    /// The `Item` and `Counter` tables.
+    pub fn new() -> Fixture {
+        Fixture::with_schemas(&[("Item", ITEM_SCHEMA), ("Counter", COUNTER_SCHEMA)])
+    }
+
+    pub fn with_schemas(schemas: &[(&str, &str)]) -> Fixture {
+        let fixture = Fixture {
+            schemas: TempDir::new().expect("temp dir"),
+            data: TempDir::new().expect("temp dir"),
+        };
+        for (name, text) in schemas {
+            std::fs::write(fixture.schemas.path().join(format!("{name}.json")), text)
+                .expect("write schema");
+        }
+        fixture
+    }
+
+    pub fn config(&self) -> Config {
+        Config::new(self.schemas.path(), self.data.path())
+    }
+
+    /// Starts a server in this process.
+    pub async fn start(&self) -> TestServer {
+        TestServer::start(self.config()).await
+    }
+
+    /// Starts the real `tablecast` binary.
+    pub fn spawn(&self) -> Process {
+        Process::spawn(self.schemas.path(), self.data.path())
+    }
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub events: broadcast::Receiver<Arc<ChangeEvent>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(mut config: Config) -> TestServer {
+        config.http = "127.0.0.1:0".parse().expect("address");
+        let app = App::open(config).expect("server opens");
+        let events = app.events().subscribe();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.serve(listener, async {
+            let _ = stop.await;
+        }));
+        TestServer {
+            base,
+            client: client(),
+            events,
+            shutdown: Some(shutdown),
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server and waits until the store is closed.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task)
+            .await
+            .expect("server task")
+            .expect("server result");
+    }
+
+    /// Every change event received so far.
+    pub fn drain_events(&mut self) -> Vec<Arc<ChangeEvent>> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            events.push(event);
+        }
+        events
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// The `tablecast` binary, started on port 0.
+pub struct Process {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub base: String,
+}
+
+impl Process {
+    pub fn spawn(schemas: &Path, data: &Path) -> Process {
+        Process::spawn_with(tablecast_command(
+            &["serve", "--http", "127.0.0.1:0"],
+            schemas,
+            data,
+        ))
+    }
+
+    pub fn spawn_with(mut command: Command) -> Process {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tablecast starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
+        let addr: SocketAddr = line
+            .trim()
+            .strip_prefix("tablecast listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("address");
+        Process {
+            child,
+            addr,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tablecast ARGS --schemas S --data D` with quiet logs.
+pub fn tablecast_command(args: &[&str], schemas: &Path, data: &Path) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .arg("--schemas")
+        .arg(schemas)
+        .arg("--data")
+        .arg(data)
+        .env("RUST_LOG", "warn");
+    command
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tablecast"))
+}
+
+/// Asserts that `response` is a problem+json with this status and stable code; returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: Value = response.json().await.expect("problem body is JSON");
+    assert_eq!(
+        body["type"],
+        format!("urn:tablecast:problem:{code}"),
+        "{body}"
+    );
+    assert_eq!(body["status"], status, "{body}");
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}

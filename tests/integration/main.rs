@@ -1,0 +1,9 @@
+//! Integration tests: real servers on port 0 with temporary data directories, driven over HTTP.
+
+mod cli;
+mod common;
+mod durability;
+mod events;
+mod flows;
+mod rest;
+mod store_model;
