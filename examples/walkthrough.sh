@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A curl walk-through of tablecast's REST interface over the example schemas (schemas/).
+# Start a server first:   cargo run --release -- serve
+# Then run:               bash examples/walkthrough.sh [BASE_URL]
+# Each step prints the request and the answer, and stops the script if the status is not the expected one.
+set -euo pipefail
+BASE=${1:-${BASE:-http://127.0.0.1:9926}}
+
+step() { # step EXPECTED_STATUS DESCRIPTION CURL_ARGS...
+  local expected=$1 description=$2; shift 2
+  printf '\n## %s\n$ curl %s\n' "$description" "$*"
+  local out status
+  out=$(curl -sS -i "$@")
+  printf '%s\n' "$out"
+  status=$(printf '%s' "$out" | head -n1 | awk '{print $2}')
+  if [ "$status" != "$expected" ]; then
+    echo "!! expected HTTP $expected, got $status" >&2
+    exit 1
+  fi
+}
+
+step 200 "Is it up?" "$BASE/_health"
+step 200 "Describe a table: its schema, key and record count" "$BASE/Category"
+step 204 "Create a category (PUT is create-or-replace; --json sets Content-Type)" \
+  -X PUT "$BASE/Category/lighting" --json '{"name": "Lighting"}'
+step 204 "Another one" -X PUT "$BASE/Category/furniture" --json '{"name": "Furniture"}'
+step 200 "Read it back: ETag and Last-Modified come with it" "$BASE/Category/lighting"
+
+etag=$(curl -sS -o /dev/null -D - "$BASE/Category/lighting" | tr -d '\r' | awk 'tolower($1)=="etag:"{print $2}')
+step 304 "Conditional GET: unchanged since that ETag" -H "If-None-Match: $etag" "$BASE/Category/lighting"
+step 200 "Update only if nobody changed it meanwhile (If-Match), and get the result back" \
+  -X PUT "$BASE/Category/lighting" -H "If-Match: $etag" -H 'Prefer: return=representation' \
+  --json '{"name": "Lamps & lighting"}'
+step 412 "The same ETag again: someone (we) changed it, so the write is refused" \
+  -X PUT "$BASE/Category/lighting" -H "If-Match: $etag" --json '{"name": "Lost update"}'
+
+step 201 "Create a product with a generated id (integer keys count up)" \
+  -X POST "$BASE/Product/" --json '{"name": "Desk lamp", "price": 39.5, "category": "lighting", "tags": ["desk", "led"]}'
+step 204 "Or choose the id yourself" \
+  -X PUT "$BASE/Product/100" --json '{"name": "Oak table", "price": 420, "category": "furniture"}'
+step 200 "Patch it (JSON merge patch, RFC 7396): change the price, drop the category" \
+  -X PATCH "$BASE/Product/100" -H 'Content-Type: application/merge-patch+json' -H 'Prefer: return=representation' \
+  -d '{"price": 399, "category": null}'
+step 200 "List the table in key order, streamed" "$BASE/Product/"
+step 200 "Page through it: limit(start,end)" "$BASE/Product/?limit(0,1)"
+
+step 422 "A record the schema forbids: every violation with its JSON pointer" \
+  -X PUT "$BASE/Product/101" --json '{"name": "", "price": -1, "dimensions": {"w": "wide"}}'
+step 400 "Malformed JSON: line and column" -X PUT "$BASE/Product/101" --json '{"name": "x",}'
+step 400 "A body whose key disagrees with the URL" -X PUT "$BASE/Product/101" --json '{"id": 7, "name": "x", "price": 1}'
+step 400 "An id that is not an integer" "$BASE/Product/abc"
+step 415 "Not JSON (curl -d sends a form content type)" -X PUT "$BASE/Product/101" -d '{"name": "x", "price": 1}'
+step 405 "A method the resource does not have (see Allow)" -X POST "$BASE/Product/100" --json '{}'
+step 404 "Nothing was written by any of those" "$BASE/Product/101"
+
+step 204 "Delete" -X DELETE "$BASE/Product/100"
+step 404 "Gone" "$BASE/Product/100"
+echo; echo "walk-through complete"
