@@ -9,7 +9,6 @@ mod envelope;
 mod key;
 mod writer;
 
-use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
@@ -55,8 +54,7 @@ pub(crate) struct TableMeta {
 impl Store {
     /// Opens (or creates) the database in `dir` and starts its writer thread.
     pub fn open(dir: &Path, on_durable: OnDurable) -> Result<Store> {
-        let db = open_db(dir)
-            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", dir.display())))?;
+        let db = open_db(dir)?;
         let meta = db.open_tree(META_TREE).map_err(storage_error)?;
         let last_version = match meta.get(CLOCK_KEY).map_err(storage_error)? {
             Some(raw) => u64::from_be_bytes(
@@ -245,18 +243,30 @@ impl TableMeta {
     }
 }
 
-/// Opens sled, waiting out a lock still held by a store of this process that was just closed:
-/// sled's I/O threads release their file handles shortly after the last `Db` is dropped.
-fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+/// Opens sled, waiting out a lock that is about to be released: a store of this process that was
+/// just closed (sled's I/O threads let go of the file shortly after the last `Db` is dropped), or a
+/// child process forked by another thread between its fork and its exec. sled reports the lock as
+/// a plain I/O error, recognisable only by its message.
+fn open_db(dir: &Path) -> Result<sled::Db> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         match sled::Config::new().path(dir).open() {
-            Err(sled::Error::Io(e))
-                if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline =>
-            {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                if Instant::now() >= deadline {
+                    return Err(Error::Storage(format!(
+                        "cannot open {}: another process is using this data directory",
+                        dir.display()
+                    )));
+                }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            result => return result,
+            Err(e) => {
+                return Err(Error::Storage(format!(
+                    "cannot open {}: {e}",
+                    dir.display()
+                )));
+            }
         }
     }
 }

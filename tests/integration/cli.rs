@@ -96,6 +96,25 @@ async fn configured_by_environment_and_exits_cleanly_on_sigterm() {
 }
 
 #[test]
+fn a_data_directory_in_use_is_refused_clearly() {
+    let fixture = Fixture::new();
+    let _first = fixture.spawn();
+    let output = tablecast_command(
+        &["serve", "--http", "127.0.0.1:0"],
+        fixture.schemas.path(),
+        fixture.data.path(),
+    )
+    .output()
+    .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("another process is using this data directory"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn the_example_schemas_load() {
     let data = tempfile::TempDir::new().expect("temp dir");
     let schemas = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
