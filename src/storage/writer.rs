@@ -7,6 +7,7 @@
 //! generated integer keys) atomic without locks, and makes commit order equal version order.
 
 use std::collections::{BTreeMap, HashMap};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -167,7 +168,16 @@ impl Writer {
             };
             let decided = current.and_then(|current| {
                 let context = WriteContext { key: &key, now_ms };
-                decide(current.as_ref(), &context).map(|change| (current, change))
+                // A panicking decision must not take the only writer down with it.
+                let decision =
+                    panic::catch_unwind(AssertUnwindSafe(|| decide(current.as_ref(), &context)))
+                        .unwrap_or_else(|_| {
+                            Err(Error::Storage(format!(
+                                "a write to {}/{key} panicked",
+                                records.name
+                            )))
+                        });
+                decision.map(|change| (current, change))
             });
             let (current, change) = match decided {
                 Ok(decided) => decided,
@@ -262,4 +272,45 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::storage::{KeyType, Store};
+
+    #[tokio::test]
+    async fn a_panicking_decision_fails_its_write_only() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let seen = published.clone();
+        let store = Store::open(
+            dir.path(),
+            Box::new(move |c| seen.lock().unwrap().push(c.version)),
+        )
+        .expect("opens");
+        let records = store.records("T", KeyType::Integer).expect("tree");
+
+        let failed = store
+            .commit(
+                &records,
+                Target::Key(Key::Int(1)),
+                Box::new(|_, _| panic!("bug")),
+            )
+            .await;
+        assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
+        let next = store
+            .commit(
+                &records,
+                Target::NextInteger,
+                Box::new(|_, _| Ok(Change::Put(b"{}".to_vec()))),
+            )
+            .await
+            .expect("the writer still works");
+        assert_eq!(next.key, Key::Int(1));
+        assert_eq!(records.count(), 1);
+        assert_eq!(*published.lock().unwrap(), [next.version]);
+    }
 }
