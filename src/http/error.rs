@@ -16,6 +16,7 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     PayloadTooLarge(usize),
     MethodNotAllowed,
+    NotAcceptable,
     NoRoute,
     BadRequest(String),
 }
@@ -146,6 +147,12 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
                 "this resource does not support the method; the Allow header lists those it does",
+            ),
+            ApiError::NotAcceptable => Problem::new(
+                S::NOT_ACCEPTABLE,
+                "not-acceptable",
+                "Not acceptable",
+                "listings are available as application/json, application/x-ndjson and text/csv",
             ),
             ApiError::NoRoute => Problem::new(
                 S::NOT_FOUND,

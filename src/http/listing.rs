@@ -1,37 +1,135 @@
-//! Streaming a table as a JSON array.
+//! Streaming query answers as JSON arrays, NDJSON or CSV.
 //!
-//! Records are read lazily and sent in chunks of about [`CHUNK_BYTES`]: memory stays flat however
-//! large the table, and a slow client holds no thread (the stream is only polled when the socket
-//! can take more).
+//! Rows are produced lazily and sent in chunks of about [`CHUNK_BYTES`]: memory stays flat however
+//! large the answer, and a slow client holds no thread (the stream is only polled when the
+//! socket can take more).
 
 use std::io;
 
 use axum::body::Bytes;
+use axum::http::{HeaderMap, header};
+use serde_json::Value;
 
-use crate::error::Result;
-use crate::storage::{Envelope, Key};
+use crate::query::executor::{Row, Rows};
 
 const CHUNK_BYTES: usize = 64 * 1024;
 
-/// An iterator of body chunks that together form `[record,record,...]`.
-pub struct JsonArray<I> {
-    records: I,
-    started: bool,
-    finished: bool,
+/// The representations of a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`: one array.
+    Json,
+    /// `application/x-ndjson`: one record per line.
+    NdJson,
+    /// `text/csv` (RFC 4180) with a header row of these columns.
+    Csv(Vec<String>),
 }
 
-impl<I> JsonArray<I> {
-    /// Wraps an iterator of records.
-    pub fn new(records: I) -> JsonArray<I> {
-        JsonArray {
-            records,
-            started: false,
-            finished: false,
+/// What the client accepts, in its order of preference; `None` if we offer none of it.
+pub fn negotiate(headers: &HeaderMap, csv_columns: impl FnOnce() -> Vec<String>) -> Option<Format> {
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return Some(Format::Json);
+    };
+    let accept = accept.to_str().unwrap_or_default();
+    let mut ranges = accept.split(',').filter_map(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next()?.to_ascii_lowercase();
+        let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+        (!refused).then_some(media)
+    });
+    let chosen = ranges.find(|media| {
+        matches!(
+            media.as_str(),
+            "application/json"
+                | "application/*"
+                | "*/*"
+                | "application/x-ndjson"
+                | "application/ndjson"
+                | "text/csv"
+                | "text/*"
+        )
+    })?;
+    Some(match chosen.as_str() {
+        "application/x-ndjson" | "application/ndjson" => Format::NdJson,
+        "text/csv" | "text/*" => Format::Csv(csv_columns()),
+        _ => Format::Json,
+    })
+}
+
+impl Format {
+    /// The `Content-Type` of this representation.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Format::Json => "application/json",
+            Format::NdJson => "application/x-ndjson",
+            Format::Csv(_) => "text/csv; charset=utf-8; header=present",
         }
     }
 }
 
-impl<I: Iterator<Item = Result<(Key, Envelope)>>> Iterator for JsonArray<I> {
+/// The body chunks of an answer.
+pub struct Chunks {
+    rows: Rows,
+    format: Format,
+    opened: bool,
+    any_row: bool,
+    finished: bool,
+}
+
+impl Chunks {
+    /// Formats `rows` as `format`.
+    pub fn new(rows: Rows, format: Format) -> Chunks {
+        Chunks {
+            rows,
+            format,
+            opened: false,
+            any_row: false,
+            finished: false,
+        }
+    }
+
+    fn open(&self, chunk: &mut Vec<u8>) {
+        match &self.format {
+            Format::Json => chunk.push(b'['),
+            Format::NdJson => {}
+            Format::Csv(columns) => {
+                let header: Vec<Value> = columns.iter().map(|c| Value::from(c.as_str())).collect();
+                csv_line(chunk, header.iter().map(Some));
+            }
+        }
+    }
+
+    fn row(&mut self, chunk: &mut Vec<u8>, row: Row) -> io::Result<()> {
+        let first = !std::mem::replace(&mut self.any_row, true);
+        match &self.format {
+            Format::Json | Format::NdJson => {
+                if !first && self.format == Format::Json {
+                    chunk.push(b',');
+                }
+                match row {
+                    Row::Stored(bytes) => chunk.extend_from_slice(&bytes),
+                    Row::Value(value) => serde_json::to_writer(&mut *chunk, &value)?,
+                }
+                if self.format == Format::NdJson {
+                    chunk.push(b'\n');
+                }
+            }
+            Format::Csv(columns) => {
+                let value = match row {
+                    Row::Stored(bytes) => serde_json::from_slice(&bytes)?,
+                    Row::Value(value) => value,
+                };
+                match &value {
+                    Value::Object(fields) => csv_line(chunk, columns.iter().map(|c| fields.get(c))),
+                    single => csv_line(chunk, std::iter::once(Some(single))),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Chunks {
     type Item = io::Result<Bytes>;
 
     fn next(&mut self) -> Option<io::Result<Bytes>> {
@@ -39,33 +137,55 @@ impl<I: Iterator<Item = Result<(Key, Envelope)>>> Iterator for JsonArray<I> {
             return None;
         }
         let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1024);
-        if !self.started {
-            chunk.push(b'[');
+        if !std::mem::replace(&mut self.opened, true) {
+            self.open(&mut chunk);
         }
         while chunk.len() < CHUNK_BYTES {
-            match self.records.next() {
-                Some(Ok((_, record))) => {
-                    if self.started {
-                        chunk.push(b',');
-                    }
-                    self.started = true;
-                    chunk.extend_from_slice(&record.value);
-                }
+            let row = match self.rows.next() {
+                Some(Ok(row)) => row,
                 Some(Err(error)) => {
                     // The status line is long gone: abort the body so the client sees a broken
-                    // response rather than a well-formed but truncated array.
+                    // response rather than a well-formed but truncated one.
                     tracing::error!(%error, "listing aborted");
                     self.finished = true;
                     return Some(Err(io::Error::other(error.to_string())));
                 }
                 None => {
-                    self.started = true;
                     self.finished = true;
-                    chunk.push(b']');
+                    if self.format == Format::Json {
+                        chunk.push(b']');
+                    }
                     break;
                 }
+            };
+            if let Err(error) = self.row(&mut chunk, row) {
+                self.finished = true;
+                return Some(Err(error));
             }
         }
         Some(Ok(chunk.into()))
     }
+}
+
+/// One CSV record (RFC 4180): strings as they are, numbers and booleans as text, null and
+/// missing as empty cells, objects and arrays as JSON.
+fn csv_line<'a>(out: &mut Vec<u8>, cells: impl Iterator<Item = Option<&'a Value>>) {
+    for (i, cell) in cells.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let text = match cell {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
+            out.push(b'"');
+            out.extend_from_slice(text.replace('"', "\"\"").as_bytes());
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(text.as_bytes());
+        }
+    }
+    out.extend_from_slice(b"\r\n");
 }

@@ -11,10 +11,10 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
-use super::listing::JsonArray;
+use super::listing::{self, Chunks};
 use crate::catalog::Resource;
 use crate::error::Error;
-use crate::query;
+use crate::query::{self, Select};
 use crate::storage::{Commit, Envelope};
 use crate::table::{Table, Verdict};
 
@@ -129,26 +129,43 @@ pub async fn records_post(
     Ok(response)
 }
 
-/// `GET /T/`: every record in key order, streamed, paged by `limit()`.
+/// `GET /T/?query`: the matching records, streamed as JSON, NDJSON or CSV by `Accept`.
 pub async fn records_list(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
     RawQuery(raw): RawQuery,
+    request: HeaderMap,
 ) -> Answer {
     let table = table(&state, &name)?;
-    let query = query::parse(raw.as_deref().unwrap_or_default()).map_err(Error::BadQuery)?;
-    let records = table
-        .scan(query.offset)
-        .take(query.limit.unwrap_or(usize::MAX));
-    let body = Body::from_stream(tokio_stream::iter(JsonArray::new(records)));
+    let schema = table.schema();
+    let query = query::parse(raw.as_deref().unwrap_or_default())
+        .and_then(|query| query::filter::bind(query, &schema.document))
+        .map_err(Error::BadQuery)?;
+    let format = listing::negotiate(&request, || csv_columns(&query, &schema.document))
+        .ok_or(ApiError::NotAcceptable)?;
+    let rows = query::executor::execute(table, query)?;
+    let body = Body::from_stream(tokio_stream::iter(Chunks::new(rows, format.clone())));
     Ok((
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+            HeaderValue::from_static(format.content_type()),
         )],
         body,
     )
         .into_response())
+}
+
+/// CSV columns: the selected properties, or every property the schema declares.
+fn csv_columns(query: &query::Query, schema: &serde_json::Value) -> Vec<String> {
+    match &query.select {
+        Some(Select::Value(path)) => vec![path.join(".")],
+        Some(Select::Fields(fields)) => fields.iter().map(|f| f.name.clone()).collect(),
+        None => schema
+            .get("properties")
+            .and_then(serde_json::Value::as_object)
+            .map(|properties| properties.keys().cloned().collect())
+            .unwrap_or_default(),
+    }
 }
 
 /// `GET /T`: what the table is.

@@ -175,13 +175,19 @@ impl Records {
         self.read(&key.encode())
     }
 
-    /// Records in key order, skipping `offset` records; the iterator reads lazily from disk.
+    /// Records in key order (descending if `reverse`), read lazily from disk.
     pub fn scan(
         &self,
-        offset: usize,
+        reverse: bool,
     ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
         let key_type = self.key_type;
-        self.tree.iter().skip(offset).map(move |entry| {
+        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> =
+            if reverse {
+                Box::new(self.tree.iter().rev())
+            } else {
+                Box::new(self.tree.iter())
+            };
+        entries.map(move |entry| {
             let (raw_key, raw) = entry.map_err(storage_error)?;
             let key = Key::decode(key_type, &raw_key)
                 .ok_or_else(|| Error::Storage("corrupt key".to_owned()))?;

@@ -69,12 +69,12 @@ impl Table {
         self.records.get(key)
     }
 
-    /// Records in key order from `offset` on, read lazily.
+    /// Records in key order (descending if `reverse`), read lazily.
     pub fn scan(
         &self,
-        offset: usize,
+        reverse: bool,
     ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
-        self.records.scan(offset)
+        self.records.scan(reverse)
     }
 
     /// How many records the table holds.

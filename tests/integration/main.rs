@@ -5,5 +5,6 @@ mod common;
 mod durability;
 mod events;
 mod flows;
+mod queries;
 mod rest;
 mod store_model;

@@ -496,14 +496,35 @@ fn scenarios() -> Vec<Scenario> {
             name: "bad query",
             path: "/Item/?limit(5,2)",
             status: 400,
-            expect: Expect::Problem("bad-query", json!({"position":6,"token":"5,2"})),
+            expect: Expect::Problem("bad-query", json!({"position":8,"token":"2"})),
             ..base()
         },
         Scenario {
-            name: "unsupported query",
+            name: "query by attribute",
             path: "/Item/?name=apple",
+            expect: Expect::Exact(json!([apple])),
+            ..base()
+        },
+        Scenario {
+            name: "query an attribute the schema forbids",
+            path: "/Item/?color=red",
             status: 400,
-            expect: Expect::Problem("bad-query", json!({"position":0,"token":"name"})),
+            expect: Expect::Problem("bad-query", json!({"position":0,"token":"color"})),
+            ..base()
+        },
+        Scenario {
+            name: "query value of the wrong type",
+            path: "/Item/?qty=gt=many",
+            status: 400,
+            expect: Expect::Problem("bad-query", json!({"position":7,"token":"many"})),
+            ..base()
+        },
+        Scenario {
+            name: "listing in a format we do not offer",
+            path: "/Item/",
+            headers: &[("accept", "application/xml")],
+            status: 406,
+            expect: Expect::Problem("not-acceptable", json!({})),
             ..base()
         },
     ]

@@ -113,7 +113,8 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::List(offset, limit) => {
                 let listed: Vec<(Key, Value)> = table
-                    .scan(offset)
+                    .scan(false)
+                    .skip(offset)
                     .take(limit)
                     .map(|r| r.map(|(k, e)| (k, parse(&e.value))))
                     .collect::<Result<_, _>>()

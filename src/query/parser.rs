@@ -1,0 +1,542 @@
+//! The query string parser. Positions in errors are byte offsets into the raw query string.
+//!
+//! Structure (`& | ( ) [ ] = ! ,` and the call syntax) is read from the raw string, so a
+//! percent-encoded `%26` inside a value is a literal `&`; names and values are percent-decoded.
+
+use percent_encoding::percent_decode_str;
+
+use super::{Condition, Field, Filter, Literal, Op, Query, Select, SortKey};
+use crate::error::QueryError;
+
+type Parsed<T> = Result<T, QueryError>;
+
+const OPERATORS: [(&str, Op); 9] = [
+    ("eq", Op::Eq),
+    ("ne", Op::Ne),
+    ("lt", Op::Lt),
+    ("le", Op::Le),
+    ("gt", Op::Gt),
+    ("ge", Op::Ge),
+    ("sw", Op::StartsWith),
+    ("ct", Op::Contains),
+    ("ew", Op::EndsWith),
+];
+const EXPECTED_OPERATOR: &str =
+    "an operator: =, ==, !=, =eq=, =ne=, =lt=, =le=, =gt=, =ge=, =sw=, =ct= or =ew=";
+/// Characters that end a name.
+const NAME_END: &[u8] = b"=!&|()[]<>,{}";
+/// Characters that end a value.
+const VALUE_END: &[u8] = b"&|)]";
+
+/// Parses a raw (percent-encoded) query string.
+pub fn parse(raw: &str) -> Parsed<Query> {
+    let mut parser = Parser { src: raw, pos: 0 };
+    let mut query = Query::default();
+    query.filter = parser.sequence(None, Some(&mut query))?;
+    Ok(query)
+}
+
+struct Parser<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+/// The calls seen so far at the top level, to reject duplicates.
+#[derive(Default)]
+struct Calls {
+    select: bool,
+    sort: bool,
+    limit: bool,
+}
+
+impl Calls {
+    fn any(&self) -> bool {
+        self.select || self.sort || self.limit
+    }
+}
+
+impl<'a> Parser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.src.as_bytes().get(self.pos).copied()
+    }
+
+    fn error(&self, position: usize, token: &str, expected: impl Into<String>) -> QueryError {
+        QueryError {
+            position,
+            token: token.to_owned(),
+            expected: expected.into(),
+        }
+    }
+
+    /// The text from the current position to the next byte in `stop` (or the end).
+    fn take_until(&mut self, stop: &[u8]) -> (usize, &'a str) {
+        let start = self.pos;
+        let len = self.src.as_bytes()[start..]
+            .iter()
+            .position(|b| stop.contains(b))
+            .unwrap_or(self.src.len() - start);
+        self.pos += len;
+        (start, &self.src[start..start + len])
+    }
+
+    fn decode(&self, position: usize, text: &str) -> Parsed<String> {
+        percent_decode_str(text)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| {
+                self.error(
+                    position,
+                    text,
+                    "UTF-8 text (percent-encoded bytes must form UTF-8)",
+                )
+            })
+    }
+
+    /// Terms joined by `&` or `|` up to `close` (or the end); `query` is given at the top level,
+    /// where `select()`, `sort()` and `limit()` may appear.
+    fn sequence(
+        &mut self,
+        close: Option<u8>,
+        mut query: Option<&mut Query>,
+    ) -> Parsed<Option<Filter>> {
+        let mut terms: Vec<Filter> = Vec::new();
+        let mut joiner: Option<u8> = None;
+        let mut calls = Calls::default();
+        loop {
+            let here = self.pos;
+            match self.peek() {
+                None => match close {
+                    Some(c) => {
+                        return Err(self.error(
+                            here,
+                            "",
+                            format!("`{}` closing the group", c as char),
+                        ));
+                    }
+                    None => break,
+                },
+                Some(c) if Some(c) == close => {
+                    self.pos += 1;
+                    break;
+                }
+                Some(c @ (b'&' | b'|')) => {
+                    if c == b'|' && calls.any() {
+                        return Err(self.error(
+                            here,
+                            "|",
+                            "& between conditions and select(), sort() or limit()",
+                        ));
+                    }
+                    if joiner.is_some_and(|j| j != c) {
+                        return Err(self.error(
+                            here,
+                            &(c as char).to_string(),
+                            "the same joiner throughout a group: put ( ) or [ ] around a mix of & and |",
+                        ));
+                    }
+                    joiner = Some(c);
+                    self.pos += 1;
+                    continue;
+                }
+                Some(c @ (b')' | b']')) => {
+                    return Err(self.error(
+                        here,
+                        &(c as char).to_string(),
+                        "a condition (this bracket closes nothing)",
+                    ));
+                }
+                Some(open @ (b'(' | b'[')) => {
+                    self.pos += 1;
+                    let close = if open == b'(' { b')' } else { b']' };
+                    match self.sequence(Some(close), None)? {
+                        Some(group) => terms.push(group),
+                        None => {
+                            return Err(self.error(here, "", "a condition inside the brackets"));
+                        }
+                    }
+                }
+                Some(_) => {
+                    let (start, name) = self.take_until(NAME_END);
+                    if self.peek() == Some(b'(') && !name.is_empty() {
+                        let Some(query) = query.as_deref_mut() else {
+                            return Err(self.error(
+                                start,
+                                name,
+                                "a condition: select(), sort() and limit() belong at the top level",
+                            ));
+                        };
+                        if joiner == Some(b'|') {
+                            return Err(self.error(
+                                start,
+                                name,
+                                "a condition: join select(), sort() and limit() with &",
+                            ));
+                        }
+                        self.call(start, name.to_owned(), query, &mut calls)?;
+                    } else {
+                        let condition = self.condition(start, name)?;
+                        terms.push(chain(condition, &terms, joiner));
+                    }
+                }
+            }
+            self.expect_joiner_or_end(close)?;
+        }
+        Ok(match (terms.len(), joiner) {
+            (0, _) => None,
+            (1, _) => terms.pop(),
+            (_, Some(b'|')) => Some(Filter::Any(terms)),
+            _ => Some(Filter::All(terms)),
+        })
+    }
+
+    /// After a term: a joiner, the group's closing bracket, or the end.
+    fn expect_joiner_or_end(&self, close: Option<u8>) -> Parsed<()> {
+        match self.peek() {
+            None | Some(b'&' | b'|') => Ok(()),
+            Some(c) if Some(c) == close => Ok(()),
+            Some(c) => {
+                let expected = match close {
+                    Some(close) => format!("&, | or `{}`", close as char),
+                    None => "& or |".to_owned(),
+                };
+                Err(self.error(self.pos, &(c as char).to_string(), expected))
+            }
+        }
+    }
+
+    fn condition(&mut self, start: usize, name: &str) -> Parsed<Condition> {
+        if name.is_empty() {
+            let (_, token) = self.peek_token();
+            return Err(self.error(start, token, "an attribute name"));
+        }
+        let path = self.path(start, name)?;
+        let op_start = self.pos;
+        let rest = &self.src[op_start..];
+        let op = if rest.starts_with("!=") {
+            self.pos += 2;
+            Op::Ne
+        } else if rest.starts_with("==") {
+            self.pos += 2;
+            Op::Eq
+        } else if rest.starts_with('=') {
+            self.pos += 1;
+            self.named_operator().unwrap_or(Op::Eq)
+        } else {
+            let (_, token) = self.peek_token();
+            return Err(self.error(op_start, token, EXPECTED_OPERATOR));
+        };
+        let (value_position, raw) = self.take_until(VALUE_END);
+        let text = self.decode(value_position, raw)?;
+        let (op, value) = self.literal(op, value_position, text)?;
+        Ok(Condition {
+            path,
+            op,
+            value,
+            position: start,
+            value_position,
+        })
+    }
+
+    /// `gt=` and friends right after the first `=`.
+    fn named_operator(&mut self) -> Option<Op> {
+        let rest = &self.src.as_bytes()[self.pos..];
+        let (name, op) = OPERATORS.iter().find(|(name, _)| {
+            rest.starts_with(name.as_bytes()) && rest.get(name.len()) == Some(&b'=')
+        })?;
+        self.pos += name.len() + 1;
+        Some(*op)
+    }
+
+    fn literal(&self, op: Op, at: usize, text: String) -> Parsed<(Op, Literal)> {
+        if text.is_empty() {
+            return Err(self.error(at, "", "a value"));
+        }
+        if text.starts_with('*') {
+            return Err(self.error(
+                at,
+                &text,
+                "a value without a leading * (only a trailing * is a wildcard: starts with)",
+            ));
+        }
+        if let Some(prefix) = text.strip_suffix('*') {
+            if op != Op::Eq {
+                return Err(self.error(
+                    at,
+                    &text,
+                    "a value without * (a trailing * is a wildcard only after = or ==)",
+                ));
+            }
+            return Ok((Op::StartsWith, Literal::String(prefix.to_owned())));
+        }
+        if text == "null" {
+            if !matches!(op, Op::Eq | Op::Ne) {
+                return Err(self.error(
+                    at,
+                    &text,
+                    "a value other than null (null compares only with =, == and !=)",
+                ));
+            }
+            return Ok((op, Literal::Null));
+        }
+        let typed = |prefix: &str| text.strip_prefix(prefix).map(str::to_owned);
+        let literal = if let Some(number) = typed("number:") {
+            Literal::Number(
+                parse_number(&number)
+                    .ok_or_else(|| self.error(at, &text, "a number after number:"))?,
+            )
+        } else if let Some(flag) = typed("boolean:") {
+            Literal::Bool(match flag.as_str() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(self.error(at, &text, "true or false after boolean:")),
+            })
+        } else if let Some(string) = typed("string:") {
+            Literal::String(string)
+        } else if let Some(date) = typed("date:") {
+            Literal::Date(super::filter::parse_date(&date).ok_or_else(|| {
+                self.error(
+                    at,
+                    &text,
+                    "a date after date: (2001-01-01, 2001-01-01T12:00:00Z, ...)",
+                )
+            })?)
+        } else {
+            Literal::Text(text)
+        };
+        if matches!(op, Op::StartsWith | Op::Contains | Op::EndsWith)
+            && !matches!(literal, Literal::Text(_) | Literal::String(_))
+        {
+            return Err(self.error(at, "", "text (=sw=, =ct= and =ew= compare strings)"));
+        }
+        Ok((op, literal))
+    }
+
+    fn path(&self, at: usize, raw: &str) -> Parsed<Vec<String>> {
+        let text = self.decode(at, raw)?;
+        let path: Vec<String> = text.split('.').map(str::to_owned).collect();
+        if path.iter().any(String::is_empty) {
+            return Err(self.error(at, &text, "an attribute name or dotted path such as dims.w"));
+        }
+        Ok(path)
+    }
+
+    /// The next token, for error messages.
+    fn peek_token(&self) -> (usize, &'a str) {
+        let rest: &'a str = &self.src[self.pos..];
+        let len = rest.char_indices().nth(1).map_or(rest.len(), |(i, _)| i);
+        (self.pos, &rest[..len])
+    }
+
+    fn call(
+        &mut self,
+        start: usize,
+        name: String,
+        query: &mut Query,
+        calls: &mut Calls,
+    ) -> Parsed<()> {
+        self.pos += 1; // (
+        let (seen, what) = match name.as_str() {
+            "select" => (&mut calls.select, "select"),
+            "sort" => (&mut calls.sort, "sort"),
+            "limit" => (&mut calls.limit, "limit"),
+            _ => {
+                return Err(self.error(
+                    start,
+                    &name,
+                    "a condition, select(...), sort(...) or limit(...)",
+                ));
+            }
+        };
+        if std::mem::replace(seen, true) {
+            return Err(self.error(start, &name, format!("at most one {what}()")));
+        }
+        match what {
+            "select" => query.select = Some(self.select()?),
+            "sort" => query.sort = self.sort()?,
+            _ => (query.offset, query.limit) = self.limit()?,
+        }
+        Ok(())
+    }
+
+    fn close_call(&mut self) -> Parsed<()> {
+        match self.peek() {
+            Some(b')') => {
+                self.pos += 1;
+                Ok(())
+            }
+            _ => {
+                let (at, token) = self.peek_token();
+                Err(self.error(at, token, "`)` closing the call"))
+            }
+        }
+    }
+
+    fn select(&mut self) -> Parsed<Select> {
+        let start = self.pos;
+        let arguments = &self.src[start..];
+        let single = arguments
+            .find(')')
+            .map(|end| &arguments[..end])
+            .filter(|a| !a.is_empty() && !a.contains([',', '{', '}']));
+        if let Some(single) = single {
+            // select(a) and select(a.b): the bare value.
+            let path = self.path(start, single)?;
+            self.pos += single.len();
+            self.close_call()?;
+            return Ok(Select::Value(path));
+        }
+        let (fields, _) = self.fields(b')')?;
+        self.close_call()?;
+        if fields.is_empty() {
+            return Err(self.error(start, "", "a property name in select()"));
+        }
+        Ok(Select::Fields(fields))
+    }
+
+    /// `a,b{c,d},e.f` up to `close` (not consumed); dotted names become nested fields.
+    fn fields(&mut self, close: u8) -> Parsed<(Vec<Field>, bool)> {
+        let mut fields = Vec::new();
+        let mut trailing_comma = false;
+        while self.peek() != Some(close) {
+            let (at, raw) = self.take_until(b",(){}&|[]");
+            if raw.is_empty() {
+                let (at, token) = self.peek_token();
+                return Err(self.error(at, token, "a property name"));
+            }
+            let path = self.path(at, raw)?;
+            let mut children = Vec::new();
+            if self.peek() == Some(b'{') {
+                self.pos += 1;
+                children = self.fields(b'}')?.0;
+                self.pos += 1; // }
+            }
+            fields.push(nest(&path, children));
+            trailing_comma = false;
+            match self.peek() {
+                Some(b',') => {
+                    self.pos += 1;
+                    trailing_comma = true;
+                }
+                Some(c) if c == close => {}
+                _ => {
+                    let (at, token) = self.peek_token();
+                    return Err(self.error(at, token, format!("`,` or `{}`", close as char)));
+                }
+            }
+        }
+        Ok((fields, trailing_comma))
+    }
+
+    fn sort(&mut self) -> Parsed<Vec<SortKey>> {
+        let mut keys = Vec::new();
+        loop {
+            let (at, raw) = self.take_until(b",)&|");
+            let text = self.decode(at, raw)?;
+            let (descending, name) = match text.as_bytes().first() {
+                Some(b'-') => (true, &text[1..]),
+                Some(b'+' | b' ') => (false, &text[1..]),
+                _ => (false, text.as_str()),
+            };
+            if name.is_empty() {
+                return Err(self.error(
+                    at,
+                    &text,
+                    "an attribute to sort by, optionally after + or -",
+                ));
+            }
+            let path = self.path(at, name)?;
+            keys.push(SortKey {
+                path,
+                descending,
+                position: at,
+            });
+            if self.peek() == Some(b',') {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        self.close_call()?;
+        Ok(keys)
+    }
+
+    fn limit(&mut self) -> Parsed<(usize, Option<usize>)> {
+        let start = self.pos;
+        let mut numbers = Vec::new();
+        loop {
+            let (at, raw) = self.take_until(b",)&|");
+            let number = raw
+                .parse::<usize>()
+                .ok()
+                .filter(|_| raw.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| self.error(at, raw, "a non-negative integer"))?;
+            numbers.push((at, number));
+            if self.peek() == Some(b',') {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+        self.close_call()?;
+        match numbers[..] {
+            [(_, limit)] => Ok((0, Some(limit))),
+            [(_, start), (_, end)] if end >= start => Ok((start, Some(end - start))),
+            [(_, start), (at, end)] => Err(self.error(
+                at,
+                &end.to_string(),
+                format!("an end of at least the start ({start})"),
+            )),
+            _ => Err(self.error(
+                start,
+                &self.src[start..self.pos - 1],
+                "one or two numbers: limit(n) or limit(start,end)",
+            )),
+        }
+    }
+}
+
+/// `price=gt=10&lt=20`: a condition named like an operator, right after a condition joined by
+/// `&`, continues that condition's attribute.
+fn chain(condition: Condition, terms: &[Filter], joiner: Option<u8>) -> Filter {
+    let previous = match terms.last() {
+        Some(Filter::Condition(previous)) if joiner != Some(b'|') => previous,
+        _ => return Filter::Condition(condition),
+    };
+    let chained = match (&condition.path[..], condition.op) {
+        ([name], Op::Eq) => OPERATORS
+            .iter()
+            .find(|(op, _)| op == name)
+            .map(|(_, op)| *op),
+        _ => None,
+    };
+    match chained {
+        Some(op) => Filter::Condition(Condition {
+            path: previous.path.clone(),
+            op,
+            ..condition
+        }),
+        None => Filter::Condition(condition),
+    }
+}
+
+fn nest(path: &[String], children: Vec<Field>) -> Field {
+    match path {
+        [name] => Field {
+            name: name.clone(),
+            children,
+        },
+        [name, rest @ ..] => Field {
+            name: name.clone(),
+            children: vec![nest(rest, children)],
+        },
+        [] => unreachable!("paths have at least one segment"),
+    }
+}
+
+/// A decimal number, or `$` and base-36 digits (Harper's `number:$1jl`).
+fn parse_number(text: &str) -> Option<f64> {
+    match text.strip_prefix('$') {
+        Some(digits) => u32::from_str_radix(digits, 36).ok().map(f64::from),
+        None => text.parse::<f64>().ok().filter(|n| n.is_finite()),
+    }
+}
