@@ -6,8 +6,10 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::filter::{lookup, matches, project, sort_order};
+use super::planner::{self, Plan};
 use super::{Query, SortKey};
 use crate::error::{Error, QueryError, Result};
+use crate::storage::{Envelope, IndexRange, Key};
 use crate::table::Table;
 
 /// The most matching records a sort on a non-key attribute holds in memory.
@@ -44,7 +46,18 @@ pub fn execute(table: &Table, query: Query) -> Result<Rows> {
         _ => None,
     };
     let needs_value = filter.is_some() || select.is_some() || key_order.is_none();
-    let scanned = table.scan(key_order.unwrap_or(false)).map(move |entry| {
+    let reverse = key_order.unwrap_or(false);
+    let plan = planner::plan(filter.as_ref(), |path, range, cap| {
+        table
+            .index_keys(path, range)
+            .map(|keys| keys.take(cap).count())
+    });
+    tracing::debug!(table = table.name(), ?plan, "query plan");
+    let records: Box<dyn Iterator<Item = Result<(Key, Envelope)>> + Send> = match plan {
+        Plan::Scan => Box::new(table.scan(reverse)),
+        Plan::Index { path, range } => Box::new(indexed(table, &path, &range, reverse)?),
+    };
+    let scanned = records.map(move |entry| {
         let (_, record) = entry?;
         let value = match needs_value {
             true => Some(
@@ -71,6 +84,26 @@ pub fn execute(table: &Table, query: Query) -> Result<Rows> {
             _ => Row::Stored(stored),
         })
     })))
+}
+
+/// The records an index range names, in key order (each once, however many of its values match).
+fn indexed(
+    table: &Table,
+    path: &[String],
+    range: &IndexRange,
+    reverse: bool,
+) -> Result<impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<>> {
+    let mut keys = table
+        .index_keys(path, range)
+        .ok_or_else(|| Error::Storage(format!("no index on {}", path.join("."))))?
+        .collect::<Result<Vec<_>>>()?;
+    keys.sort_unstable();
+    keys.dedup();
+    if reverse {
+        keys.reverse();
+    }
+    let records = table.records_by_keys(keys);
+    Ok(records)
 }
 
 fn sorted(

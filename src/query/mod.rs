@@ -14,6 +14,7 @@
 pub mod executor;
 pub mod filter;
 mod parser;
+pub mod planner;
 
 pub use parser::parse;
 

@@ -6,9 +6,12 @@
 
 mod clock;
 mod envelope;
+pub mod index;
 mod key;
 mod writer;
 
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
@@ -34,13 +37,29 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// A table's records: a handle to its tree, cheap to clone.
+/// A table's records: a handle to its tree and index trees, cheap to clone.
 #[derive(Clone)]
 pub struct Records {
     name: Arc<str>,
     key_type: KeyType,
     tree: sled::Tree,
+    indexes: Arc<[Index]>,
     meta: Arc<Mutex<TableMeta>>,
+}
+
+/// A secondary index: the attribute path it indexes and its tree (see [`index`]).
+pub(crate) struct Index {
+    path: Vec<String>,
+    tree: sled::Tree,
+}
+
+/// Which index entries to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexRange {
+    /// Entries whose value encoding starts with these bytes.
+    Prefix(Vec<u8>),
+    /// Entries whose value encoding lies between these bounds.
+    Between(Bound<Vec<u8>>, Bound<Vec<u8>>),
 }
 
 /// Per-table facts kept current by the writer and persisted with every commit.
@@ -83,10 +102,17 @@ impl Store {
         })
     }
 
-    /// Opens the tree of table `name`, whose keys are of `key_type`.
+    /// Opens the tree of table `name`, whose keys are of `key_type`, with an index on each of
+    /// `index_paths` (dotted attribute paths). Indexes new since the last start are built from the
+    /// records (logging progress) before this returns; indexes no longer declared are dropped.
     ///
     /// Fails if the table already holds records under another key type.
-    pub fn records(&self, name: &str, key_type: KeyType) -> Result<Records> {
+    pub fn records(
+        &self,
+        name: &str,
+        key_type: KeyType,
+        index_paths: &[String],
+    ) -> Result<Records> {
         let tree = self.db.open_tree(name).map_err(storage_error)?;
         let meta_key = meta_key(name);
         let meta = match self.meta.get(&meta_key).map_err(storage_error)? {
@@ -111,12 +137,53 @@ impl Store {
                 meta
             }
         };
-        Ok(Records {
+        let records = Records {
             name: name.into(),
             key_type,
             tree,
+            indexes: self.indexes(name, index_paths, meta.count)?.into(),
             meta: Arc::new(Mutex::new(meta)),
-        })
+        };
+        Ok(records)
+    }
+
+    /// Opens the index trees of a table, building the new ones and dropping the old ones.
+    fn indexes(&self, table: &str, paths: &[String], records: u64) -> Result<Vec<Index>> {
+        let list_key = format!("indexes/{table}").into_bytes();
+        let built: BTreeSet<String> = match self.meta.get(&list_key).map_err(storage_error)? {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| Error::Storage(format!("corrupt index list of `{table}`: {e}")))?,
+            None => BTreeSet::new(),
+        };
+        let tree_name = |path: &str| format!("_index/{table}/{path}");
+        for gone in built.iter().filter(|p| !paths.contains(p)) {
+            tracing::info!(table, index = %gone, "dropping an index no longer declared");
+            self.db.drop_tree(tree_name(gone)).map_err(storage_error)?;
+        }
+        let mut indexes = Vec::new();
+        let mut missing = Vec::new();
+        for path in paths {
+            let tree = self.db.open_tree(tree_name(path)).map_err(storage_error)?;
+            let index = Index {
+                path: path.split('.').map(str::to_owned).collect(),
+                tree,
+            };
+            if !built.contains(path) {
+                index.tree.clear().map_err(storage_error)?;
+                missing.push(indexes.len());
+            }
+            indexes.push(index);
+        }
+        if !missing.is_empty() {
+            let table_tree = self.db.open_tree(table).map_err(storage_error)?;
+            let new: Vec<&Index> = missing.iter().map(|&i| &indexes[i]).collect();
+            build(table, &table_tree, &new, records)?;
+        }
+        let list: BTreeSet<&String> = paths.iter().collect();
+        let list = serde_json::to_vec(&list).map_err(|e| Error::Storage(e.to_string()))?;
+        self.meta.insert(list_key, list).map_err(storage_error)?;
+        self.db.flush().map_err(storage_error)?;
+        Ok(indexes)
     }
 
     /// Queues a mutation and waits until it is durable (or rejected).
@@ -195,6 +262,46 @@ impl Records {
         })
     }
 
+    /// The encoded primary keys of the entries of the index on `path` within `range`, in index
+    /// order (a record appears once per matching value); `None` if there is no such index.
+    pub fn index_keys(
+        &self,
+        path: &[String],
+        range: &IndexRange,
+    ) -> Option<impl Iterator<Item = Result<Vec<u8>>> + Send + use<>> {
+        let index = self.indexes.iter().find(|i| i.path == path)?;
+        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> =
+            match range {
+                IndexRange::Prefix(prefix) => Box::new(index.tree.scan_prefix(prefix)),
+                IndexRange::Between(lower, upper) => Box::new(
+                    index
+                        .tree
+                        .range::<Vec<u8>, _>((lower.clone(), upper.clone())),
+                ),
+            };
+        Some(entries.map(|entry| {
+            let (entry, _) = entry.map_err(storage_error)?;
+            let at = index::value_len(&entry)
+                .ok_or_else(|| Error::Storage("corrupt index entry".to_owned()))?;
+            Ok(entry[at..].to_vec())
+        }))
+    }
+
+    /// Reads one record by its encoded key.
+    pub fn get_encoded(&self, encoded: &[u8]) -> Result<Option<(Key, Envelope)>> {
+        let Some(record) = self.read(encoded)? else {
+            return Ok(None);
+        };
+        let key = Key::decode(self.key_type, encoded)
+            .ok_or_else(|| Error::Storage("corrupt key".to_owned()))?;
+        Ok(Some((key, record)))
+    }
+
+    /// The dotted paths of the table's indexes.
+    pub fn index_paths(&self) -> impl Iterator<Item = String> + '_ {
+        self.indexes.iter().map(|i| i.path.join("."))
+    }
+
     /// How many records the table holds.
     pub fn count(&self) -> u64 {
         self.meta_snapshot().count
@@ -247,6 +354,43 @@ impl TableMeta {
         };
         Some((KeyType::from_tag(tag)?, meta))
     }
+}
+
+/// Fills new indexes from the records of `table`, in batches, logging progress.
+fn build(table: &str, records: &sled::Tree, indexes: &[&Index], total: u64) -> Result<()> {
+    const BATCH: usize = 10_000;
+    let paths: Vec<String> = indexes.iter().map(|i| i.path.join(".")).collect();
+    tracing::info!(table, indexes = ?paths, records = total, "building indexes");
+    let mut batches: Vec<sled::Batch> = indexes.iter().map(|_| sled::Batch::default()).collect();
+    let mut done = 0;
+    for entry in records.iter() {
+        let (key, raw) = entry.map_err(storage_error)?;
+        let record = decode(raw)?;
+        let value: serde_json::Value = serde_json::from_slice(&record.value)
+            .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?;
+        for (index, batch) in indexes.iter().zip(&mut batches) {
+            for indexed in index::values(&value, &index.path) {
+                batch.insert(index::entry(&indexed, &key), &[]);
+            }
+        }
+        done += 1;
+        if done % BATCH == 0 {
+            for (index, batch) in indexes.iter().zip(&mut batches) {
+                index
+                    .tree
+                    .apply_batch(std::mem::take(batch))
+                    .map_err(storage_error)?;
+            }
+            if done % (10 * BATCH) == 0 {
+                tracing::info!(table, done, total, "building indexes");
+            }
+        }
+    }
+    for (index, batch) in indexes.iter().zip(batches) {
+        index.tree.apply_batch(batch).map_err(storage_error)?;
+    }
+    tracing::info!(table, records = done, "indexes built");
+    Ok(())
 }
 
 /// Opens sled, waiting out a lock that is about to be released: a store of this process that was

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use tokio::sync::oneshot;
 
 use super::clock::Hlc;
 use super::key::Key;
-use super::{Envelope, Records, TableMeta, storage_error};
+use super::{Envelope, Records, TableMeta, index, storage_error};
 use crate::error::{Error, Result};
 
 /// The most requests one flush acknowledges; bounds the latency of the first in a long queue.
@@ -92,7 +93,37 @@ pub(crate) struct Writer {
 struct Staged {
     records: Records,
     batch: sled::Batch,
+    /// One batch per index of the table, in the order of `records.indexes`.
+    index_batches: Vec<sled::Batch>,
     meta: TableMeta,
+}
+
+impl Staged {
+    /// Moves the record's index entries from what `before` put there to what `after` does.
+    fn reindex(&mut self, key: &[u8], before: Option<&Envelope>, after: Option<&Envelope>) {
+        if self.records.indexes.is_empty() {
+            return;
+        }
+        let parse = |record: Option<&Envelope>| {
+            record.and_then(|r| serde_json::from_slice::<Value>(&r.value).ok())
+        };
+        let (before, after) = (parse(before), parse(after));
+        for (index, batch) in self.records.indexes.iter().zip(&mut self.index_batches) {
+            let values = |record: &Option<Value>| {
+                record
+                    .as_ref()
+                    .map(|r| index::values(r, &index.path))
+                    .unwrap_or_default()
+            };
+            let (old, new) = (values(&before), values(&after));
+            for value in old.difference(&new) {
+                batch.remove(index::entry(value, key));
+            }
+            for value in new.difference(&old) {
+                batch.insert(index::entry(value, key), &[]);
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -143,6 +174,11 @@ impl Writer {
                     meta: records.meta_snapshot(),
                     records: records.clone(),
                     batch: sled::Batch::default(),
+                    index_batches: records
+                        .indexes
+                        .iter()
+                        .map(|_| sled::Batch::default())
+                        .collect(),
                 });
             let key = match target {
                 Target::Key(key) => key,
@@ -196,7 +232,8 @@ impl Writer {
                         expires_at: None,
                         value: json.into(),
                     };
-                    table.batch.insert(encoded, envelope.encode());
+                    table.batch.insert(encoded.clone(), envelope.encode());
+                    table.reindex(&encoded, current.as_ref(), Some(&envelope));
                     table.meta.count += u64::from(current.is_none());
                     if let Key::Int(n) = key {
                         table.meta.max_int = Some(table.meta.max_int.map_or(n, |m| m.max(n)));
@@ -204,7 +241,8 @@ impl Writer {
                     Some(envelope)
                 }
                 Change::Delete => {
-                    table.batch.remove(encoded);
+                    table.batch.remove(encoded.clone());
+                    table.reindex(&encoded, current.as_ref(), None);
                     table.meta.count -= u64::from(current.is_some());
                     None
                 }
@@ -244,16 +282,27 @@ impl Writer {
 
     /// Writes every staged table, its metadata and the clock in one transaction, then fsyncs.
     fn apply(&self, staged: &[Staged]) -> Result<()> {
+        // Every tree the batch touches, each with its batch; the meta tree comes first.
         let mut trees = vec![self.meta.clone()];
-        trees.extend(staged.iter().map(|t| t.records.tree.clone()));
+        let mut batches = Vec::new();
+        for table in staged {
+            trees.push(table.records.tree.clone());
+            batches.push(&table.batch);
+            for (index, batch) in table.records.indexes.iter().zip(&table.index_batches) {
+                trees.push(index.tree.clone());
+                batches.push(batch);
+            }
+        }
         let clock = self.clock.last().to_be_bytes();
         trees
             .as_slice()
             .transaction(|views| {
-                let (meta, tables) = views.split_first().expect("the meta tree is first");
+                let (meta, others) = views.split_first().expect("the meta tree is first");
                 meta.insert(CLOCK_KEY, &clock)?;
-                for (view, table) in tables.iter().zip(staged) {
-                    view.apply_batch(&table.batch)?;
+                for (view, batch) in others.iter().zip(&batches) {
+                    view.apply_batch(batch)?;
+                }
+                for table in staged {
                     meta.insert(
                         table.records.meta_key(),
                         table.meta.encode(table.records.key_type),
@@ -291,7 +340,7 @@ mod tests {
             Box::new(move |c| seen.lock().unwrap().push(c.version)),
         )
         .expect("opens");
-        let records = store.records("T", KeyType::Integer).expect("tree");
+        let records = store.records("T", KeyType::Integer, &[]).expect("tree");
 
         let failed = store
             .commit(

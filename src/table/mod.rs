@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, EventBus};
 use crate::schema::TableSchema;
 use crate::storage::{
-    Change, Commit, Decide, Envelope, Key, KeyType, OnDurable, Records, Store, Target,
+    Change, Commit, Decide, Envelope, IndexRange, Key, KeyType, OnDurable, Records, Store, Target,
 };
 
 /// A table of our own: the system of record for its records.
@@ -36,7 +36,8 @@ pub fn publish_to(bus: EventBus) -> OnDurable {
 impl Table {
     /// Opens the table described by `schema` in `store`.
     pub fn open(schema: TableSchema, store: Arc<Store>) -> Result<Table> {
-        let records = store.records(&schema.name, schema.settings.key_type)?;
+        let settings = &schema.settings;
+        let records = store.records(&schema.name, settings.key_type, &settings.indexes)?;
         Ok(Table {
             schema: Arc::new(schema),
             records,
@@ -75,6 +76,25 @@ impl Table {
         reverse: bool,
     ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
         self.records.scan(reverse)
+    }
+
+    /// Encoded primary keys from the index on `path` (see [`Records::index_keys`]).
+    pub fn index_keys(
+        &self,
+        path: &[String],
+        range: &IndexRange,
+    ) -> Option<impl Iterator<Item = Result<Vec<u8>>> + Send + use<>> {
+        self.records.index_keys(path, range)
+    }
+
+    /// The records with these encoded keys, read lazily in the order given (absent ones skipped).
+    pub fn records_by_keys(
+        &self,
+        keys: Vec<Vec<u8>>,
+    ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
+        let records = self.records.clone();
+        keys.into_iter()
+            .filter_map(move |key| records.get_encoded(&key).transpose())
     }
 
     /// How many records the table holds.

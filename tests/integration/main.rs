@@ -6,5 +6,6 @@ mod durability;
 mod events;
 mod flows;
 mod queries;
+mod query_model;
 mod rest;
 mod store_model;
