@@ -55,17 +55,13 @@ fn tags(headers: &HeaderMap, name: header::HeaderName, weak_matches: bool) -> Op
     present.then_some(Tags::Versions(versions))
 }
 
-/// Whether the client asked for the written record back (`Prefer: return=representation`).
-pub fn wants_representation(headers: &HeaderMap) -> bool {
+/// Whether the request carries this `Prefer` preference (RFC 7240), e.g. `return=representation`.
+pub fn prefers(headers: &HeaderMap, preference: &str) -> bool {
     headers
         .get_all("prefer")
         .iter()
         .flat_map(|v| v.to_str().unwrap_or_default().split(','))
-        .any(|preference| {
-            preference
-                .trim()
-                .eq_ignore_ascii_case("return=representation")
-        })
+        .any(|given| given.trim().eq_ignore_ascii_case(preference))
 }
 
 #[cfg(test)]
@@ -98,13 +94,12 @@ mod tests {
 
     #[test]
     fn prefer() {
-        assert!(wants_representation(&headers(&[(
-            "prefer",
-            "handling=strict, return=representation"
-        )])));
-        assert!(!wants_representation(&headers(&[(
-            "prefer",
-            "return=minimal"
-        )])));
+        let representation = "return=representation";
+        let strict = headers(&[("prefer", "handling=strict, return=representation")]);
+        assert!(prefers(&strict, representation));
+        assert!(!prefers(
+            &headers(&[("prefer", "return=minimal")]),
+            representation
+        ));
     }
 }

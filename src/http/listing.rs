@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
 use serde_json::Value;
 
-use crate::query::executor::{Row, Rows};
+use crate::query::executor::{Content, Row, Rows};
 
 const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -106,18 +106,18 @@ impl Chunks {
                 if !first && self.format == Format::Json {
                     chunk.push(b',');
                 }
-                match row {
-                    Row::Stored(bytes) => chunk.extend_from_slice(&bytes),
-                    Row::Value(value) => serde_json::to_writer(&mut *chunk, &value)?,
+                match row.content {
+                    Content::Stored(bytes) => chunk.extend_from_slice(&bytes),
+                    Content::Value(value) => serde_json::to_writer(&mut *chunk, &value)?,
                 }
                 if self.format == Format::NdJson {
                     chunk.push(b'\n');
                 }
             }
             Format::Csv(columns) => {
-                let value = match row {
-                    Row::Stored(bytes) => serde_json::from_slice(&bytes)?,
-                    Row::Value(value) => value,
+                let value = match row.content {
+                    Content::Stored(bytes) => serde_json::from_slice(&bytes)?,
+                    Content::Value(value) => value,
                 };
                 match &value {
                     Value::Object(fields) => csv_line(chunk, columns.iter().map(|c| fields.get(c))),

@@ -14,8 +14,9 @@ use super::headers;
 use super::listing::{self, Chunks};
 use crate::catalog::Resource;
 use crate::error::Error;
+use crate::query::executor::{self, Row};
 use crate::query::{self, Select};
-use crate::storage::{Commit, Envelope};
+use crate::storage::{Commit, Envelope, Key};
 use crate::table::{Table, Verdict};
 
 type Answer = Result<Response, ApiError>;
@@ -35,7 +36,14 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'}')
     .add(b'\\')
     .add(b'^')
-    .add(b'|');
+    .add(b'|')
+    .add(b'(')
+    .add(b')')
+    .add(b'&')
+    .add(b'=')
+    .add(b'[')
+    .add(b']')
+    .add(b',');
 
 fn table<'a>(state: &'a AppState, name: &str) -> Result<&'a Table, ApiError> {
     match state.catalog.resource(name)? {
@@ -129,7 +137,8 @@ pub async fn records_post(
     Ok(response)
 }
 
-/// `GET /T/?query`: the matching records, streamed as JSON, NDJSON or CSV by `Accept`.
+/// `GET /T/?query`: the matching records, streamed as JSON, NDJSON or CSV by `Accept`;
+/// `Prefer: count=exact` adds `Content-Range`; a full page in key order links to the next one.
 pub async fn records_list(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
@@ -138,21 +147,92 @@ pub async fn records_list(
 ) -> Answer {
     let table = table(&state, &name)?;
     let schema = table.schema();
-    let query = query::parse(raw.as_deref().unwrap_or_default())
+    let raw = raw.unwrap_or_default();
+    let query = query::parse(&raw)
         .and_then(|query| query::filter::bind(query, &schema.document))
         .map_err(Error::BadQuery)?;
     let format = listing::negotiate(&request, || csv_columns(&query, &schema.document))
         .ok_or(ApiError::NotAcceptable)?;
-    let rows = query::executor::execute(table, query)?;
-    let body = Body::from_stream(tokio_stream::iter(Chunks::new(rows, format.clone())));
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(format.content_type()),
-        )],
-        body,
-    )
-        .into_response())
+    let total = headers::prefers(&request, "count=exact")
+        .then(|| executor::count(table, &query))
+        .transpose()?;
+    let (offset, limit) = (query.offset, query.limit);
+    // A page small enough to hold is read before answering, so its last key can be linked.
+    let linked_page = limit
+        .filter(|&n| n > 0 && n <= MAX_LINKED_PAGE && executor::key_order(table, &query).is_some());
+    let paging = query.paging.clone();
+    let mut rows = executor::execute(table, query)?;
+    let mut response_headers = HeaderMap::new();
+    let mut returned = total.map(|total| {
+        limit
+            .unwrap_or(usize::MAX)
+            .min(to_usize(total).saturating_sub(offset))
+    });
+    if let Some(page) = linked_page {
+        let held: Vec<Row> = rows.collect::<crate::error::Result<_>>()?;
+        returned = Some(held.len());
+        if let Some(last) = held.last().filter(|_| held.len() == page) {
+            let link = format!(
+                "<{}>; rel=\"next\"",
+                next_page(&name, &raw, &paging, page, &last.key)
+            );
+            response_headers.insert(
+                header::LINK,
+                HeaderValue::from_str(&link).expect("percent-encoded link"),
+            );
+        }
+        rows = Box::new(held.into_iter().map(Ok));
+    }
+    if let (Some(total), Some(returned)) = (total, returned) {
+        let range = match returned {
+            0 => format!("items */{total}"),
+            n => format!("items {offset}-{}/{total}", offset + n - 1),
+        };
+        response_headers.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&range).expect("digits"),
+        );
+        response_headers.insert(
+            "preference-applied",
+            HeaderValue::from_static("count=exact"),
+        );
+    }
+    response_headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    let body = Body::from_stream(tokio_stream::iter(Chunks::new(rows, format)));
+    Ok((response_headers, body).into_response())
+}
+
+/// The largest page (`limit(n)`) that gets a link to the next page.
+const MAX_LINKED_PAGE: usize = 10_000;
+
+/// The query of the next page: the same query with `limit(page)&after(last)` instead of its own
+/// `limit(...)` and `after(...)`.
+fn next_page(
+    table: &str,
+    raw: &str,
+    paging: &[std::ops::Range<usize>],
+    page: usize,
+    last: &Key,
+) -> String {
+    let mut kept = String::new();
+    let mut at = 0;
+    for span in paging {
+        kept.push_str(&raw[at..span.start]);
+        at = span.end;
+    }
+    kept.push_str(&raw[at..]);
+    let kept = kept.trim_matches('&');
+    let separator = if kept.is_empty() { "" } else { "&" };
+    let last = last.to_string();
+    let after = utf8_percent_encode(&last, SEGMENT);
+    format!("/{table}/?{kept}{separator}limit({page})&after({after})")
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 /// CSV columns: the selected properties, or every property the schema declares.
@@ -211,7 +291,7 @@ fn write_response(request: &HeaderMap, commit: &Commit) -> Response {
         .record
         .as_ref()
         .expect("a put or patch stores a record");
-    if headers::wants_representation(request) {
+    if headers::prefers(request, "return=representation") {
         let mut response = record_response(StatusCode::OK, record);
         response.headers_mut().insert(
             "preference-applied",

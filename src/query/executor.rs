@@ -1,13 +1,15 @@
-//! Running a bound query over a table: a lazy pipeline scan -> filter -> offset -> limit ->
-//! select, so memory stays flat however large the table. Sorting on anything but the primary key
-//! has to see every match first; it holds at most [`MAX_SORTED`] records.
+//! Running a bound query over a table: a lazy pipeline (index range or scan) -> filter -> offset
+//! -> limit -> select, so memory stays flat however large the table. Sorting on anything but the
+//! primary key has to see every match first; it holds at most [`MAX_SORTED`] records.
+
+use std::cmp::Ordering;
 
 use bytes::Bytes;
 use serde_json::Value;
 
 use super::filter::{lookup, matches, project, sort_order};
 use super::planner::{self, Plan};
-use super::{Query, SortKey};
+use super::{Filter, Query, SortKey};
 use crate::error::{Error, QueryError, Result};
 use crate::storage::{Envelope, IndexRange, Key};
 use crate::table::Table;
@@ -15,28 +17,32 @@ use crate::table::Table;
 /// The most matching records a sort on a non-key attribute holds in memory.
 pub const MAX_SORTED: usize = 100_000;
 
-/// One record of an answer: the stored bytes as they are, or a parsed (and maybe projected) value.
-pub enum Row {
+/// One record of an answer.
+pub struct Row {
+    /// The record's primary key.
+    pub key: Key,
+    /// What to send for it.
+    pub content: Content,
+}
+
+/// A record as sent: the stored bytes as they are, or a parsed (and maybe projected) value.
+pub enum Content {
     /// Stored JSON, served without parsing.
     Stored(Bytes),
-    /// A parsed or projected value.
+    /// A projected value.
     Value(Value),
 }
 
 /// The rows of an answer, produced lazily.
 pub type Rows = Box<dyn Iterator<Item = Result<Row>> + Send>;
 
-/// Runs `query` (already bound to the table's schema) over `table`.
-pub fn execute(table: &Table, query: Query) -> Result<Rows> {
-    let Query {
-        filter,
-        select,
-        sort,
-        offset,
-        limit,
-    } = query;
+/// A record on its way through the pipeline, parsed when something needs its fields.
+type Candidate = (Key, Bytes, Option<Value>);
+
+/// Whether the answer is in primary key order, and which way (`Some(true)`: descending).
+pub fn key_order(table: &Table, query: &Query) -> Option<bool> {
     let primary_key = &table.schema().settings.primary_key;
-    let key_order = match &sort[..] {
+    match &query.sort[..] {
         [] => Some(false),
         [
             SortKey {
@@ -44,72 +50,133 @@ pub fn execute(table: &Table, query: Query) -> Result<Rows> {
             },
         ] if path.len() == 1 && path[0] == *primary_key => Some(*descending),
         _ => None,
+    }
+}
+
+/// Runs `query` (already bound to the table's schema) over `table`.
+pub fn execute(table: &Table, query: Query) -> Result<Rows> {
+    let key_order = key_order(table, &query);
+    let needs_value = query.filter.is_some() || query.select.is_some() || key_order.is_none();
+    let matching = candidates(table, &query, key_order, needs_value)?;
+    let Query {
+        select,
+        sort,
+        offset,
+        limit,
+        ..
+    } = query;
+    let ordered: Box<dyn Iterator<Item = Result<Candidate>> + Send> = match key_order {
+        Some(_) => Box::new(matching),
+        None => Box::new(sorted(matching, &sort)?.into_iter().map(Ok)),
     };
-    let needs_value = filter.is_some() || select.is_some() || key_order.is_none();
+    let page = ordered.skip(offset).take(limit.unwrap_or(usize::MAX));
+    Ok(Box::new(page.map(move |candidate| {
+        let (key, stored, value) = candidate?;
+        let content = match (&select, value) {
+            (Some(select), Some(value)) => Content::Value(project(select, &value)),
+            _ => Content::Stored(stored),
+        };
+        Ok(Row { key, content })
+    })))
+}
+
+/// How many records match `query`, ignoring its paging.
+pub fn count(table: &Table, query: &Query) -> Result<u64> {
+    if query.filter.is_none() && query.after.is_none() {
+        return Ok(table.count());
+    }
+    let order = key_order(table, query).unwrap_or(false);
+    candidates(table, query, Some(order), query.filter.is_some())?
+        .try_fold(0, |n, candidate| candidate.map(|_| n + 1))
+}
+
+/// The records that match, in key order (`reverse`: descending) from `after(...)` on.
+fn candidates(
+    table: &Table,
+    query: &Query,
+    key_order: Option<bool>,
+    needs_value: bool,
+) -> Result<impl Iterator<Item = Result<Candidate>> + Send + use<>> {
     let reverse = key_order.unwrap_or(false);
-    let plan = planner::plan(filter.as_ref(), |path, range, cap| {
+    let after = match &query.after {
+        None => None,
+        Some((id, position)) => {
+            if key_order.is_none() {
+                return Err(Error::BadQuery(QueryError {
+                    position: *position,
+                    token: id.clone(),
+                    expected: "after() only in key order: without sort(), or with sort() on the primary key".to_owned(),
+                }));
+            }
+            Some(table.parse_id(id).map_err(|e| {
+                Error::BadQuery(QueryError {
+                    position: *position,
+                    token: id.clone(),
+                    expected: e.to_string(),
+                })
+            })?)
+        }
+    };
+    let plan = planner::plan(query.filter.as_ref(), |path, range, cap| {
         table
             .index_keys(path, range)
             .map(|keys| keys.take(cap).count())
     });
     tracing::debug!(table = table.name(), ?plan, "query plan");
     let records: Box<dyn Iterator<Item = Result<(Key, Envelope)>> + Send> = match plan {
-        Plan::Scan => Box::new(table.scan(reverse)),
-        Plan::Index { path, range } => Box::new(indexed(table, &path, &range, reverse)?),
+        Plan::Scan => Box::new(table.scan(reverse, after.as_ref())),
+        Plan::Index { path, range } => {
+            Box::new(indexed(table, &path, &range, reverse, after.as_ref())?)
+        }
     };
-    let scanned = records.map(move |entry| {
-        let (_, record) = entry?;
-        let value = match needs_value {
-            true => Some(
-                serde_json::from_slice::<Value>(&record.value)
-                    .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?,
-            ),
-            false => None,
-        };
-        Ok((record.value, value))
-    });
-    let matching = scanned.filter(move |entry| match (entry, &filter) {
-        (Ok((_, Some(value))), Some(filter)) => matches(filter, value),
-        _ => true,
-    });
-    let ordered: Box<dyn Iterator<Item = Result<(Bytes, Option<Value>)>> + Send> = match key_order {
-        Some(_) => Box::new(matching),
-        None => Box::new(sorted(matching, &sort)?.into_iter().map(Ok)),
-    };
-    let page = ordered.skip(offset).take(limit.unwrap_or(usize::MAX));
-    Ok(Box::new(page.map(move |entry| {
-        let (stored, value) = entry?;
-        Ok(match (&select, value) {
-            (Some(select), Some(value)) => Row::Value(project(select, &value)),
-            _ => Row::Stored(stored),
+    let filter: Option<Filter> = query.filter.clone();
+    Ok(records
+        .map(move |entry| {
+            let (key, record) = entry?;
+            let value = match needs_value {
+                true => Some(
+                    serde_json::from_slice::<Value>(&record.value)
+                        .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?,
+                ),
+                false => None,
+            };
+            Ok((key, record.value, value))
         })
-    })))
+        .filter(move |candidate| match (candidate, &filter) {
+            (Ok((_, _, Some(value))), Some(filter)) => matches(filter, value),
+            _ => true,
+        }))
 }
 
-/// The records an index range names, in key order (each once, however many of its values match).
+/// The records an index range names, in key order (each once, however many of its values
+/// match), after `after` if given.
 fn indexed(
     table: &Table,
     path: &[String],
     range: &IndexRange,
     reverse: bool,
+    after: Option<&Key>,
 ) -> Result<impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<>> {
     let mut keys = table
         .index_keys(path, range)
         .ok_or_else(|| Error::Storage(format!("no index on {}", path.join("."))))?
         .collect::<Result<Vec<_>>>()?;
+    if let Some(after) = after {
+        let after = after.encode();
+        keys.retain(|key| if reverse { *key < after } else { *key > after });
+    }
     keys.sort_unstable();
     keys.dedup();
     if reverse {
         keys.reverse();
     }
-    let records = table.records_by_keys(keys);
-    Ok(records)
+    Ok(table.records_by_keys(keys))
 }
 
 fn sorted(
-    matching: impl Iterator<Item = Result<(Bytes, Option<Value>)>>,
+    matching: impl Iterator<Item = Result<Candidate>>,
     sort: &[SortKey],
-) -> Result<Vec<(Bytes, Option<Value>)>> {
+) -> Result<Vec<Candidate>> {
     let mut rows = Vec::new();
     for row in matching {
         rows.push(row?);
@@ -123,9 +190,9 @@ fn sorted(
             }));
         }
     }
-    rows.sort_by(|(_, a), (_, b)| {
+    rows.sort_by(|(_, _, a), (_, _, b)| {
         let (Some(a), Some(b)) = (a, b) else {
-            return std::cmp::Ordering::Equal;
+            return Ordering::Equal;
         };
         sort.iter()
             .map(|key| {
@@ -137,7 +204,7 @@ fn sorted(
                 }
             })
             .find(|order| order.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
+            .unwrap_or(Ordering::Equal)
     });
     Ok(rows)
 }

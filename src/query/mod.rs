@@ -8,7 +8,7 @@
 //! [category=lighting|category=desk]     | (or) inside ( ) or [ ] groups; & and | never mix unless grouped
 //! name==Lamp*   name=sw=La   tags=ct=le   name=ew=mp   price=ne=3   price!=3   missing=null
 //! price=number:12   flag=boolean:true   code=string:007   born=date:2001-01-01   dims.w=gt=20
-//! select(name,price)   sort(-price,+name)   limit(10)   limit(20,30)
+//! select(name,price)   sort(-price,+name)   limit(10)   limit(20,30)   after(42)
 //! ```
 
 pub mod executor;
@@ -31,6 +31,12 @@ pub struct Query {
     pub offset: usize,
     /// Records to return at most; `None` for all.
     pub limit: Option<usize>,
+    /// `after(id)`: start after this primary key (in the order of the answer), and where the id
+    /// starts in the query string.
+    pub after: Option<(String, usize)>,
+    /// Byte ranges of `limit(...)` and `after(...)` in the query string, so that the link to the
+    /// next page can replace them.
+    pub paging: Vec<std::ops::Range<usize>>,
 }
 
 /// A boolean combination of conditions.

@@ -47,11 +47,12 @@ struct Calls {
     select: bool,
     sort: bool,
     limit: bool,
+    after: bool,
 }
 
 impl Calls {
     fn any(&self) -> bool {
-        self.select || self.sort || self.limit
+        self.select || self.sort || self.limit || self.after
     }
 }
 
@@ -339,11 +340,12 @@ impl<'a> Parser<'a> {
             "select" => (&mut calls.select, "select"),
             "sort" => (&mut calls.sort, "sort"),
             "limit" => (&mut calls.limit, "limit"),
+            "after" => (&mut calls.after, "after"),
             _ => {
                 return Err(self.error(
                     start,
                     &name,
-                    "a condition, select(...), sort(...) or limit(...)",
+                    "a condition, select(...), sort(...), limit(...) or after(...)",
                 ));
             }
         };
@@ -353,7 +355,14 @@ impl<'a> Parser<'a> {
         match what {
             "select" => query.select = Some(self.select()?),
             "sort" => query.sort = self.sort()?,
-            _ => (query.offset, query.limit) = self.limit()?,
+            "limit" => {
+                (query.offset, query.limit) = self.limit()?;
+                query.paging.push(start..self.pos);
+            }
+            _ => {
+                query.after = Some(self.after()?);
+                query.paging.push(start..self.pos);
+            }
         }
         Ok(())
     }
@@ -458,6 +467,17 @@ impl<'a> Parser<'a> {
         }
         self.close_call()?;
         Ok(keys)
+    }
+
+    /// `after(id)`: the primary key a page continues after (percent-decoded, parsed by the table).
+    fn after(&mut self) -> Parsed<(String, usize)> {
+        let (at, raw) = self.take_until(b")&|");
+        if raw.is_empty() {
+            return Err(self.error(at, "", "the id of the last record of the previous page"));
+        }
+        let id = self.decode(at, raw)?;
+        self.close_call()?;
+        Ok((id, at))
     }
 
     fn limit(&mut self) -> Parsed<(usize, Option<usize>)> {

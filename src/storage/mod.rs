@@ -242,17 +242,26 @@ impl Records {
         self.read(&key.encode())
     }
 
-    /// Records in key order (descending if `reverse`), read lazily from disk.
+    /// Records in key order (descending if `reverse`), strictly after `after` in that order if
+    /// given, read lazily from disk.
     pub fn scan(
         &self,
         reverse: bool,
+        after: Option<&Key>,
     ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
         let key_type = self.key_type;
+        let entries = match after.map(Key::encode) {
+            None => self.tree.iter(),
+            Some(after) if reverse => self.tree.range(..after),
+            Some(after) => self
+                .tree
+                .range::<Vec<u8>, _>((Bound::Excluded(after), Bound::Unbounded)),
+        };
         let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> =
             if reverse {
-                Box::new(self.tree.iter().rev())
+                Box::new(entries.rev())
             } else {
-                Box::new(self.tree.iter())
+                Box::new(entries)
             };
         entries.map(move |entry| {
             let (raw_key, raw) = entry.map_err(storage_error)?;

@@ -70,12 +70,13 @@ impl Table {
         self.records.get(key)
     }
 
-    /// Records in key order (descending if `reverse`), read lazily.
+    /// Records in key order (descending if `reverse`), after `after` if given, read lazily.
     pub fn scan(
         &self,
         reverse: bool,
+        after: Option<&Key>,
     ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
-        self.records.scan(reverse)
+        self.records.scan(reverse, after)
     }
 
     /// Encoded primary keys from the index on `path` (see [`Records::index_keys`]).

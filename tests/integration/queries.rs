@@ -232,3 +232,143 @@ async fn ndjson_and_csv() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn exact_counts_and_cursor_paging() {
+    let fixture = Fixture::with_schemas(&[("Product", PRODUCT)]);
+    let server = server(&fixture).await;
+    let counted = |query: &'static str| {
+        let request = server
+            .client
+            .get(server.url(&format!("/Product/?{query}")))
+            .header("prefer", "count=exact")
+            .send();
+        async move {
+            let response = request.await.expect("GET");
+            assert_eq!(response.headers()["preference-applied"], "count=exact");
+            response.headers()["content-range"]
+                .to_str()
+                .expect("range")
+                .to_owned()
+        }
+    };
+    assert_eq!(counted("").await, "items 0-6/7");
+    assert_eq!(counted("category=lighting&limit(1,3)").await, "items 1-2/3");
+    assert_eq!(
+        counted("category=lighting&limit(1,30)").await,
+        "items 1-2/3"
+    );
+    assert_eq!(counted("price=gt=100&sort(-price)").await, "items 0-1/2");
+    assert_eq!(counted("name=Nothing").await, "items */0");
+    assert_eq!(counted("limit(10,20)").await, "items */7");
+
+    // Follow rel="next" links until the last page; every record comes exactly once, in order.
+    for (first, expected) in [
+        ("/Product/?limit(3)", vec![1, 2, 3, 4, 5, 6, 7]),
+        ("/Product/?inStock=true&limit(2)", vec![1, 3, 4, 7]),
+        ("/Product/?sort(-id)&limit(3)", vec![7, 6, 5, 4, 3, 2, 1]),
+        ("/Product/?price=lt=100&limit(2)", vec![1, 4, 5, 6, 7]),
+    ] {
+        let mut seen = Vec::new();
+        let mut next = Some(first.to_owned());
+        while let Some(path) = next.take() {
+            let response = server
+                .client
+                .get(server.url(&path))
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(response.status(), 200, "{path}");
+            next = response.headers().get("link").map(|link| {
+                let link = link.to_str().expect("link");
+                assert!(link.ends_with(">; rel=\"next\""), "{link}");
+                link[1..link.find('>').expect("<url>")].to_owned()
+            });
+            let page: Vec<Value> = response.json().await.expect("JSON");
+            seen.extend(page.iter().map(|r| r["id"].as_i64().expect("id")));
+            assert!(seen.len() <= 7, "{first}: paging does not end");
+        }
+        assert_eq!(seen, expected, "{first}");
+    }
+    let unsorted = server
+        .client
+        .get(server.url("/Product/?sort(price)&limit(2)"))
+        .send()
+        .await
+        .expect("GET");
+    assert!(
+        unsorted.headers().get("link").is_none(),
+        "no cursor outside key order"
+    );
+    let refused = server
+        .client
+        .get(server.url("/Product/?sort(price)&after(3)"))
+        .send()
+        .await
+        .expect("GET");
+    crate::common::expect_problem(refused, 400, "bad-query").await;
+    let bad_id = server
+        .client
+        .get(server.url("/Product/?after(x)"))
+        .send()
+        .await
+        .expect("GET");
+    crate::common::expect_problem(bad_id, 400, "bad-query").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn indexes_are_built_and_dropped_on_restart() {
+    use std::sync::Arc;
+    use tablecast::schema::TableSchema;
+    use tablecast::storage::{IndexRange, Store};
+    use tablecast::table::Table;
+
+    let unindexed = PRODUCT.replace(r#""indexes": ["category", "price"]"#, r#""indexes": []"#);
+    let fixture = Fixture::with_schemas(&[("Product", &unindexed)]);
+    let schema_file = fixture.schemas.path().join("Product.json");
+    let server = server(&fixture).await;
+    server.stop().await;
+    let index_entries = |path: &str| {
+        let schema = TableSchema::load(&schema_file).expect("schema");
+        let store = Arc::new(Store::open(fixture.data.path(), Box::new(|_| {})).expect("store"));
+        let table = Table::open(schema, store).expect("table");
+        let everything =
+            IndexRange::Between(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);
+        table
+            .index_keys(&[path.to_owned()], &everything)
+            .map(Iterator::count)
+    };
+    assert_eq!(index_entries("category"), None);
+
+    std::fs::write(
+        &schema_file,
+        PRODUCT.replace(r#"["category", "price"]"#, r#"["category", "tags"]"#),
+    )
+    .expect("schema");
+    assert_eq!(
+        index_entries("category"),
+        Some(7),
+        "built at start: one entry per record (null and missing included)"
+    );
+    assert_eq!(
+        index_entries("tags"),
+        Some(8),
+        "one entry per array element, one null each for the two without tags"
+    );
+    let server = fixture.start().await;
+    assert_eq!(ids(&server, "category=lighting").await, [1, 2, 7]);
+    assert_eq!(ids(&server, "tags=led").await, [1, 7]);
+    assert_eq!(ids(&server, "category=null").await, [5, 6]);
+    server.stop().await;
+
+    std::fs::write(&schema_file, &unindexed).expect("schema");
+    assert_eq!(
+        index_entries("category"),
+        None,
+        "dropped when no longer declared"
+    );
+    let server = fixture.start().await;
+    assert_eq!(ids(&server, "category=lighting").await, [1, 2, 7]);
+    server.stop().await;
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use tablecast::query::executor::{Row, execute};
+use tablecast::query::executor::{Content, execute};
 use tablecast::query::{filter::bind, parse};
 use tablecast::schema::TableSchema;
 use tablecast::storage::{Key, Store};
@@ -358,9 +358,9 @@ fn answer(table: &Table, query: &str) -> Vec<i64> {
     execute(table, bound)
         .expect("executes")
         .map(|row| {
-            let bytes = match row.expect("row") {
-                Row::Stored(bytes) => bytes,
-                Row::Value(_) => unreachable!("no select"),
+            let bytes = match row.expect("row").content {
+                Content::Stored(bytes) => bytes,
+                Content::Value(_) => unreachable!("no select"),
             };
             serde_json::from_slice::<Value>(&bytes).unwrap()["id"]
                 .as_i64()

@@ -113,7 +113,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::List(offset, limit) => {
                 let listed: Vec<(Key, Value)> = table
-                    .scan(false)
+                    .scan(false, None)
                     .skip(offset)
                     .take(limit)
                     .map(|r| r.map(|(k, e)| (k, parse(&e.value))))
