@@ -10,7 +10,7 @@ step() { # step EXPECTED_STATUS DESCRIPTION CURL_ARGS...
   local expected=$1 description=$2; shift 2
   printf '\n## %s\n$ curl %s\n' "$description" "$*"
   local out status
-  out=$(curl -sS -i "$@")
+  out=$(curl -sS -i -g "$@")
   printf '%s\n' "$out"
   status=$(printf '%s' "$out" | head -n1 | awk '{print $2}')
   if [ "$status" != "$expected" ]; then
@@ -44,14 +44,24 @@ step 200 "Patch it (JSON merge patch, RFC 7396): change the price, drop the cate
 step 200 "List the table in key order, streamed" "$BASE/Product/"
 step 200 "Page through it: limit(start,end)" "$BASE/Product/?limit(0,1)"
 
+step 204 "A few more products to query" -X PUT "$BASE/Product/101" --json '{"name": "Floor lamp", "price": 120, "category": "lighting", "tags": ["floor"]}'
+step 204 "And another" -X PUT "$BASE/Product/102" --json '{"name": "LED strip", "price": 19.99, "category": "lighting", "tags": ["led"]}'
+step 200 "Query: a category, a price range (range chaining), sorted, two properties" \
+  "$BASE/Product/?category=lighting&price=gt=10&lt=100&sort(-price)&select(id,name,price)"
+step 200 "Or-groups and starts-with" "$BASE/Product/?[tags=led|name==Oak*]&select(name)"
+step 200 "The same answer as CSV, with an exact count" -H 'Accept: text/csv' -H 'Prefer: count=exact' \
+  "$BASE/Product/?category=lighting&select(id,name,price)"
+step 200 "A page of one, with a link to the next (cursor paging)" "$BASE/Product/?limit(1)"
+step 400 "A query with a mistake: where, what, and what was expected" "$BASE/Product/?price=gt=10&(name=x"
+
 step 422 "A record the schema forbids: every violation with its JSON pointer" \
-  -X PUT "$BASE/Product/101" --json '{"name": "", "price": -1, "dimensions": {"w": "wide"}}'
-step 400 "Malformed JSON: line and column" -X PUT "$BASE/Product/101" --json '{"name": "x",}'
-step 400 "A body whose key disagrees with the URL" -X PUT "$BASE/Product/101" --json '{"id": 7, "name": "x", "price": 1}'
+  -X PUT "$BASE/Product/103" --json '{"name": "", "price": -1, "dimensions": {"w": "wide"}}'
+step 400 "Malformed JSON: line and column" -X PUT "$BASE/Product/103" --json '{"name": "x",}'
+step 400 "A body whose key disagrees with the URL" -X PUT "$BASE/Product/103" --json '{"id": 7, "name": "x", "price": 1}'
 step 400 "An id that is not an integer" "$BASE/Product/abc"
-step 415 "Not JSON (curl -d sends a form content type)" -X PUT "$BASE/Product/101" -d '{"name": "x", "price": 1}'
+step 415 "Not JSON (curl -d sends a form content type)" -X PUT "$BASE/Product/103" -d '{"name": "x", "price": 1}'
 step 405 "A method the resource does not have (see Allow)" -X POST "$BASE/Product/100" --json '{}'
-step 404 "Nothing was written by any of those" "$BASE/Product/101"
+step 404 "Nothing was written by any of those" "$BASE/Product/103"
 
 step 204 "Delete" -X DELETE "$BASE/Product/100"
 step 404 "Gone" "$BASE/Product/100"

@@ -54,7 +54,7 @@ impl App {
         let schemas = schema::load_dir(&config.schemas).map_err(StartError::Schemas)?;
         let events = EventBus::new(EVENT_BUFFER);
         let store = Arc::new(
-            Store::open(&config.data, table::publish_to(events.clone()))
+            Store::open(&config.data, config.store_cache, table::publish_to(events.clone()))
                 .map_err(StartError::Store)?,
         );
         let catalog = Arc::new(Catalog::open(schemas, &store).map_err(StartError::Store)?);

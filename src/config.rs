@@ -7,6 +7,8 @@ use std::path::PathBuf;
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9926";
 /// Default request body limit, in bytes (1 MiB).
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Default size of the store's page cache, in bytes (256 MiB).
+pub const DEFAULT_STORE_CACHE: u64 = 256 << 20;
 
 /// How a server is configured.
 #[derive(Clone, Debug, clap::Args)]
@@ -26,6 +28,11 @@ pub struct Config {
     /// Largest request body accepted, e.g. `1MiB`, `512KiB`, `65536`.
     #[arg(long, env = "TABLECAST_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
     pub max_body: usize,
+
+    /// Memory for the store's page cache; records beyond it are read from disk (the OS page
+    /// cache) when needed.
+    #[arg(long, env = "TABLECAST_STORE_CACHE", default_value = "256MiB", value_parser = parse_bytes)]
+    pub store_cache: u64,
 }
 
 impl Config {
@@ -36,6 +43,7 @@ impl Config {
             data: data.into(),
             http: DEFAULT_HTTP.parse().expect("the default address parses"),
             max_body: DEFAULT_MAX_BODY,
+            store_cache: DEFAULT_STORE_CACHE,
         }
     }
 }
@@ -64,6 +72,10 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     number
         .checked_mul(1 << shift)
         .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    parse_size(text).and_then(|n| u64::try_from(n).map_err(|e| e.to_string()))
 }
 
 #[cfg(test)]

@@ -71,9 +71,10 @@ pub(crate) struct TableMeta {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir` and starts its writer thread.
-    pub fn open(dir: &Path, on_durable: OnDurable) -> Result<Store> {
-        let db = open_db(dir)?;
+    /// Opens (or creates) the database in `dir`, with a page cache of `cache_bytes`, and starts
+    /// its writer thread.
+    pub fn open(dir: &Path, cache_bytes: u64, on_durable: OnDurable) -> Result<Store> {
+        let db = open_db(dir, cache_bytes)?;
         let meta = db.open_tree(META_TREE).map_err(storage_error)?;
         let last_version = match meta.get(CLOCK_KEY).map_err(storage_error)? {
             Some(raw) => u64::from_be_bytes(
@@ -406,10 +407,10 @@ fn build(table: &str, records: &sled::Tree, indexes: &[&Index], total: u64) -> R
 /// just closed (sled's I/O threads let go of the file shortly after the last `Db` is dropped), or a
 /// child process forked by another thread between its fork and its exec. sled reports the lock as
 /// a plain I/O error, recognisable only by its message.
-fn open_db(dir: &Path) -> Result<sled::Db> {
+fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        match sled::Config::new().path(dir).open() {
+        match sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if Instant::now() >= deadline {

@@ -337,6 +337,7 @@ mod tests {
         let seen = published.clone();
         let store = Store::open(
             dir.path(),
+            1 << 20,
             Box::new(move |c| seen.lock().unwrap().push(c.version)),
         )
         .expect("opens");
