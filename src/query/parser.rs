@@ -221,7 +221,7 @@ impl<'a> Parser<'a> {
             Op::Eq
         } else if rest.starts_with('=') {
             self.pos += 1;
-            self.named_operator().unwrap_or(Op::Eq)
+            self.named_operator()?
         } else {
             let (_, token) = self.peek_token();
             return Err(self.error(op_start, token, EXPECTED_OPERATOR));
@@ -239,13 +239,21 @@ impl<'a> Parser<'a> {
     }
 
     /// `gt=` and friends right after the first `=`.
-    fn named_operator(&mut self) -> Option<Op> {
-        let rest = &self.src.as_bytes()[self.pos..];
-        let (name, op) = OPERATORS.iter().find(|(name, _)| {
-            rest.starts_with(name.as_bytes()) && rest.get(name.len()) == Some(&b'=')
-        })?;
-        self.pos += name.len() + 1;
-        Some(*op)
+    /// After `attr=`: `gt=` and friends, or nothing (equality). Letters followed by `=` that name
+    /// no operator are an error rather than part of a value (write `=` in values as `%3D`).
+    fn named_operator(&mut self) -> Parsed<Op> {
+        let rest = &self.src[self.pos..];
+        let letters = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+        if letters == 0 || rest.as_bytes().get(letters) != Some(&b'=') {
+            return Ok(Op::Eq);
+        }
+        let name = &rest[..letters];
+        let (_, op) = OPERATORS
+            .iter()
+            .find(|(known, _)| *known == name)
+            .ok_or_else(|| self.error(self.pos, name, EXPECTED_OPERATOR))?;
+        self.pos += letters + 1;
+        Ok(*op)
     }
 
     fn literal(&self, op: Op, at: usize, text: String) -> Parsed<(Op, Literal)> {

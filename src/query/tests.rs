@@ -63,6 +63,7 @@ fn every_operator() {
         ("a=date:1970-01-02", Op::Eq, Literal::Date(86_400_000)),
         ("a=a%26b%20c", Op::Eq, text("a&b c")),
         ("a=12:30", Op::Eq, text("12:30")),
+        ("a=x%3Dy", Op::Eq, text("x=y")),
         ("dims.w=gt=2", Op::Gt, text("2")),
     ];
     for (query, op, value) in cases {
@@ -216,6 +217,8 @@ fn errors_name_position_and_token() {
         ("a<3", 1, "<"),
         ("a..b=1", 0, "a..b"),
         ("a=%FF", 2, "%FF"),
+        ("price=xx=3", 6, "xx"),
+        ("price=GT=3", 6, "GT"),
         ("()", 0, ""),
         ("a=sw=number:3", 5, ""),
     ];
