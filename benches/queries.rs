@@ -44,23 +44,35 @@ fn time(table: &Table, query: &str, runs: u32) -> (Duration, usize) {
     let started = Instant::now();
     for _ in 0..runs {
         let parsed = bind(parse(query).expect("parses"), &table.schema().document).expect("binds");
-        rows = execute(table, parsed).expect("runs").map(|r| r.expect("row")).count();
+        rows = 0;
+        for row in execute(table, parsed).expect("runs") {
+            row.expect("row");
+            rows += 1;
+        }
     }
     (started.elapsed() / runs, rows)
 }
 
 fn main() {
-    let total: u64 = std::env::var("RECORDS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let total: u64 = std::env::var("RECORDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
     let categories = (total / 100).max(1);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::TempDir::new().expect("temp dir");
     let file = dir.path().join("Product.json");
     std::fs::write(&file, SCHEMA).expect("schema");
-    let store = Arc::new(Store::open(&dir.path().join("data"), STORE_CACHE, Box::new(|_| {})).expect("store"));
-    let table = Arc::new(Table::open(TableSchema::load(&file).expect("schema"), store).expect("table"));
+    let store = Arc::new(
+        Store::open(&dir.path().join("data"), STORE_CACHE, Box::new(|_| {})).expect("store"),
+    );
+    let table =
+        Arc::new(Table::open(TableSchema::load(&file).expect("schema"), store).expect("table"));
 
     println!("records: {total}, store cache {} MiB", STORE_CACHE >> 20);
-    println!("| records | fill, durable puts/s | scan filter, ms | RSS before / after the scan, MiB |");
+    println!(
+        "| records | fill, durable puts/s | scan filter, ms | RSS before / after the scan, MiB |"
+    );
     println!("| --- | --- | --- | --- |");
     let mut loaded = 0;
     for step in 1..=4 {
@@ -81,7 +93,10 @@ fn main() {
                             "tags": [format!("t{}", id % 7)],
                         });
                         let key = Key::Int(i64::try_from(id).expect("small"));
-                        table.put(key, record, Condition::default()).await.expect("put");
+                        table
+                            .put(key, record, Condition::default())
+                            .await
+                            .expect("put");
                         id += 256;
                     }
                 });
@@ -120,5 +135,9 @@ fn main() {
         );
     }
     println!();
-    println!("peak RSS (VmHWM) {:.0} MiB, RSS now {:.0} MiB", rss_mib("VmHWM"), rss_mib("VmRSS"));
+    println!(
+        "peak RSS (VmHWM) {:.0} MiB, RSS now {:.0} MiB",
+        rss_mib("VmHWM"),
+        rss_mib("VmRSS")
+    );
 }

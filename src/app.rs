@@ -54,8 +54,12 @@ impl App {
         let schemas = schema::load_dir(&config.schemas).map_err(StartError::Schemas)?;
         let events = EventBus::new(EVENT_BUFFER);
         let store = Arc::new(
-            Store::open(&config.data, config.store_cache, table::publish_to(events.clone()))
-                .map_err(StartError::Store)?,
+            Store::open(
+                &config.data,
+                config.store_cache,
+                table::publish_to(events.clone()),
+            )
+            .map_err(StartError::Store)?,
         );
         let catalog = Arc::new(Catalog::open(schemas, &store).map_err(StartError::Store)?);
         tracing::info!(

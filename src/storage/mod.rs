@@ -410,7 +410,11 @@ fn build(table: &str, records: &sled::Tree, indexes: &[&Index], total: u64) -> R
 fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
-        match sled::Config::new().path(dir).cache_capacity(cache_bytes).open() {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if Instant::now() >= deadline {

@@ -109,6 +109,12 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// `GET path`, answered with a JSON body.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let response = self.client.get(self.url(path)).send().await.expect("GET");
+        response.json().await.expect("a JSON body")
+    }
+
     /// Stops the server and waits until the store is closed.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

@@ -39,15 +39,7 @@ async fn records_persist_across_a_restart() {
         .json()
         .await
         .expect("JSON");
-    let before: Value = server
-        .client
-        .get(server.url("/Item/"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let before: Value = server.get_json("/Item/").await;
     let etag = server
         .client
         .get(server.url("/Item/k01"))
@@ -59,26 +51,10 @@ async fn records_persist_across_a_restart() {
     server.stop().await;
 
     let server = fixture.start().await;
-    let after: Value = server
-        .client
-        .get(server.url("/Item/"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let after: Value = server.get_json("/Item/").await;
     assert_eq!(after, before);
     assert_eq!(after.as_array().map(Vec::len), Some(49));
-    let described: Value = server
-        .client
-        .get(server.url("/Item"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let described: Value = server.get_json("/Item").await;
     assert_eq!(described["recordCount"], 49);
     let same = server
         .client

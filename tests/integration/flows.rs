@@ -124,15 +124,7 @@ async fn conditional_requests() {
         .await
         .expect("GET");
     expect_problem(get_if_match, 412, "precondition-failed").await;
-    let body: Value = server
-        .client
-        .get(server.url("/Item/a"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let body: Value = server.get_json("/Item/a").await;
     assert_eq!(body, json!({"id":"a","name":"two"}));
 
     // If-None-Match: * creates only; If-Match on a missing record fails.
@@ -209,15 +201,7 @@ async fn post_answers_location_and_never_reuses_integer_ids() {
             .to_owned();
         let body: Value = created.json().await.expect("JSON");
         assert_eq!(location, format!("/Counter/{}", body["n"]));
-        let fetched: Value = server
-            .client
-            .get(server.url(&location))
-            .send()
-            .await
-            .expect("GET")
-            .json()
-            .await
-            .expect("JSON");
+        let fetched: Value = server.get_json(&location).await;
         assert_eq!(fetched, body);
         assert!(body["createdAt"].is_u64() && body["createdAt"] == body["updatedAt"]);
         ids.push(body["n"].as_i64().expect("integer id"));
@@ -367,37 +351,13 @@ async fn listing_streams_a_large_table_in_key_order() {
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
     assert_eq!(keys[0], 1000 - 299 * 7);
 
-    let page: Vec<Value> = server
-        .client
-        .get(server.url("/Counter/?limit(100,150)"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let page: Vec<Value> = server.get_json("/Counter/?limit(100,150)").await;
     assert_eq!(page.len(), 50);
     assert_eq!(page[0], records[100]);
     assert_eq!(page[49], records[149]);
-    let past_end: Vec<Value> = server
-        .client
-        .get(server.url("/Counter/?limit(290,400)"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let past_end: Vec<Value> = server.get_json("/Counter/?limit(290,400)").await;
     assert_eq!(past_end.len(), 10);
-    let described: Value = server
-        .client
-        .get(server.url("/Counter"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let described: Value = server.get_json("/Counter").await;
     assert_eq!(described["recordCount"], 300);
     server.stop().await;
 }

@@ -348,7 +348,8 @@ fn open(dir: &std::path::Path, indexes: &str) -> Table {
     let file = dir.join("Model.json");
     std::fs::write(&file, SCHEMA.replace("INDEXES", indexes)).unwrap();
     let schema = TableSchema::load(&file).expect("schema");
-    let store = Arc::new(Store::open(&dir.join("data"), 16 << 20, Box::new(|_| {})).expect("store"));
+    let store =
+        Arc::new(Store::open(&dir.join("data"), 16 << 20, Box::new(|_| {})).expect("store"));
     Table::open(schema, store).expect("table")
 }
 
