@@ -1,13 +1,14 @@
 //! Streaming query answers as JSON arrays, NDJSON or CSV.
 //!
 //! Rows are produced lazily and sent in chunks of about [`CHUNK_BYTES`]: memory stays flat however
-//! large the answer, and a slow client holds no thread (the stream is only polled when the
-//! socket can take more).
+//! large the answer. Each chunk is produced on the blocking pool (a filter may scan far to fill
+//! one), and only when the socket can take more, so a slow client holds no thread.
 
 use std::io;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
+use futures_util::Stream;
 use serde_json::Value;
 
 use crate::query::executor::{Content, Row, Rows};
@@ -65,6 +66,17 @@ impl Format {
             Format::Csv(_) => "text/csv; charset=utf-8; header=present",
         }
     }
+}
+
+/// A stream of `chunks`, each produced on the blocking pool when the body asks for it.
+pub fn produce_off_the_runtime(chunks: Chunks) -> impl Stream<Item = io::Result<Bytes>> + Send {
+    futures_util::stream::unfold(Some(chunks), |state| async move {
+        let mut chunks = state?;
+        let (next, chunks) = tokio::task::spawn_blocking(move || (chunks.next(), chunks))
+            .await
+            .ok()?;
+        next.map(|chunk| (chunk, Some(chunks)))
+    })
 }
 
 /// The body chunks of an answer.

@@ -12,7 +12,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::listing::{self, Chunks};
-use crate::catalog::Resource;
+use crate::catalog::{Catalog, Resource};
 use crate::error::Error;
 use crate::query::executor::{self, Row};
 use crate::query::{self, Select};
@@ -45,8 +45,8 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b']')
     .add(b',');
 
-fn table<'a>(state: &'a AppState, name: &str) -> Result<&'a Table, ApiError> {
-    match state.catalog.resource(name)? {
+fn table<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Table, ApiError> {
+    match catalog.resource(name)? {
         Resource::Local(table) => Ok(table),
     }
 }
@@ -57,7 +57,7 @@ pub async fn records_get(
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
 ) -> Answer {
-    let table = table(&state, &name)?;
+    let table = table(&state.catalog, &name)?;
     let key = table.parse_id(&id)?;
     let record = table
         .get(&key)?
@@ -83,7 +83,7 @@ pub async fn records_put(
     request: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Answer {
-    let table = table(&state, &name)?;
+    let table = table(&state.catalog, &name)?;
     let key = table.parse_id(&id)?;
     let commit = table.put(key, body, headers::condition(&request)).await?;
     Ok(write_response(&request, &commit))
@@ -96,7 +96,7 @@ pub async fn records_patch(
     request: HeaderMap,
     JsonBody(patch): JsonBody,
 ) -> Answer {
-    let table = table(&state, &name)?;
+    let table = table(&state.catalog, &name)?;
     let key = table.parse_id(&id)?;
     let commit = table
         .patch(key, patch, headers::condition(&request))
@@ -110,7 +110,7 @@ pub async fn records_delete(
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
 ) -> Answer {
-    let table = table(&state, &name)?;
+    let table = table(&state.catalog, &name)?;
     let key = table.parse_id(&id)?;
     table.delete(key, headers::condition(&request)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -122,7 +122,7 @@ pub async fn records_post(
     UrlPath(name): UrlPath<String>,
     JsonBody(body): JsonBody,
 ) -> Answer {
-    let table = table(&state, &name)?;
+    let table = table(&state.catalog, &name)?;
     let commit = table.create(body).await?;
     let record = commit.record.as_ref().expect("a create stores a record");
     let mut response = record_response(StatusCode::CREATED, record);
@@ -139,21 +139,31 @@ pub async fn records_post(
 
 /// `GET /T/?query`: the matching records, streamed as JSON, NDJSON or CSV by `Accept`;
 /// `Prefer: count=exact` adds `Content-Range`; a full page in key order links to the next one.
+///
+/// Counting, sorting and holding a page can read a whole table, so the answer is prepared on the
+/// blocking pool, and each chunk of the body is produced there too: no request stalls the
+/// threads that serve the others.
 pub async fn records_list(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
     RawQuery(raw): RawQuery,
     request: HeaderMap,
 ) -> Answer {
-    let table = table(&state, &name)?;
+    let catalog = state.catalog.clone();
+    tokio::task::spawn_blocking(move || list(&catalog, &name, &raw.unwrap_or_default(), &request))
+        .await
+        .map_err(|e| Error::Storage(format!("the listing task failed: {e}")))?
+}
+
+fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer {
+    let table = table(catalog, name)?;
     let schema = table.schema();
-    let raw = raw.unwrap_or_default();
-    let query = query::parse(&raw)
+    let query = query::parse(raw)
         .and_then(|query| query::filter::bind(query, &schema.document))
         .map_err(Error::BadQuery)?;
-    let format = listing::negotiate(&request, || csv_columns(&query, &schema.document))
+    let format = listing::negotiate(request, || csv_columns(&query, &schema.document))
         .ok_or(ApiError::NotAcceptable)?;
-    let total = headers::prefers(&request, "count=exact")
+    let total = headers::prefers(request, "count=exact")
         .then(|| executor::count(table, &query))
         .transpose()?;
     let (offset, limit) = (query.offset, query.limit);
@@ -174,7 +184,7 @@ pub async fn records_list(
         if let Some(last) = held.last().filter(|_| held.len() == page) {
             let link = format!(
                 "<{}>; rel=\"next\"",
-                next_page(&name, &raw, &paging, page, &last.key)
+                next_page(name, raw, &paging, page, &last.key)
             );
             response_headers.insert(
                 header::LINK,
@@ -201,7 +211,7 @@ pub async fn records_list(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
-    let body = Body::from_stream(tokio_stream::iter(Chunks::new(rows, format)));
+    let body = Body::from_stream(listing::produce_off_the_runtime(Chunks::new(rows, format)));
     Ok((response_headers, body).into_response())
 }
 
@@ -253,7 +263,7 @@ pub async fn tables_describe(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Answer {
-    let table = table(&state, &name)?;
+    let table = table(&state.catalog, &name)?;
     let schema = table.schema();
     let settings = &schema.settings;
     let description = json!({
