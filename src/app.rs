@@ -89,15 +89,16 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let router = http::router(self.catalog.clone(), self.config.max_body);
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let limits = http::Limits {
+            header_timeout: self.config.header_timeout,
+            max_connections: self.config.max_connections,
+        };
+        http::serve(listener, router, limits, shutdown).await;
         tracing::info!("stopped serving; flushing the store");
         let App { store, catalog, .. } = self;
         drop(catalog);
         tokio::task::spawn_blocking(move || store.close())
             .await
-            .map_err(std::io::Error::other)?;
-        served
+            .map_err(std::io::Error::other)
     }
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Default address of the HTTP listener.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9926";
@@ -9,6 +10,10 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:9926";
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
 /// Default size of the store's page cache, in bytes (256 MiB).
 pub const DEFAULT_STORE_CACHE: u64 = 256 << 20;
+/// Default wait for a request head, and idle time allowed between requests.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default limit of connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
 /// How a server is configured.
 #[derive(Clone, Debug, clap::Args)]
@@ -33,6 +38,15 @@ pub struct Config {
     /// cache) when needed.
     #[arg(long, env = "TABLECAST_STORE_CACHE", default_value = "256MiB", value_parser = parse_bytes)]
     pub store_cache: u64,
+
+    /// Longest wait for a complete request head, and longest idle time of a kept-alive
+    /// connection, e.g. `30s`, `500ms`.
+    #[arg(long, env = "TABLECAST_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Connections served at once; more are answered 503 and closed.
+    #[arg(long, env = "TABLECAST_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
 }
 
 impl Config {
@@ -44,6 +58,8 @@ impl Config {
             http: DEFAULT_HTTP.parse().expect("the default address parses"),
             max_body: DEFAULT_MAX_BODY,
             store_cache: DEFAULT_STORE_CACHE,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -74,13 +90,43 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is too large"))
 }
 
+/// Parses a duration: a number with `ms`, `s`, `m`, `h` or `d`, e.g. `250ms`, `30s`, `10m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 250ms, 30s, 10m, 1h or 7d"))?;
+    let millis_per_unit = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => return Err(format!("`{text}` needs a unit: ms, s, m, h or d")),
+        other => {
+            return Err(format!(
+                "unknown duration unit `{other}`; use ms, s, m, h or d"
+            ));
+        }
+    };
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("`{text}` is too long"))
+}
+
 fn parse_bytes(text: &str) -> Result<u64, String> {
     parse_size(text).and_then(|n| u64::try_from(n).map_err(|e| e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{parse_duration, parse_size};
+    use std::time::Duration;
 
     #[test]
     fn sizes() {
@@ -91,5 +137,17 @@ mod tests {
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("1MB").is_err());
         assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("s").is_err());
     }
 }

@@ -5,6 +5,7 @@ mod extract;
 mod headers;
 mod listing;
 mod records;
+mod server;
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 
 pub use error::{ApiError, PROBLEM_JSON};
+pub use server::{Limits, serve};
 
 use crate::catalog::Catalog;
 

@@ -5,6 +5,7 @@ mod common;
 mod durability;
 mod events;
 mod flows;
+mod limits;
 mod queries;
 mod query_model;
 mod rest;
