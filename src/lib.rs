@@ -1,19 +1,20 @@
 //! tablecast: schema-defined tables in an embedded store, served over REST.
 //!
 //! A user writes one JSON Schema file per table; tablecast stores the records in sled and serves
-//! REST CRUD for every table, answering every error with `application/problem+json`.
+//! REST CRUD and URL queries for every table, answering every error with
+//! `application/problem+json`.
 //!
 //! # Modules (dependencies point down)
 //!
 //! | module | role |
 //! | --- | --- |
 //! | [`app`] | composition root: [`App::open`](app::App::open) builds everything, [`App::serve`](app::App::serve) runs and shuts down in order |
-//! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json |
+//! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json, the connection loop and its limits |
 //! | [`catalog`] | table name -> [`Resource`](catalog::Resource) |
-//! | [`query`] | the URL query language of `GET /T/?...` |
+//! | [`query`] | the URL query language of `GET /T/?...`: parser, filter, planner, executor |
 //! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent) |
 //! | [`schema`] | schema files, `x-table` settings, compiled validators |
-//! | [`storage`] | the only user of sled: key encoding, record envelope, group commit |
+//! | [`storage`] | the only user of sled: key and index encodings, record envelope, group commit |
 //! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
 //! | [`config`], [`error`] | leaves |
 //!
@@ -21,14 +22,22 @@
 //!
 //! handler -> [`Table::put`](table::Table::put) -> the storage writer thread takes every queued
 //! write, decides each against the current record (precondition, merge patch, primary key,
-//! timestamps, schema validation), assigns a hybrid-logical-clock version, applies the batch in
-//! one sled transaction and fsyncs once -> publishes one `ChangeEvent` per commit in commit order
-//! -> replies. A 2xx on a write means the write survives `kill -9`.
+//! timestamps, schema validation), assigns a hybrid-logical-clock version, applies the batch
+//! (records, their index entries, table metadata) in one sled transaction and fsyncs once ->
+//! publishes one `ChangeEvent` per commit in commit order -> replies. A 2xx on a write means the
+//! write survives `kill -9`.
 //!
 //! # Read path (`GET /Product/42`)
 //!
 //! handler -> catalog -> [`Table::get`](table::Table::get) -> sled -> the stored JSON bytes are
 //! the response body as they are (no parse, no re-serialisation), with `ETag` from the version.
+//!
+//! # Query path (`GET /Product/?category=lighting&price=lt=50`)
+//!
+//! handler (on the blocking pool) -> [`query::parse`] -> [`query::filter::bind`] to the schema ->
+//! [`query::planner`] picks an index range or a scan -> [`query::executor`] streams records in key
+//! order through the filter, paging and `select` -> JSON, NDJSON or CSV chunks, each produced when
+//! the client can take it.
 
 pub mod app;
 pub mod catalog;

@@ -1,8 +1,10 @@
 //! Storage: the only module that uses sled.
 //!
-//! One sled tree per table holds `encoded key -> envelope`; the `_meta` tree holds each table's key
-//! type, record count and highest integer key, and the clock. All writes go through the group-commit
-//! [`writer`]; reads go straight to sled from any thread.
+//! One sled tree per table holds `encoded key -> envelope`, and one tree per secondary index
+//! (`_index/<table>/<path>`) holds its [`index`] entries. The `_meta` tree holds each table's key
+//! type, record count and highest integer key, the list of its built indexes, and the clock. All
+//! writes go through the group-commit writer (`writer.rs`); reads go straight to sled from any
+//! thread.
 
 mod clock;
 mod envelope;
@@ -21,7 +23,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 pub use envelope::Envelope;
-pub use key::{Key, KeyType, MAX_STRING_KEY_BYTES};
+pub use key::{Key, KeyType};
 pub use writer::{Change, Commit, Decide, OnDurable, Target, WriteContext};
 
 use crate::error::{Error, Result};
@@ -138,18 +140,24 @@ impl Store {
                 meta
             }
         };
-        let records = Records {
+        let indexes = self.indexes(name, &tree, index_paths, meta.count)?;
+        Ok(Records {
             name: name.into(),
             key_type,
             tree,
-            indexes: self.indexes(name, index_paths, meta.count)?.into(),
+            indexes: indexes.into(),
             meta: Arc::new(Mutex::new(meta)),
-        };
-        Ok(records)
+        })
     }
 
     /// Opens the index trees of a table, building the new ones and dropping the old ones.
-    fn indexes(&self, table: &str, paths: &[String], records: u64) -> Result<Vec<Index>> {
+    fn indexes(
+        &self,
+        table: &str,
+        records: &sled::Tree,
+        paths: &[String],
+        count: u64,
+    ) -> Result<Vec<Index>> {
         let list_key = format!("indexes/{table}").into_bytes();
         let built: BTreeSet<String> = match self.meta.get(&list_key).map_err(storage_error)? {
             Some(raw) => serde_json::from_slice(&raw)
@@ -176,9 +184,8 @@ impl Store {
             indexes.push(index);
         }
         if !missing.is_empty() {
-            let table_tree = self.db.open_tree(table).map_err(storage_error)?;
             let new: Vec<&Index> = missing.iter().map(|&i| &indexes[i]).collect();
-            build(table, &table_tree, &new, records)?;
+            build(table, records, &new, count)?;
         }
         let list: BTreeSet<&String> = paths.iter().collect();
         let list = serde_json::to_vec(&list).map_err(|e| Error::Storage(e.to_string()))?;
@@ -233,11 +240,6 @@ impl Drop for Store {
 }
 
 impl Records {
-    /// The table's name.
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
     /// Reads one record.
     pub fn get(&self, key: &Key) -> Result<Option<Envelope>> {
         self.read(&key.encode())
@@ -305,11 +307,6 @@ impl Records {
         let key = Key::decode(self.key_type, encoded)
             .ok_or_else(|| Error::Storage("corrupt key".to_owned()))?;
         Ok(Some((key, record)))
-    }
-
-    /// The dotted paths of the table's indexes.
-    pub fn index_paths(&self) -> impl Iterator<Item = String> + '_ {
-        self.indexes.iter().map(|i| i.path.join("."))
     }
 
     /// How many records the table holds.
