@@ -92,6 +92,7 @@ impl App {
         let limits = http::Limits {
             header_timeout: self.config.header_timeout,
             max_connections: self.config.max_connections,
+            drain_timeout: self.config.drain_timeout,
         };
         http::serve(listener, router, limits, shutdown).await;
         tracing::info!("stopped serving; flushing the store");

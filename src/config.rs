@@ -14,6 +14,8 @@ pub const DEFAULT_STORE_CACHE: u64 = 256 << 20;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit of connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default wait, on shutdown, for requests in flight.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a server is configured.
 #[derive(Clone, Debug, clap::Args)]
@@ -47,6 +49,11 @@ pub struct Config {
     /// Connections served at once; more are answered 503 and closed.
     #[arg(long, env = "TABLECAST_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+
+    /// On shutdown, how long requests in flight may take to finish before their connections are
+    /// closed, e.g. `10s`.
+    #[arg(long, env = "TABLECAST_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 impl Config {
@@ -60,6 +67,7 @@ impl Config {
             store_cache: DEFAULT_STORE_CACHE,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }

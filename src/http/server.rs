@@ -3,7 +3,7 @@
 //! A connection that does not send a complete request head within the header timeout (also
 //! while idle between keep-alive requests) is closed; past the connection limit, a new
 //! connection is answered 503 and closed. Shutdown stops accepting, lets every connection finish
-//! the request it is serving, and closes idle ones.
+//! the request it is serving (for up to the drain timeout), and closes idle ones.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +28,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Connections served at once; more are answered 503.
     pub max_connections: usize,
+    /// How long shutdown waits for requests in flight (a long listing to a slow client, say)
+    /// before closing their connections.
+    pub drain_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains the connections.
@@ -87,7 +90,17 @@ pub async fn serve(
     }
     drop(listener);
     let _ = closing.send(true);
-    while connections.join_next().await.is_some() {}
+    let drained = tokio::time::timeout(limits.drain_timeout, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            "closing connections still busy after {:?}",
+            limits.drain_timeout
+        );
+        connections.shutdown().await;
+    }
 }
 
 /// Answers a connection over the limit with a 503 problem and closes it.

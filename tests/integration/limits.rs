@@ -59,6 +59,35 @@ async fn slow_and_idle_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn shutdown_does_not_wait_forever_for_a_client_that_stopped_reading() {
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.drain_timeout = Duration::from_millis(300);
+    let server = TestServer::start(config).await;
+    let padding = "p".repeat(4000);
+    for n in 0..1000 {
+        let response = server
+            .client
+            .put(server.url(&format!("/Counter/{n}")))
+            .json(&serde_json::json!({ "label": padding }))
+            .send()
+            .await
+            .expect("PUT");
+        assert_eq!(response.status(), 204);
+    }
+    // Ask for 4 MB and read none of it: the server's writes block once the socket buffers fill.
+    let mut stalled = TcpStream::connect(address(&server)).await.expect("connect");
+    stalled
+        .write_all(b"GET /Counter/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(20), server.stop()).await;
+    assert!(stopped.is_ok(), "shutdown waited on the stalled client");
+    drop(stalled);
+}
+
+#[tokio::test]
 async fn connections_over_the_limit_get_503() {
     let fixture = Fixture::new();
     let mut config = fixture.config();
