@@ -30,7 +30,11 @@ const VALUE_END: &[u8] = b"&|)]";
 
 /// Parses a raw (percent-encoded) query string.
 pub fn parse(raw: &str) -> Parsed<Query> {
-    let mut parser = Parser { src: raw, pos: 0 };
+    let mut parser = Parser {
+        src: raw,
+        pos: 0,
+        depth: 0,
+    };
     let mut query = Query::default();
     query.filter = parser.sequence(None, Some(&mut query))?;
     Ok(query)
@@ -39,7 +43,13 @@ pub fn parse(raw: &str) -> Parsed<Query> {
 struct Parser<'a> {
     src: &'a str,
     pos: usize,
+    /// How many groups (or nested `select` braces) enclose the current position.
+    depth: usize,
 }
+
+/// The deepest nesting of groups or `select` braces accepted: parsing, binding and evaluating
+/// recurse once per level, so the bound keeps any query string from exhausting a thread's stack.
+const MAX_DEPTH: usize = 32;
 
 /// The calls seen so far at the top level, to reject duplicates.
 #[derive(Default)]
@@ -59,6 +69,16 @@ impl Calls {
 impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
         self.src.as_bytes().get(self.pos).copied()
+    }
+
+    /// Steps into a group or brace at `at`, refusing nesting deeper than [`MAX_DEPTH`].
+    fn enter(&mut self, at: usize) -> Parsed<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            let token = &self.src[at..=at];
+            return Err(self.error(at, token, format!("at most {MAX_DEPTH} nested groups")));
+        }
+        Ok(())
     }
 
     fn error(&self, position: usize, token: &str, expected: impl Into<String>) -> QueryError {
@@ -149,7 +169,10 @@ impl<'a> Parser<'a> {
                 Some(open @ (b'(' | b'[')) => {
                     self.pos += 1;
                     let close = if open == b'(' { b')' } else { b']' };
-                    match self.sequence(Some(close), None)? {
+                    self.enter(here)?;
+                    let group = self.sequence(Some(close), None)?;
+                    self.depth -= 1;
+                    match group {
                         Some(group) => terms.push(group),
                         None => {
                             return Err(self.error(here, "", "a condition inside the brackets"));
@@ -424,7 +447,9 @@ impl<'a> Parser<'a> {
             let mut children = Vec::new();
             if self.peek() == Some(b'{') {
                 self.pos += 1;
+                self.enter(self.pos - 1)?;
                 children = self.fields(b'}')?.0;
+                self.depth -= 1;
                 self.pos += 1; // }
             }
             fields.push(nest(&path, children));

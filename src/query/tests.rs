@@ -184,6 +184,16 @@ fn calls() {
 }
 
 #[test]
+fn nesting_is_bounded() {
+    let deep = |n: usize| format!("{}a=1{}", "(".repeat(n), ")".repeat(n));
+    assert!(parse(&deep(32)).is_ok());
+    let error = parse(&deep(100_000)).expect_err("too deep");
+    assert_eq!((error.position, error.token.as_str()), (32, "("));
+    let braces = format!("select(a{}b{})", "{a".repeat(40), "}".repeat(40));
+    assert!(parse(&braces).is_err());
+}
+
+#[test]
 fn errors_name_position_and_token() {
     let cases = [
         ("price=gt=", 9, ""),
