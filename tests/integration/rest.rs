@@ -500,6 +500,16 @@ fn scenarios() -> Vec<Scenario> {
             ..base()
         },
         Scenario {
+            name: "deeply nested query",
+            path: Box::leak(
+                format!("/Item/?{}name=a{}", "(".repeat(20_000), ")".repeat(20_000))
+                    .into_boxed_str(),
+            ),
+            status: 400,
+            expect: Expect::Problem("bad-query", json!({"position":32,"token":"("})),
+            ..base()
+        },
+        Scenario {
             name: "query by attribute",
             path: "/Item/?name=apple",
             expect: Expect::Exact(json!([apple])),
