@@ -45,8 +45,8 @@ pub struct WriteContext<'a> {
 
 /// The outcome a decision asks for.
 pub enum Change {
-    /// Store these JSON bytes as the record.
-    Put(Vec<u8>),
+    /// Store this (validated) record.
+    Put(Value),
     /// Remove the record.
     Delete,
 }
@@ -100,22 +100,18 @@ struct Staged {
 
 impl Staged {
     /// Moves the record's index entries from what `before` put there to what `after` does.
-    fn reindex(&mut self, key: &[u8], before: Option<&Envelope>, after: Option<&Envelope>) {
+    fn reindex(&mut self, key: &[u8], before: Option<&Envelope>, after: Option<&Value>) {
         if self.records.indexes.is_empty() {
             return;
         }
-        let parse = |record: Option<&Envelope>| {
-            record.and_then(|r| serde_json::from_slice::<Value>(&r.value).ok())
-        };
-        let (before, after) = (parse(before), parse(after));
+        let before = before.and_then(|r| serde_json::from_slice::<Value>(&r.value).ok());
         for (index, batch) in self.records.indexes.iter().zip(&mut self.index_batches) {
-            let values = |record: &Option<Value>| {
+            let values = |record: Option<&Value>| {
                 record
-                    .as_ref()
                     .map(|r| index::values(r, &index.path))
                     .unwrap_or_default()
             };
-            let (old, new) = (values(&before), values(&after));
+            let (old, new) = (values(before.as_ref()), values(after));
             for value in old.difference(&new) {
                 batch.remove(index::entry(value, key));
             }
@@ -224,16 +220,18 @@ impl Writer {
             };
             let version = self.clock.next(now_ms);
             let record = match change {
-                Change::Put(json) => {
+                Change::Put(value) => {
                     let envelope = Envelope {
                         version,
                         created: current.as_ref().map_or(now_ms, |c| c.created),
                         updated: now_ms,
                         expires_at: None,
-                        value: json.into(),
+                        value: serde_json::to_vec(&value)
+                            .expect("a JSON value serialises")
+                            .into(),
                     };
                     table.batch.insert(encoded.clone(), envelope.encode());
-                    table.reindex(&encoded, current.as_ref(), Some(&envelope));
+                    table.reindex(&encoded, current.as_ref(), Some(&value));
                     table.meta.count += u64::from(current.is_none());
                     if let Key::Int(n) = key {
                         table.meta.max_int = Some(table.meta.max_int.map_or(n, |m| m.max(n)));
@@ -355,7 +353,7 @@ mod tests {
             .commit(
                 &records,
                 Target::NextInteger,
-                Box::new(|_, _| Ok(Change::Put(b"{}".to_vec()))),
+                Box::new(|_, _| Ok(Change::Put(serde_json::json!({})))),
             )
             .await
             .expect("the writer still works");

@@ -124,9 +124,7 @@ impl Table {
         self.commit(
             Target::Key(key),
             Box::new(move |current, context| {
-                // A missing record is 404 whatever the preconditions (RFC 9110 section 13.2.1).
-                let current = current.ok_or_else(|| not_found(&schema, context.key))?;
-                check(&condition, Some(current))?;
+                let current = existing(&schema, &condition, current, context.key)?;
                 if let Some(value) = patch.get(&schema.settings.primary_key) {
                     record::check_key(&schema, context.key, value)?;
                 }
@@ -152,8 +150,7 @@ impl Table {
         self.commit(
             Target::Key(key),
             Box::new(move |current, context| {
-                let current = current.ok_or_else(|| not_found(&schema, context.key))?;
-                check(&condition, Some(current))?;
+                existing(&schema, &condition, current, context.key)?;
                 Ok(Change::Delete)
             }),
         )
@@ -202,9 +199,18 @@ fn check(condition: &Condition, current: Option<&Envelope>) -> Result<()> {
     }
 }
 
-fn not_found(schema: &TableSchema, key: &Key) -> Error {
-    Error::RecordNotFound {
+/// The record a PATCH or DELETE changes. A missing one is 404 whatever the preconditions: they
+/// are ignored when the answer without them would not be 2xx (RFC 9110 section 13.2.1).
+fn existing<'a>(
+    schema: &TableSchema,
+    condition: &Condition,
+    current: Option<&'a Envelope>,
+    key: &Key,
+) -> Result<&'a Envelope> {
+    let current = current.ok_or_else(|| Error::RecordNotFound {
         table: schema.name.to_string(),
         id: key.to_string(),
-    }
+    })?;
+    check(condition, Some(current))?;
+    Ok(current)
 }

@@ -1,4 +1,4 @@
-//! Composing the record that gets stored: primary key, timestamps, validation, serialisation.
+//! Composing the record that gets stored: primary key, timestamps, validation.
 
 use serde_json::Value;
 
@@ -8,14 +8,14 @@ use crate::storage::Key;
 
 /// Completes `record` for storage under `key` and validates it: fills in the primary key when the
 /// body leaves it out, rejects one that disagrees with `key`, sets the timestamps if the table keeps
-/// them, then checks the schema. Returns the JSON bytes to store.
+/// them, then checks the schema. Returns the record to store.
 pub fn compose(
     schema: &TableSchema,
     key: &Key,
     mut record: Value,
     created: u64,
     now: u64,
-) -> Result<Vec<u8>> {
+) -> Result<Value> {
     let settings = &schema.settings;
     if let Value::Object(fields) = &mut record {
         match fields.get(&settings.primary_key) {
@@ -35,8 +35,7 @@ pub fn compose(
             table: schema.name.to_string(),
             violations,
         })?;
-    serde_json::to_vec(&record)
-        .map_err(|e| Error::Storage(format!("cannot serialise a record: {e}")))
+    Ok(record)
 }
 
 /// Checks that a primary key value found in a body names `key`.
