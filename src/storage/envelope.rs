@@ -1,12 +1,15 @@
 //! The record envelope: what sled stores for each record.
 //!
-//! Layout: `format (1) | version (8) | created (8) | updated (8) | expires_at (8, 0 = never) | JSON`.
-//! All integers are big-endian; times are Unix epoch milliseconds. The leading format byte lets a
-//! later release add fields (origin validators for cache tables) without rewriting old records.
+//! Format 1: `1 | version (8) | created (8) | updated (8) | expires_at (8, 0 = never) | JSON`.
+//! Format 2 adds what the table's resource keeps beside the record (a cache entry's freshness
+//! and origin validators): `2 | the same four fields | meta length (4) | meta | JSON`. Records
+//! without metadata keep format 1, so plain tables pay nothing for it. All integers are
+//! big-endian; times are Unix epoch milliseconds.
 
 use bytes::Bytes;
 
-const FORMAT: u8 = 1;
+const PLAIN: u8 = 1;
+const WITH_META: u8 = 2;
 const HEADER_LEN: usize = 1 + 8 * 4;
 
 /// A stored record with its metadata. `value` is the record's JSON exactly as stored.
@@ -18,39 +21,62 @@ pub struct Envelope {
     pub created: u64,
     /// When the record was last written (ms since the Unix epoch).
     pub updated: u64,
-    /// When the record stops being served (ms since the Unix epoch), if ever.
+    /// When the record may be removed (ms since the Unix epoch), if ever.
     pub expires_at: Option<u64>,
+    /// Metadata of the resource that owns the table, opaque to storage; empty for plain tables.
+    pub meta: Bytes,
     /// The record's JSON bytes.
     pub value: Bytes,
 }
 
 impl Envelope {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.value.len());
-        out.push(FORMAT);
+        let mut out = Vec::with_capacity(HEADER_LEN + 4 + self.meta.len() + self.value.len());
+        out.push(if self.meta.is_empty() {
+            PLAIN
+        } else {
+            WITH_META
+        });
         out.extend_from_slice(&self.version.to_be_bytes());
         out.extend_from_slice(&self.created.to_be_bytes());
         out.extend_from_slice(&self.updated.to_be_bytes());
         out.extend_from_slice(&self.expires_at.unwrap_or(0).to_be_bytes());
+        if !self.meta.is_empty() {
+            let len = u32::try_from(self.meta.len()).expect("record metadata is small");
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&self.meta);
+        }
         out.extend_from_slice(&self.value);
         out
     }
 
-    /// Decodes stored bytes without copying the JSON: `value` shares the buffer.
+    /// Decodes stored bytes without copying: `meta` and `value` share the buffer.
     pub(crate) fn decode(raw: Bytes) -> Option<Envelope> {
-        if raw.len() < HEADER_LEN || raw[0] != FORMAT {
+        if raw.len() < HEADER_LEN {
             return None;
         }
         let field = |i: usize| {
             let start = 1 + 8 * i;
             u64::from_be_bytes(raw[start..start + 8].try_into().expect("8-byte slice"))
         };
+        let (meta, value) = match raw[0] {
+            PLAIN => (Bytes::new(), raw.slice(HEADER_LEN..)),
+            WITH_META => {
+                let len = raw.get(HEADER_LEN..HEADER_LEN + 4)?;
+                let len = usize::try_from(u32::from_be_bytes(len.try_into().ok()?)).ok()?;
+                let start = HEADER_LEN + 4;
+                let end = start.checked_add(len).filter(|&end| end <= raw.len())?;
+                (raw.slice(start..end), raw.slice(end..))
+            }
+            _ => return None,
+        };
         Some(Envelope {
             version: field(0),
             created: field(1),
             updated: field(2),
             expires_at: Some(field(3)).filter(|&t| t != 0),
-            value: raw.slice(HEADER_LEN..),
+            meta,
+            value,
         })
     }
 }
@@ -59,23 +85,35 @@ impl Envelope {
 mod tests {
     use super::*;
 
-    #[test]
-    fn round_trips() {
-        let envelope = Envelope {
+    fn envelope(meta: &'static [u8]) -> Envelope {
+        Envelope {
             version: 7 << 16,
             created: 1,
             updated: 2,
             expires_at: Some(3),
+            meta: Bytes::from_static(meta),
             value: Bytes::from_static(br#"{"id":1}"#),
-        };
-        assert_eq!(Envelope::decode(envelope.encode().into()), Some(envelope));
+        }
+    }
+
+    #[test]
+    fn round_trips_with_and_without_metadata() {
+        for meta in [&b""[..], b"cache entry"] {
+            let envelope = envelope(meta);
+            let encoded = envelope.encode();
+            assert_eq!(encoded[0], if meta.is_empty() { PLAIN } else { WITH_META });
+            assert_eq!(Envelope::decode(encoded.into()), Some(envelope));
+        }
     }
 
     #[test]
     fn rejects_truncated_or_unknown_format() {
         assert_eq!(Envelope::decode(Bytes::from_static(b"\x01short")), None);
         let mut raw = vec![9u8; HEADER_LEN + 2];
-        raw[0] = 2;
+        raw[0] = 3;
         assert_eq!(Envelope::decode(raw.into()), None);
+        let mut overlong = envelope(b"meta").encode();
+        overlong.truncate(HEADER_LEN + 4 + 2);
+        assert_eq!(Envelope::decode(overlong.into()), None);
     }
 }

@@ -1,7 +1,8 @@
 //! Storage: the only module that uses sled.
 //!
 //! One sled tree per table holds `encoded key -> envelope`, and one tree per secondary index
-//! (`_index/<table>/<path>`) holds its [`index`] entries. The `_meta` tree holds each table's key
+//! (`_index/<table>/<path>`) holds its [`index`] entries; `_expiry/<table>` lists the records that
+//! carry an expiry time, by that time, so due ones are found without a scan. The `_meta` tree holds each table's key
 //! type, record count and highest integer key, the list of its built indexes, and the clock. All
 //! writes go through the group-commit writer (`writer.rs`); reads go straight to sled from any
 //! thread.
@@ -24,7 +25,7 @@ use tokio::sync::oneshot;
 
 pub use envelope::Envelope;
 pub use key::{Key, KeyType};
-pub use writer::{Change, Commit, Decide, OnDurable, Target, WriteContext};
+pub use writer::{Change, Commit, Decide, OnDurable, Stamp, Target, WriteContext};
 
 use crate::error::{Error, Result};
 use writer::{CLOCK_KEY, Command, Request, Writer};
@@ -46,6 +47,8 @@ pub struct Records {
     key_type: KeyType,
     tree: sled::Tree,
     indexes: Arc<[Index]>,
+    /// `expires_at ++ key` for every record that has an expiry time.
+    expiry: sled::Tree,
     meta: Arc<Mutex<TableMeta>>,
 }
 
@@ -141,11 +144,16 @@ impl Store {
             }
         };
         let indexes = self.indexes(name, &tree, index_paths, meta.count)?;
+        let expiry = self
+            .db
+            .open_tree(format!("_expiry/{name}"))
+            .map_err(storage_error)?;
         Ok(Records {
             name: name.into(),
             key_type,
             tree,
             indexes: indexes.into(),
+            expiry,
             meta: Arc::new(Mutex::new(meta)),
         })
     }
@@ -312,6 +320,20 @@ impl Records {
     /// How many records the table holds.
     pub fn count(&self) -> u64 {
         self.meta_snapshot().count
+    }
+
+    /// Up to `limit` keys of records whose expiry time is at or before `now`, earliest first.
+    pub fn expired(&self, now: u64, limit: usize) -> Result<Vec<Key>> {
+        let due = ..writer::expiry_entry(now.saturating_add(1), &[]);
+        self.expiry
+            .range(due)
+            .take(limit)
+            .map(|entry| {
+                let (entry, _) = entry.map_err(storage_error)?;
+                Key::decode(self.key_type, &entry[8..])
+                    .ok_or_else(|| Error::Storage("corrupt expiry entry".to_owned()))
+            })
+            .collect()
     }
 
     fn read(&self, encoded: &[u8]) -> Result<Option<Envelope>> {

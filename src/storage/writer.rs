@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use serde_json::Value;
 use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
@@ -43,10 +44,22 @@ pub struct WriteContext<'a> {
     pub now_ms: u64,
 }
 
+/// When a record may be removed, and what its table's resource keeps beside it (opaque here).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// When the record may be removed (ms since the Unix epoch); listed in the expiry tree.
+    pub expires_at: Option<u64>,
+    /// Resource metadata, stored in the envelope.
+    pub meta: Bytes,
+}
+
 /// The outcome a decision asks for.
 pub enum Change {
-    /// Store this (validated) record.
-    Put(Value),
+    /// Store this (validated) record with this stamp.
+    Put(Value, Stamp),
+    /// Keep the record, its version and its `updated` time; replace only its stamp. The record
+    /// does not change, so no event is announced.
+    Restamp(Stamp),
     /// Remove the record.
     Delete,
 }
@@ -67,7 +80,8 @@ pub struct Commit {
     pub record: Option<Envelope>,
 }
 
-/// Called on the writer thread for each commit, in commit order, once it is on disk.
+/// Called on the writer thread for each commit that changed a record, in commit order, once it is
+/// on disk.
 pub type OnDurable = Box<dyn Fn(&Commit) + Send>;
 
 pub(crate) struct Request {
@@ -95,10 +109,26 @@ struct Staged {
     batch: sled::Batch,
     /// One batch per index of the table, in the order of `records.indexes`.
     index_batches: Vec<sled::Batch>,
+    /// Changes to the table's expiry tree, if any.
+    expiry: Option<sled::Batch>,
     meta: TableMeta,
 }
 
 impl Staged {
+    /// Moves the record's expiry entry from `before` to `after`.
+    fn reschedule(&mut self, key: &[u8], before: Option<u64>, after: Option<u64>) {
+        if before == after {
+            return;
+        }
+        let batch = self.expiry.get_or_insert_with(sled::Batch::default);
+        if let Some(at) = before {
+            batch.remove(expiry_entry(at, key));
+        }
+        if let Some(at) = after {
+            batch.insert(expiry_entry(at, key), &[]);
+        }
+    }
+
     /// Moves the record's index entries from what `before` put there to what `after` does.
     fn reindex(&mut self, key: &[u8], before: Option<&Envelope>, after: Option<&Value>) {
         if self.records.indexes.is_empty() {
@@ -175,6 +205,7 @@ impl Writer {
                         .iter()
                         .map(|_| sled::Batch::default())
                         .collect(),
+                    expiry: None,
                 });
             let key = match target {
                 Target::Key(key) => key,
@@ -218,31 +249,53 @@ impl Writer {
                     continue;
                 }
             };
-            let version = self.clock.next(now_ms);
-            let record = match change {
-                Change::Put(value) => {
+            let expired_before = current.as_ref().and_then(|c| c.expires_at);
+            let announce = !matches!(change, Change::Restamp(_));
+            let (version, record) = match (change, current) {
+                (Change::Put(value, stamp), current) => {
+                    let version = self.clock.next(now_ms);
                     let envelope = Envelope {
                         version,
                         created: current.as_ref().map_or(now_ms, |c| c.created),
                         updated: now_ms,
-                        expires_at: None,
+                        expires_at: stamp.expires_at,
+                        meta: stamp.meta,
                         value: serde_json::to_vec(&value)
                             .expect("a JSON value serialises")
                             .into(),
                     };
                     table.batch.insert(encoded.clone(), envelope.encode());
                     table.reindex(&encoded, current.as_ref(), Some(&value));
+                    table.reschedule(&encoded, expired_before, envelope.expires_at);
                     table.meta.count += u64::from(current.is_none());
                     if let Key::Int(n) = key {
                         table.meta.max_int = Some(table.meta.max_int.map_or(n, |m| m.max(n)));
                     }
-                    Some(envelope)
+                    (version, Some(envelope))
                 }
-                Change::Delete => {
+                (Change::Restamp(stamp), Some(current)) => {
+                    let envelope = Envelope {
+                        expires_at: stamp.expires_at,
+                        meta: stamp.meta,
+                        ..current
+                    };
+                    table.batch.insert(encoded.clone(), envelope.encode());
+                    table.reschedule(&encoded, expired_before, envelope.expires_at);
+                    (envelope.version, Some(envelope))
+                }
+                (Change::Restamp(_), None) => {
+                    let _ = reply.send(Err(Error::RecordNotFound {
+                        table: records.name.to_string(),
+                        id: key.to_string(),
+                    }));
+                    continue;
+                }
+                (Change::Delete, current) => {
                     table.batch.remove(encoded.clone());
                     table.reindex(&encoded, current.as_ref(), None);
+                    table.reschedule(&encoded, expired_before, None);
                     table.meta.count -= u64::from(current.is_some());
-                    None
+                    (self.clock.next(now_ms), None)
                 }
             };
             overlay.insert(slot, record.clone());
@@ -252,7 +305,7 @@ impl Writer {
                 version,
                 record,
             };
-            pending.push((commit, reply));
+            pending.push((commit, reply, announce));
         }
 
         if pending.is_empty() {
@@ -264,14 +317,16 @@ impl Writer {
                 for table in &staged {
                     table.records.set_meta(table.meta.clone());
                 }
-                for (commit, reply) in pending {
-                    (self.on_durable)(&commit);
+                for (commit, reply, announce) in pending {
+                    if announce {
+                        (self.on_durable)(&commit);
+                    }
                     let _ = reply.send(Ok(commit));
                 }
             }
             Err(error) => {
                 tracing::error!(%error, "commit failed; {} writes rejected", pending.len());
-                for (_, reply) in pending {
+                for (_, reply, _) in pending {
                     let _ = reply.send(Err(Error::Storage(error.to_string())));
                 }
             }
@@ -288,6 +343,10 @@ impl Writer {
             batches.push(&table.batch);
             for (index, batch) in table.records.indexes.iter().zip(&table.index_batches) {
                 trees.push(index.tree.clone());
+                batches.push(batch);
+            }
+            if let Some(batch) = &table.expiry {
+                trees.push(table.records.expiry.clone());
                 batches.push(batch);
             }
         }
@@ -312,6 +371,14 @@ impl Writer {
         self.db.flush().map_err(storage_error)?;
         Ok(())
     }
+}
+
+/// An expiry tree entry: the moment first, so a range scan finds what is due.
+pub(crate) fn expiry_entry(at: u64, key: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(8 + key.len());
+    entry.extend_from_slice(&at.to_be_bytes());
+    entry.extend_from_slice(key);
+    entry
 }
 
 fn now_ms() -> u64 {
@@ -353,7 +420,7 @@ mod tests {
             .commit(
                 &records,
                 Target::NextInteger,
-                Box::new(|_, _| Ok(Change::Put(serde_json::json!({})))),
+                Box::new(|_, _| Ok(Change::Put(serde_json::json!({}), Stamp::default()))),
             )
             .await
             .expect("the writer still works");

@@ -18,10 +18,12 @@ use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, EventBus};
 use crate::schema::TableSchema;
 use crate::storage::{
-    Change, Commit, Decide, Envelope, IndexRange, Key, KeyType, OnDurable, Records, Store, Target,
+    Change, Commit, Decide, Envelope, IndexRange, Key, KeyType, OnDurable, Records, Stamp, Store,
+    Target,
 };
 
-/// A table of our own: the system of record for its records.
+/// A table of our own: the system of record for its records. Cloning shares the table.
+#[derive(Clone)]
 pub struct Table {
     schema: Arc<TableSchema>,
     records: Records,
@@ -65,6 +67,11 @@ impl Table {
         })
     }
 
+    /// Completes and validates `record` as a write of `key` at `now` would, without storing it.
+    pub fn check(&self, key: &Key, record: Value, now: u64) -> Result<Value> {
+        record::compose(&self.schema, key, record, now, now)
+    }
+
     /// Reads one record.
     pub fn get(&self, key: &Key) -> Result<Option<Envelope>> {
         self.records.get(key)
@@ -105,6 +112,18 @@ impl Table {
 
     /// Creates or replaces the record `key` with `record`.
     pub async fn put(&self, key: Key, record: Value, condition: Condition) -> Result<Commit> {
+        self.put_stamped(key, record, condition, Stamp::default())
+            .await
+    }
+
+    /// Creates or replaces the record `key` with `record`, stored with `stamp`.
+    pub async fn put_stamped(
+        &self,
+        key: Key,
+        record: Value,
+        condition: Condition,
+        stamp: Stamp,
+    ) -> Result<Commit> {
         let schema = self.schema.clone();
         self.commit(
             Target::Key(key),
@@ -112,10 +131,80 @@ impl Table {
                 check(&condition, current)?;
                 let created = current.map_or(context.now_ms, |c| c.created);
                 record::compose(&schema, context.key, record, created, context.now_ms)
-                    .map(Change::Put)
+                    .map(|record| Change::Put(record, stamp))
             }),
         )
         .await
+    }
+
+    /// Stores `record` under `key` with `stamp` unconditionally, as a refresh from elsewhere would.
+    /// When the composed record equals the stored one, only the stamp is replaced: the version
+    /// stays, and no change is announced.
+    pub async fn refresh(&self, key: Key, record: Value, stamp: Stamp) -> Result<Commit> {
+        let schema = self.schema.clone();
+        self.commit(
+            Target::Key(key),
+            Box::new(move |current, context| {
+                let created = current.map_or(context.now_ms, |c| c.created);
+                let record =
+                    record::compose(&schema, context.key, record, created, context.now_ms)?;
+                let unchanged = current.is_some_and(|current| {
+                    serde_json::from_slice::<Value>(&current.value).is_ok_and(|v| v == record)
+                });
+                Ok(if unchanged {
+                    Change::Restamp(stamp)
+                } else {
+                    Change::Put(record, stamp)
+                })
+            }),
+        )
+        .await
+    }
+
+    /// Replaces the stamp of the record `key` with what `restamp` makes of the current record.
+    pub async fn restamp(
+        &self,
+        key: Key,
+        restamp: impl FnOnce(&Envelope) -> Stamp + Send + 'static,
+    ) -> Result<Commit> {
+        let schema = self.schema.clone();
+        self.commit(
+            Target::Key(key),
+            Box::new(move |current, context| {
+                let current = existing(&schema, &Condition::default(), current, context.key)?;
+                Ok(Change::Restamp(restamp(current)))
+            }),
+        )
+        .await
+    }
+
+    /// Removes the record `key` if `due` holds for it when the write is decided; otherwise fails
+    /// with [`Error::PreconditionFailed`].
+    pub async fn remove_if(
+        &self,
+        key: Key,
+        due: impl FnOnce(&Envelope) -> bool + Send + 'static,
+    ) -> Result<Commit> {
+        let schema = self.schema.clone();
+        self.commit(
+            Target::Key(key),
+            Box::new(move |current, context| {
+                let current = existing(&schema, &Condition::default(), current, context.key)?;
+                if due(current) {
+                    Ok(Change::Delete)
+                } else {
+                    Err(Error::PreconditionFailed(
+                        "the record changed since it was chosen for removal".to_owned(),
+                    ))
+                }
+            }),
+        )
+        .await
+    }
+
+    /// Keys of records whose expiry time is at or before `now`, at most `limit`, earliest first.
+    pub fn expired(&self, now: u64, limit: usize) -> Result<Vec<Key>> {
+        self.records.expired(now, limit)
     }
 
     /// Applies a JSON merge patch (RFC 7396) to the record `key`, then validates the result.
@@ -131,6 +220,10 @@ impl Table {
                 let mut record: Value = serde_json::from_slice(&current.value)
                     .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?;
                 merge_patch::apply(&mut record, &patch);
+                let stamp = Stamp {
+                    expires_at: current.expires_at,
+                    meta: current.meta.clone(),
+                };
                 record::compose(
                     &schema,
                     context.key,
@@ -138,7 +231,7 @@ impl Table {
                     current.created,
                     context.now_ms,
                 )
-                .map(Change::Put)
+                .map(|record| Change::Put(record, stamp))
             }),
         )
         .await
@@ -176,7 +269,7 @@ impl Table {
             target,
             Box::new(move |_, context| {
                 record::compose(&schema, context.key, record, context.now_ms, context.now_ms)
-                    .map(Change::Put)
+                    .map(|record| Change::Put(record, Stamp::default()))
             }),
         )
         .await
