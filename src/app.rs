@@ -3,10 +3,13 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::cache::Sweeper;
 use crate::catalog::Catalog;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::EventBus;
@@ -16,6 +19,8 @@ use crate::{http, table};
 
 /// Events buffered for the slowest in-process subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 4096;
+/// How often cache tables are swept of entries past their last usable moment.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -51,6 +56,11 @@ pub struct App {
 impl App {
     /// Loads the schemas and opens the store. Nothing listens yet.
     pub fn open(config: Config) -> Result<App, StartError> {
+        App::open_with_clock(config, Clock::system())
+    }
+
+    /// [`App::open`], with cache freshness decided by `clock` (a manual clock in tests).
+    pub fn open_with_clock(config: Config, clock: Clock) -> Result<App, StartError> {
         let schemas = schema::load_dir(&config.schemas).map_err(StartError::Schemas)?;
         let events = EventBus::new(EVENT_BUFFER);
         let store = Arc::new(
@@ -61,7 +71,9 @@ impl App {
             )
             .map_err(StartError::Store)?,
         );
-        let catalog = Arc::new(Catalog::open(schemas, &store).map_err(StartError::Store)?);
+        let catalog = Arc::new(
+            Catalog::open(schemas, &store, &clock, config.max_body).map_err(StartError::Store)?,
+        );
         tracing::info!(
             tables = catalog.resources().count(),
             schemas = %config.schemas.display(),
@@ -82,7 +94,8 @@ impl App {
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets requests in
-    /// flight finish, commits what is queued and flushes the store.
+    /// flight and origin requests finish, stops the cache sweeper, commits what is queued and
+    /// flushes the store.
     pub async fn serve(
         self,
         listener: TcpListener,
@@ -94,7 +107,12 @@ impl App {
             max_connections: self.config.max_connections,
             drain_timeout: self.config.drain_timeout,
         };
+        let sweeper = Sweeper::start(self.catalog.caches().cloned().collect(), SWEEP_INTERVAL);
         http::serve(listener, router, limits, shutdown).await;
+        sweeper.stop().await;
+        for cache in self.catalog.caches() {
+            cache.close(self.config.drain_timeout).await;
+        }
         tracing::info!("stopped serving; flushing the store");
         let App { store, catalog, .. } = self;
         drop(catalog);

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::cache::CachedTable;
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
 use crate::storage::Store;
@@ -12,6 +14,18 @@ use crate::table::Table;
 pub enum Resource {
     /// A table of our own.
     Local(Table),
+    /// A table that mirrors an HTTP origin.
+    Cached(CachedTable),
+}
+
+impl Resource {
+    /// The table that stores the resource's records.
+    pub fn table(&self) -> &Table {
+        match self {
+            Resource::Local(table) => table,
+            Resource::Cached(cache) => cache.table(),
+        }
+    }
 }
 
 /// Every table, by name.
@@ -20,12 +34,25 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Opens a resource for every schema.
-    pub fn open(schemas: Vec<TableSchema>, store: &Arc<Store>) -> Result<Catalog> {
+    /// Opens a resource for every schema. Cache tables read time from `clock` and accept
+    /// origin bodies of at most `max_body` bytes.
+    pub fn open(
+        schemas: Vec<TableSchema>,
+        store: &Arc<Store>,
+        clock: &Clock,
+        max_body: usize,
+    ) -> Result<Catalog> {
         let mut resources = BTreeMap::new();
         for schema in schemas {
             let name = schema.name.clone();
-            resources.insert(name, Resource::Local(Table::open(schema, store.clone())?));
+            let cached = schema.settings.cache.is_some();
+            let table = Table::open(schema, store.clone())?;
+            let resource = if cached {
+                Resource::Cached(CachedTable::open(table, clock.clone(), max_body)?)
+            } else {
+                Resource::Local(table)
+            };
+            resources.insert(name, resource);
         }
         Ok(Catalog { resources })
     }
@@ -40,5 +67,13 @@ impl Catalog {
     /// All resources in name order.
     pub fn resources(&self) -> impl Iterator<Item = &Resource> {
         self.resources.values()
+    }
+
+    /// The cache tables.
+    pub fn caches(&self) -> impl Iterator<Item = &CachedTable> {
+        self.resources().filter_map(|resource| match resource {
+            Resource::Cached(cache) => Some(cache),
+            Resource::Local(_) => None,
+        })
     }
 }

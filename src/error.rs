@@ -57,6 +57,39 @@ pub enum Error {
     #[error("{0}")]
     BadQuery(QueryError),
 
+    #[error("the origin of table `{table}` gave no usable answer for `{id}`: {reason}")]
+    OriginFailed {
+        table: String,
+        id: String,
+        reason: String,
+    },
+
+    #[error("the origin of table `{table}` did not answer for `{id}` within {after_ms} ms")]
+    OriginTimeout {
+        table: String,
+        id: String,
+        after_ms: u128,
+    },
+
+    #[error("the origin's answer for `{id}` {reason}; it was not stored")]
+    OriginInvalid {
+        table: String,
+        id: String,
+        reason: String,
+        violations: Vec<Violation>,
+    },
+
+    #[error("`{table}/{id}` is not cached, and the request said only-if-cached")]
+    NotCached { table: String, id: String },
+
+    #[error("{method} is not supported on cache table `{table}`: {why}")]
+    NotOnCacheTable {
+        table: String,
+        method: &'static str,
+        why: &'static str,
+        allow: &'static str,
+    },
+
     #[error("the server is shutting down")]
     ShuttingDown,
 

@@ -2,7 +2,7 @@
 //!
 //! A user writes one JSON Schema file per table; tablecast stores the records in sled and serves
 //! REST CRUD and URL queries for every table, answering every error with
-//! `application/problem+json`.
+//! `application/problem+json`. A table whose schema names an origin is a cache of that HTTP API.
 //!
 //! # Modules (dependencies point down)
 //!
@@ -10,13 +10,14 @@
 //! | --- | --- |
 //! | [`app`] | composition root: [`App::open`](app::App::open) builds everything, [`App::serve`](app::App::serve) runs and shuts down in order |
 //! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json, the connection loop and its limits |
-//! | [`catalog`] | table name -> [`Resource`](catalog::Resource) |
+//! | [`catalog`] | table name -> [`Resource`](catalog::Resource): a table of our own or a cache table |
+//! | [`cache`] | cache tables: [`freshness()`](cache::freshness), single-flight origin requests, stale control, eviction; the only user of reqwest |
 //! | [`query`] | the URL query language of `GET /T/?...`: parser, filter, planner, executor |
 //! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent) |
 //! | [`schema`] | schema files, `x-table` settings, compiled validators |
 //! | [`storage`] | the only user of sled: key and index encodings, record envelope, group commit |
 //! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
-//! | [`config`], [`error`] | leaves |
+//! | [`config`], [`error`], [`clock`] | leaves |
 //!
 //! # Write path (`PUT /Product/42`)
 //!
@@ -32,6 +33,14 @@
 //! handler -> catalog -> [`Table::get`](table::Table::get) -> sled -> the stored JSON bytes are
 //! the response body as they are (no parse, no re-serialisation), with `ETag` from the version.
 //!
+//! # Cache read path (`GET /Quote/ACME`)
+//!
+//! handler -> catalog -> [`CachedTable::get`](cache::CachedTable::get) -> the stored envelope and
+//! its cache [`Entry`](cache::Entry) -> [`freshness()`](cache::freshness): fresh -> the stored
+//! bytes as they are; usable stale -> served, one background refresh; otherwise one origin
+//! request per key however many wait (conditional when validators are stored) -> stored as a
+//! normal commit -> served; on origin failure within stale-if-error, the stale entry is served.
+//!
 //! # Query path (`GET /Product/?category=lighting&price=lt=50`)
 //!
 //! handler (on the blocking pool) -> [`query::parse`] -> [`query::filter::bind`] to the schema ->
@@ -40,7 +49,9 @@
 //! the client can take it.
 
 pub mod app;
+pub mod cache;
 pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;

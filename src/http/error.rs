@@ -34,6 +34,8 @@ struct Problem {
     title: &'static str,
     detail: String,
     extra: Map<String, Value>,
+    /// The `Allow` header of a 405 the router did not produce.
+    allow: Option<&'static str>,
 }
 
 impl Problem {
@@ -49,7 +51,13 @@ impl Problem {
             title,
             detail: detail.to_string(),
             extra: Map::new(),
+            allow: None,
         }
+    }
+
+    fn allowing(mut self, methods: &'static str) -> Problem {
+        self.allow = Some(methods);
+        self
     }
 
     fn with(mut self, name: &str, value: Value) -> Problem {
@@ -110,6 +118,33 @@ impl ApiError {
                             .with("token", query.token.into())
                             .with("expected", query.expected.into())
                     }
+                    Error::OriginFailed { .. } => {
+                        Problem::new(S::BAD_GATEWAY, "origin-failed", "Origin failed", detail)
+                    }
+                    Error::OriginTimeout { after_ms, .. } => Problem::new(
+                        S::GATEWAY_TIMEOUT,
+                        "origin-timeout",
+                        "Origin timeout",
+                        detail,
+                    )
+                    .with("timeoutMs", json!(after_ms)),
+                    Error::OriginInvalid { violations, .. } => Problem::new(
+                        S::BAD_GATEWAY,
+                        "origin-invalid",
+                        "Invalid origin answer",
+                        detail,
+                    )
+                    .with("errors", json!(violations)),
+                    Error::NotCached { .. } => {
+                        Problem::new(S::GATEWAY_TIMEOUT, "not-cached", "Not cached", detail)
+                    }
+                    Error::NotOnCacheTable { allow, .. } => Problem::new(
+                        S::METHOD_NOT_ALLOWED,
+                        "method-not-allowed",
+                        "Method not allowed",
+                        detail,
+                    )
+                    .allowing(allow),
                     Error::ShuttingDown => Problem::new(
                         S::SERVICE_UNAVAILABLE,
                         "shutting-down",
@@ -175,6 +210,7 @@ impl IntoResponse for ApiError {
             title,
             detail,
             extra,
+            allow,
         } = self.problem();
         let mut body = json!({
             "type": format!("urn:tablecast:problem:{code}"),
@@ -189,6 +225,11 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(methods) = allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(methods));
+        }
         response
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP interface: the axum router, its handlers and the problem+json error mapping.
 
+mod cached;
 mod error;
 mod extract;
 mod headers;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use error::{ApiError, PROBLEM_JSON};
 pub use server::{Limits, serve};
@@ -30,6 +31,14 @@ pub fn router(catalog: Arc<Catalog>, max_body: usize) -> Router {
     let state = AppState { catalog, max_body };
     Router::new()
         .route("/_health", get(health))
+        .route(
+            "/_cache/{table}/invalidate",
+            post(cached::cache_invalidate).fallback(method_not_allowed),
+        )
+        .route(
+            "/_cache/{table}/warm",
+            post(cached::cache_warm).fallback(method_not_allowed),
+        )
         .route(
             "/{table}",
             get(records::tables_describe).fallback(method_not_allowed),

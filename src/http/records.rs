@@ -8,10 +8,12 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::json;
 
 use super::AppState;
+use super::cached;
 use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::listing::{self, Chunks};
+use crate::cache::CacheStatus;
 use crate::catalog::{Catalog, Resource};
 use crate::error::Error;
 use crate::query::executor::{self, Row};
@@ -45,19 +47,36 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b']')
     .add(b',');
 
-fn table<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Table, ApiError> {
+/// The table of our own named `name`; `method` is refused on a cache table, for `why`.
+fn local<'a>(
+    catalog: &'a Catalog,
+    name: &str,
+    method: &'static str,
+    why: &'static str,
+    allow: &'static str,
+) -> Result<&'a Table, ApiError> {
     match catalog.resource(name)? {
         Resource::Local(table) => Ok(table),
+        Resource::Cached(_) => Err(Error::NotOnCacheTable {
+            table: name.to_owned(),
+            method,
+            why,
+            allow,
+        }
+        .into()),
     }
 }
 
-/// `GET /T/id`: the stored JSON bytes as they are.
+/// `GET /T/id`: the stored JSON bytes as they are; through the cache on a cache table.
 pub async fn records_get(
     State(state): State<AppState>,
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
 ) -> Answer {
-    let table = table(&state.catalog, &name)?;
+    let table = match state.catalog.resource(&name)? {
+        Resource::Local(table) => table,
+        Resource::Cached(cache) => return Ok(cached::get(cache, &id, &request).await),
+    };
     let key = table.parse_id(&id)?;
     let record = table
         .get(&key)?
@@ -76,14 +95,17 @@ pub async fn records_get(
     }
 }
 
-/// `PUT /T/id`: create or replace.
+/// `PUT /T/id`: create or replace; on a cache table, push a value.
 pub async fn records_put(
     State(state): State<AppState>,
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Answer {
-    let table = table(&state.catalog, &name)?;
+    let table = match state.catalog.resource(&name)? {
+        Resource::Local(table) => table,
+        Resource::Cached(cache) => return Ok(cached::put(cache, &id, &request, body).await),
+    };
     let key = table.parse_id(&id)?;
     let commit = table.put(key, body, headers::condition(&request)).await?;
     Ok(write_response(&request, &commit))
@@ -96,7 +118,13 @@ pub async fn records_patch(
     request: HeaderMap,
     JsonBody(patch): JsonBody,
 ) -> Answer {
-    let table = table(&state.catalog, &name)?;
+    let table = local(
+        &state.catalog,
+        &name,
+        "PATCH",
+        "a cache entry mirrors the origin and is replaced whole; PUT pushes a new value",
+        "GET, HEAD, PUT, DELETE",
+    )?;
     let key = table.parse_id(&id)?;
     let commit = table
         .patch(key, patch, headers::condition(&request))
@@ -104,13 +132,16 @@ pub async fn records_patch(
     Ok(write_response(&request, &commit))
 }
 
-/// `DELETE /T/id`.
+/// `DELETE /T/id`; on a cache table, evict the entry.
 pub async fn records_delete(
     State(state): State<AppState>,
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
 ) -> Answer {
-    let table = table(&state.catalog, &name)?;
+    let table = match state.catalog.resource(&name)? {
+        Resource::Local(table) => table,
+        Resource::Cached(cache) => return Ok(cached::delete(cache, &id, &request).await),
+    };
     let key = table.parse_id(&id)?;
     table.delete(key, headers::condition(&request)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -122,7 +153,13 @@ pub async fn records_post(
     UrlPath(name): UrlPath<String>,
     JsonBody(body): JsonBody,
 ) -> Answer {
-    let table = table(&state.catalog, &name)?;
+    let table = local(
+        &state.catalog,
+        &name,
+        "POST",
+        "cache entries are keyed by the origin's ids; PUT /<Table>/<id> pushes one",
+        "GET, HEAD",
+    )?;
     let commit = table.create(body).await?;
     let record = commit.record.as_ref().expect("a create stores a record");
     let mut response = record_response(StatusCode::CREATED, record);
@@ -156,7 +193,8 @@ pub async fn records_list(
 }
 
 fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer {
-    let table = table(catalog, name)?;
+    let resource = catalog.resource(name)?;
+    let table = resource.table();
     let schema = table.schema();
     let query = query::parse(raw)
         .and_then(|query| query::filter::bind(query, &schema.document))
@@ -211,6 +249,14 @@ fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
     );
+    if let Resource::Cached(_) = resource {
+        // A listing reads what is stored, fresh or not, and never asks the origin.
+        let status = CacheStatus {
+            detail: Some("stored-entries"),
+            ..CacheStatus::default()
+        };
+        cached::set_status(&mut response_headers, &status);
+    }
     let body = Body::from_stream(listing::produce_off_the_runtime(Chunks::new(rows, format)));
     Ok((response_headers, body).into_response())
 }
@@ -263,9 +309,14 @@ pub async fn tables_describe(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
 ) -> Answer {
-    let table = table(&state.catalog, &name)?;
+    let resource = state.catalog.resource(&name)?;
+    let table = resource.table();
     let schema = table.schema();
     let settings = &schema.settings;
+    let cache = match resource {
+        Resource::Cached(cache) => Some(cache.describe()),
+        Resource::Local(_) => None,
+    };
     let description = json!({
         "name": table.name(),
         "primaryKey": settings.primary_key,
@@ -274,12 +325,13 @@ pub async fn tables_describe(
         "timestamps": settings.timestamps,
         "recordCount": table.count(),
         "schemaFile": schema.file.display().to_string(),
+        "cache": cache,
         "schema": schema.document,
     });
     Ok(axum::Json(description).into_response())
 }
 
-fn record_response(status: StatusCode, record: &Envelope) -> Response {
+pub(super) fn record_response(status: StatusCode, record: &Envelope) -> Response {
     let mut response = (status, record.value.clone()).into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -290,13 +342,13 @@ fn record_response(status: StatusCode, record: &Envelope) -> Response {
     response
 }
 
-fn set_validators(headers: &mut HeaderMap, record: &Envelope) {
+pub(super) fn set_validators(headers: &mut HeaderMap, record: &Envelope) {
     headers.insert(header::ETAG, headers::etag(record.version));
     headers.insert(header::LAST_MODIFIED, headers::last_modified(record));
 }
 
 /// 204 with the new validators, or 200 with the record under `Prefer: return=representation`.
-fn write_response(request: &HeaderMap, commit: &Commit) -> Response {
+pub(super) fn write_response(request: &HeaderMap, commit: &Commit) -> Response {
     let record = commit
         .record
         .as_ref()

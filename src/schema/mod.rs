@@ -3,6 +3,7 @@
 //! Everything about a schema is checked once at start-up; a bad file stops the server with the
 //! file, a JSON pointer into it and the reason. Validators are compiled once per table.
 
+mod cache_settings;
 mod settings;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
+pub use cache_settings::CacheSettings;
 pub use settings::{CREATED_AT, TableSettings, UPDATED_AT};
 
 use crate::error::Violation;

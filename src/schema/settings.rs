@@ -3,10 +3,11 @@
 use serde_json::{Map, Value};
 
 use super::LoadError;
+use super::cache_settings::{self, CacheSettings};
 use crate::storage::KeyType;
 
 /// The keys `x-table` accepts today.
-const KNOWN_KEYS: &str = "primaryKey, indexes, timestamps";
+const KNOWN_KEYS: &str = "primaryKey, indexes, timestamps, cache";
 /// Property names maintained when `timestamps` is on.
 pub const CREATED_AT: &str = "createdAt";
 /// See [`CREATED_AT`].
@@ -23,6 +24,8 @@ pub struct TableSettings {
     pub indexes: Vec<String>,
     /// Whether `createdAt` / `updatedAt` (epoch ms) are maintained in every record.
     pub timestamps: bool,
+    /// Present on a cache table: the origin it mirrors.
+    pub cache: Option<CacheSettings>,
 }
 
 /// Reads and checks `x-table` against the rest of the schema document `doc`.
@@ -39,6 +42,7 @@ pub fn read(
     let mut primary_key = "id".to_owned();
     let mut indexes = Vec::new();
     let mut timestamps = false;
+    let mut cache = None;
     for (name, value) in x_table {
         let pointer = format!("/x-table/{}", escape_pointer(name));
         match (name.as_str(), value) {
@@ -68,7 +72,8 @@ pub fn read(
             }
             ("timestamps", Value::Bool(on)) => timestamps = *on,
             ("timestamps", _) => return Err(fail(&pointer, "must be true or false".to_owned())),
-            ("expiration" | "cache", _) => {
+            ("cache", value) => cache = Some(cache_settings::read(value, &pointer, fail)?),
+            ("expiration", _) => {
                 return Err(fail(
                     &pointer,
                     format!("`{name}` is not supported by this version of tablecast"),
@@ -154,6 +159,7 @@ pub fn read(
         key_type,
         indexes: seen,
         timestamps,
+        cache,
     })
 }
 

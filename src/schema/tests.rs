@@ -1,4 +1,5 @@
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -38,6 +39,7 @@ fn reads_x_table() {
             key_type: KeyType::Integer,
             indexes: vec!["category".into(), "dims.w".into()],
             timestamps: true,
+            cache: None,
         }
     );
     assert!(schema.validate(&json!({"sku": 1})).is_ok());
@@ -165,6 +167,68 @@ fn errors_name_the_pointer_and_the_reason() {
             "T",
             format!(r#"{{"type":"object","x-table":{{"cache":{{}}}},{id}}}"#),
             "/x-table/cache",
+            "needs `origin`",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"type":"object","x-table":{{"cache":{{"origin":"http://o/{{id}}"}}}},{id}}}"#
+            ),
+            "/x-table/cache",
+            "needs `expiration`",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"type":"object","x-table":{{"cache":{{"origin":"http://o/x","expiration":"1s"}}}},{id}}}"#
+            ),
+            "/x-table/cache/origin",
+            "exactly once",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"type":"object","x-table":{{"cache":{{"origin":"http://o/{{id}}","expiration":"soon"}}}},{id}}}"#
+            ),
+            "/x-table/cache/expiration",
+            "not a duration",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"type":"object","x-table":{{"cache":{{"origin":"http://o/{{id}}","expiration":"1s","maxEntries":0}}}},{id}}}"#
+            ),
+            "/x-table/cache/maxEntries",
+            "positive integer",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"type":"object","x-table":{{"cache":{{"origin":"http://o/{{id}}","expiration":"1s","ttl":"1s"}}}},{id}}}"#
+            ),
+            "/x-table/cache/ttl",
+            "unknown cache setting `ttl`",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"type":"object","x-table":{{"cache":{{"origin":"http://o/{{id}}","expiration":"1s","headers":{{"X-Key":"${{TABLECAST_TEST_UNSET_VARIABLE}}"}}}}}},{id}}}"#
+            ),
+            "/x-table/cache/headers/X-Key",
+            "`TABLECAST_TEST_UNSET_VARIABLE` is not set",
+        ),
+        (
+            "T",
+            format!(
+                r#"{{"type":"object","x-table":{{"cache":{{"origin":"http://o/{{id}}","expiration":"1s","headers":{{"Bad Name":"x"}}}}}},{id}}}"#
+            ),
+            "/x-table/cache/headers/Bad Name",
+            "not a valid header name",
+        ),
+        (
+            "T",
+            format!(r#"{{"type":"object","x-table":{{"expiration":"1h"}},{id}}}"#),
+            "/x-table/expiration",
             "not supported",
         ),
         (
@@ -202,6 +266,42 @@ fn errors_name_the_pointer_and_the_reason() {
             "{text}: `{found_reason}` lacks `{reason}`"
         );
     }
+}
+
+#[test]
+fn reads_cache_settings() {
+    // SAFETY: this test alone reads or writes this variable.
+    unsafe { std::env::set_var("TABLECAST_TEST_QUOTES_TOKEN", "s3cret") };
+    let schema = load(
+        "Quote",
+        r#"{
+            "type": "object",
+            "x-table": { "cache": {
+                "origin": "https://quotes.example/v1/{id}",
+                "headers": { "Authorization": "Bearer ${TABLECAST_TEST_QUOTES_TOKEN}" },
+                "expiration": "60s", "staleWhileRevalidate": "30s", "staleIfError": "10m",
+                "notFound": "10s", "timeout": "2s", "maxEntries": 1000,
+                "honorOriginCacheControl": true
+            } },
+            "properties": { "id": {"type": "string"} }
+        }"#,
+    )
+    .expect("loads");
+    let seconds = Duration::from_secs;
+    assert_eq!(
+        schema.settings.cache,
+        Some(CacheSettings {
+            origin: "https://quotes.example/v1/{id}".into(),
+            headers: vec![("Authorization".into(), "Bearer s3cret".into())],
+            expiration: seconds(60),
+            stale_while_revalidate: seconds(30),
+            stale_if_error: seconds(600),
+            not_found: seconds(10),
+            timeout: seconds(2),
+            max_entries: Some(1000),
+            honor_origin_cache_control: true,
+        })
+    );
 }
 
 #[test]

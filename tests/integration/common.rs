@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use tablecast::clock::Clock;
 use tablecast::events::ChangeEvent;
 use tablecast::{App, Config};
 use tempfile::TempDir;
@@ -86,9 +87,14 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    pub async fn start(mut config: Config) -> TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        TestServer::start_with_clock(config, Clock::system()).await
+    }
+
+    /// A server whose cache freshness follows `clock`.
+    pub async fn start_with_clock(mut config: Config, clock: Clock) -> TestServer {
         config.http = "127.0.0.1:0".parse().expect("address");
-        let app = App::open(config).expect("server opens");
+        let app = App::open_with_clock(config, clock).expect("server opens");
         let events = app.events().subscribe();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("address"));

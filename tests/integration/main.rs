@@ -1,11 +1,13 @@
 //! Integration tests: real servers on port 0 with temporary data directories, driven over HTTP.
 
+mod cache;
 mod cli;
 mod common;
 mod durability;
 mod events;
 mod flows;
 mod limits;
+mod origin;
 mod queries;
 mod query_model;
 mod rest;
