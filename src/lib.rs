@@ -17,6 +17,7 @@
 //! | [`schema`] | schema files, `x-table` settings, compiled validators |
 //! | [`storage`] | the only user of sled: key and index encodings, record envelope, group commit |
 //! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
+//! | [`warm`] | the `tablecast warm` command: a client of a running server |
 //! | [`config`], [`error`], [`clock`] | leaves |
 //!
 //! # Write path (`PUT /Product/42`)
@@ -60,6 +61,7 @@ pub mod query;
 pub mod schema;
 pub mod storage;
 pub mod table;
+pub mod warm;
 
 pub use app::App;
 pub use config::Config;

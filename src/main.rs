@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tablecast::warm::{self, WarmArgs};
 use tablecast::{App, Config};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Serve every table defined in the schema directory.
     Serve(Config),
+    /// Fetch ids into a cache table of a running server ahead of use.
+    Warm(WarmArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(config) => runtime.block_on(serve(config)),
+        Command::Warm(args) => runtime.block_on(warm_cache(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,6 +64,26 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     println!("tablecast listening on http://{}", listener.local_addr()?);
     app.serve(listener, shutdown_signal()).await?;
     Ok(())
+}
+
+async fn warm_cache(args: WarmArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let totals = warm::run(&args).await?;
+    println!(
+        "warmed {}: {} fetched, {} already fresh, {} not found at the origin, {} failed",
+        args.table,
+        totals.fetched,
+        totals.fresh,
+        totals.not_found,
+        totals.failed.len()
+    );
+    for failure in totals.failed.iter().take(20) {
+        println!("  {failure}");
+    }
+    if totals.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} ids could not be fetched", totals.failed.len()).into())
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -681,3 +681,52 @@ async fn ids_cannot_steer_the_origin_request() {
     assert!(answer.contains("relative path"), "{answer}");
     assert_eq!(s.origin.requests(), 1);
 }
+
+#[tokio::test]
+async fn the_warm_command_fills_a_running_server() {
+    let s = setup("").await;
+    let ids = s.fixture.data.path().join("ids.txt");
+    std::fs::write(&ids, "a\nb\n\nc\n").expect("write ids");
+    let run = |ids: std::path::PathBuf, base: String| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crate::common::binary())
+                .args([
+                    "warm", "--table", "Quote", "--batch", "2", "--url", &base, "--ids",
+                ])
+                .arg(ids)
+                .output()
+                .expect("tablecast warm runs")
+        })
+    };
+    let output = run(ids.clone(), s.server.base.clone())
+        .await
+        .expect("joins");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "warmed Quote: 3 fetched, 0 already fresh, 0 not found at the origin, 0 failed"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(s.origin.requests(), 3);
+    assert_eq!(s.record_count().await, 3);
+
+    s.origin.set_mode(Mode::Fail);
+    std::fs::write(&ids, "a\nz\n").expect("write ids");
+    let output = run(ids, s.server.base.clone()).await.expect("joins");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success());
+    assert!(
+        stdout.contains("1 fetched") || stdout.contains("1 already fresh"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\"z\": the origin of table `Quote`"),
+        "{stdout}"
+    );
+}
