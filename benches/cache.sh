@@ -42,7 +42,7 @@ start "$SERVER_CPU" "$work/tc.out" "$bin" serve --schemas "$work/schemas" --data
 base="http://127.0.0.1:$PORT"
 taskset -c "$CLIENT_CPU" target/release/examples/seed "$base" "$RECORDS" "$CONNECTIONS" > /dev/null
 seq -f 'S%.0f' 1 "$RECORDS" > "$work/ids"
-"$bin" warm --table Quote --ids "$work/ids" --url "$base" --batch 500 2>/dev/null
+"$bin" warm --table Quote --ids "$work/ids" --url "$base" --batch 500 2>&1 | tail -2
 
 echo "| round | plain GET req/s | p50 / p99 | cache-hit GET req/s | p50 / p99 | hit / plain |"
 echo "| --- | --- | --- | --- | --- | --- |"

@@ -165,6 +165,11 @@ impl Connection {
                 body.map(|b| b.to_string()).unwrap_or_default(),
             )))
             .map_err(|e| e.to_string())?;
+        // The connection takes the next request only once it has finished the previous one.
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| format!("the connection to the server closed: {e}"))?;
         let response = self
             .sender
             .send_request(request)

@@ -686,7 +686,9 @@ async fn ids_cannot_steer_the_origin_request() {
 async fn the_warm_command_fills_a_running_server() {
     let s = setup("").await;
     let ids = s.fixture.data.path().join("ids.txt");
-    std::fs::write(&ids, "a\nb\n\nc\n").expect("write ids");
+    // One id per request, so the command sends many requests over its one connection.
+    let list: String = (0..30).map(|i| format!("w{i}\n\n")).collect();
+    std::fs::write(&ids, list).expect("write ids");
     let run = |ids: std::path::PathBuf, base: String| {
         tokio::task::spawn_blocking(move || {
             std::process::Command::new(crate::common::binary())
@@ -709,15 +711,15 @@ async fn the_warm_command_fills_a_running_server() {
     );
     assert!(
         stdout.contains(
-            "warmed Quote: 3 fetched, 0 already fresh, 0 not found at the origin, 0 failed"
+            "warmed Quote: 30 fetched, 0 already fresh, 0 not found at the origin, 0 failed"
         ),
         "{stdout}"
     );
-    assert_eq!(s.origin.requests(), 3);
-    assert_eq!(s.record_count().await, 3);
+    assert_eq!(s.origin.requests(), 30);
+    assert_eq!(s.record_count().await, 30);
 
     s.origin.set_mode(Mode::Fail);
-    std::fs::write(&ids, "a\nz\n").expect("write ids");
+    std::fs::write(&ids, "w0\nz\n").expect("write ids");
     let output = run(ids, s.server.base.clone()).await.expect("joins");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!output.status.success());
