@@ -258,9 +258,8 @@ impl CachedTable {
             (Freshness::Usable { stale_for }, Some((record, entry))) => {
                 Stats::count(&shared.stats.stale_served);
                 self.touch(&key);
-                if let Err(error) = shared.origin.url(&key.to_string()) {
-                    tracing::debug!(%error, "not refreshing");
-                } else {
+                // A pushed id the origin cannot be asked for stays as it is.
+                if shared.origin.url(&key.to_string()).is_ok() {
                     drop(self.board(key, validators(&entry)));
                 }
                 let status = CacheStatus {
@@ -625,7 +624,7 @@ impl CachedTable {
 
     /// Removes the entries past their last usable moment and forgets expired 404s; returns how
     /// many entries were removed.
-    pub async fn sweep(&self) -> Result<u64> {
+    pub async fn sweep(&self) -> Result<usize> {
         let shared = &self.shared;
         let now = shared.clock.now_ms();
         shared
@@ -642,19 +641,22 @@ impl CachedTable {
                 })
             });
             let results = futures_util::future::join_all(writes).await;
-            let round = results.iter().filter(|r| r.is_ok()).count();
-            for key in &due {
+            let mut round = 0;
+            // An entry refreshed since it fell due was kept, and stays in the recency list.
+            for (key, _) in due
+                .iter()
+                .zip(&results)
+                .filter(|(_, result)| result.is_ok())
+            {
                 self.forget(key);
+                round += 1;
             }
-            removed += u64::try_from(round).unwrap_or(u64::MAX);
+            removed += round;
             if due.len() < WRITE_CHUNK || round == 0 {
                 break;
             }
         }
-        shared
-            .stats
-            .evictions
-            .fetch_add(removed, std::sync::atomic::Ordering::Relaxed);
+        Stats::add(&shared.stats.evictions, removed);
         Ok(removed)
     }
 
@@ -818,10 +820,7 @@ impl CachedTable {
                 .map(|key| shared.table.remove_if(key, |_| true));
             let results = futures_util::future::join_all(writes).await;
             let evicted = results.iter().filter(|r| r.is_ok()).count();
-            shared.stats.evictions.fetch_add(
-                u64::try_from(evicted).unwrap_or(u64::MAX),
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            Stats::add(&shared.stats.evictions, evicted);
         });
     }
 

@@ -29,7 +29,12 @@ pub struct Stats {
 impl Stats {
     /// Adds one to `counter`.
     pub fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        Stats::add(counter, 1);
+    }
+
+    /// Adds `n` to `counter`.
+    pub fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Records how long one origin request took.

@@ -249,7 +249,7 @@ impl Writer {
                     continue;
                 }
             };
-            let expired_before = current.as_ref().and_then(|c| c.expires_at);
+            let old_expiry = current.as_ref().and_then(|c| c.expires_at);
             let announce = !matches!(change, Change::Restamp(_));
             let (version, record) = match (change, current) {
                 (Change::Put(value, stamp), current) => {
@@ -266,7 +266,7 @@ impl Writer {
                     };
                     table.batch.insert(encoded.clone(), envelope.encode());
                     table.reindex(&encoded, current.as_ref(), Some(&value));
-                    table.reschedule(&encoded, expired_before, envelope.expires_at);
+                    table.reschedule(&encoded, old_expiry, envelope.expires_at);
                     table.meta.count += u64::from(current.is_none());
                     if let Key::Int(n) = key {
                         table.meta.max_int = Some(table.meta.max_int.map_or(n, |m| m.max(n)));
@@ -280,7 +280,7 @@ impl Writer {
                         ..current
                     };
                     table.batch.insert(encoded.clone(), envelope.encode());
-                    table.reschedule(&encoded, expired_before, envelope.expires_at);
+                    table.reschedule(&encoded, old_expiry, envelope.expires_at);
                     (envelope.version, Some(envelope))
                 }
                 (Change::Restamp(_), None) => {
@@ -293,7 +293,7 @@ impl Writer {
                 (Change::Delete, current) => {
                     table.batch.remove(encoded.clone());
                     table.reindex(&encoded, current.as_ref(), None);
-                    table.reschedule(&encoded, expired_before, None);
+                    table.reschedule(&encoded, old_expiry, None);
                     table.meta.count -= u64::from(current.is_some());
                     (self.clock.next(now_ms), None)
                 }

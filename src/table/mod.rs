@@ -167,15 +167,8 @@ impl Table {
         key: Key,
         restamp: impl FnOnce(&Envelope) -> Stamp + Send + 'static,
     ) -> Result<Commit> {
-        let schema = self.schema.clone();
-        self.commit(
-            Target::Key(key),
-            Box::new(move |current, context| {
-                let current = existing(&schema, &Condition::default(), current, context.key)?;
-                Ok(Change::Restamp(restamp(current)))
-            }),
-        )
-        .await
+        self.change_existing(key, move |current| Ok(Change::Restamp(restamp(current))))
+            .await
     }
 
     /// Removes the record `key` if `due` holds for it when the write is decided; otherwise fails
@@ -185,18 +178,34 @@ impl Table {
         key: Key,
         due: impl FnOnce(&Envelope) -> bool + Send + 'static,
     ) -> Result<Commit> {
+        self.change_existing(key, move |current| {
+            if due(current) {
+                Ok(Change::Delete)
+            } else {
+                Err(Error::PreconditionFailed(
+                    "the record changed since it was chosen for removal".to_owned(),
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Commits what `decide` makes of the existing record `key`; 404 if there is none.
+    async fn change_existing(
+        &self,
+        key: Key,
+        decide: impl FnOnce(&Envelope) -> Result<Change> + Send + 'static,
+    ) -> Result<Commit> {
         let schema = self.schema.clone();
         self.commit(
             Target::Key(key),
             Box::new(move |current, context| {
-                let current = existing(&schema, &Condition::default(), current, context.key)?;
-                if due(current) {
-                    Ok(Change::Delete)
-                } else {
-                    Err(Error::PreconditionFailed(
-                        "the record changed since it was chosen for removal".to_owned(),
-                    ))
-                }
+                decide(existing(
+                    &schema,
+                    &Condition::default(),
+                    current,
+                    context.key,
+                )?)
             }),
         )
         .await

@@ -87,6 +87,17 @@ impl Setup {
     }
 }
 
+/// Polls `holds` every 10 ms for up to 3 s; panics with `failure` if it never holds.
+async fn eventually(failure: &str, mut holds: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if holds().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{failure}");
+}
+
 fn header(response: &reqwest::Response, name: &str) -> String {
     response
         .headers()
@@ -210,16 +221,12 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once_in_the_backgroun
     }
     s.origin.wait_for_requests(2).await;
     // The refresh commits after the origin answers; the next reads see it.
-    for _ in 0..100 {
-        let answer = s.get("A").await;
-        if header(&answer, "cache-status").starts_with("tablecast; hit; ttl=60") {
-            assert_eq!(version(answer).await, 2);
-            assert_eq!(s.origin.requests(), 2, "one refresh for twenty stale reads");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the background refresh never landed");
+    eventually("the background refresh never landed", async || {
+        header(&s.get("A").await, "cache-status").starts_with("tablecast; hit; ttl=60")
+    })
+    .await;
+    assert_eq!(version(s.get("A").await).await, 2);
+    assert_eq!(s.origin.requests(), 2, "one refresh for twenty stale reads");
 }
 
 #[tokio::test]
@@ -583,12 +590,10 @@ async fn max_entries_evicts_the_least_recently_used() {
     // `a` is used again, so `b` is now the least recently used.
     assert!(header(&s.get("a").await, "cache-status").contains("hit"));
     assert_eq!(s.get("d").await.status(), 200);
-    for _ in 0..200 {
-        if s.record_count().await == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the bound was not applied", async || {
+        s.record_count().await == 3
+    })
+    .await;
     assert_eq!(s.record_count().await, 3);
     let ids: Vec<Value> = s.server.get_json("/Quote/?select(id)").await;
     assert_eq!(ids, [json!("a"), json!("c"), json!("d")]);
@@ -603,15 +608,12 @@ async fn the_sweeper_removes_entries_past_their_last_usable_moment() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(s.record_count().await, 1, "still within stale-if-error");
     s.clock.advance(Duration::from_secs(2));
-    for _ in 0..300 {
-        if s.record_count().await == 0 {
-            let events = s.server.drain_events();
-            assert_eq!(events.last().map(|e| e.kind), Some(ChangeKind::Delete));
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the sweeper did not remove the expired entry");
+    eventually("the sweeper did not remove the expired entry", async || {
+        s.record_count().await == 0
+    })
+    .await;
+    let events = s.server.drain_events();
+    assert_eq!(events.last().map(|e| e.kind), Some(ChangeKind::Delete));
 }
 
 #[tokio::test]
