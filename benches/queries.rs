@@ -64,7 +64,13 @@ fn main() {
     let file = dir.path().join("Product.json");
     std::fs::write(&file, SCHEMA).expect("schema");
     let store = Arc::new(
-        Store::open(&dir.path().join("data"), STORE_CACHE, Box::new(|_| {})).expect("store"),
+        Store::open(
+            &dir.path().join("data"),
+            STORE_CACHE,
+            1000,
+            Box::new(|_| {}),
+        )
+        .expect("store"),
     );
     let table =
         Arc::new(Table::open(TableSchema::load(&file).expect("schema"), store).expect("table"));

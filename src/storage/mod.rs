@@ -7,6 +7,7 @@
 //! writes go through the group-commit writer (`writer.rs`); reads go straight to sled from any
 //! thread.
 
+mod changelog;
 mod clock;
 mod envelope;
 pub mod index;
@@ -16,6 +17,7 @@ mod writer;
 use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -23,12 +25,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+pub use changelog::LoggedChange;
 pub use envelope::Envelope;
 pub use key::{Key, KeyType};
 pub use writer::{Change, Commit, Decide, OnDurable, Stamp, Target, WriteContext};
 
 use crate::error::{Error, Result};
-use writer::{CLOCK_KEY, Command, Request, Writer};
+use writer::{CLOCK_KEY, ChangeLog, Command, LOG_KEY, Request, Writer};
 
 const META_TREE: &str = "_meta";
 
@@ -36,6 +39,9 @@ const META_TREE: &str = "_meta";
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
+    log: sled::Tree,
+    /// The last change-log sequence number written.
+    log_last: Arc<AtomicU64>,
     commands: mpsc::Sender<Command>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -76,25 +82,50 @@ pub(crate) struct TableMeta {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`, with a page cache of `cache_bytes`, and starts
-    /// its writer thread.
-    pub fn open(dir: &Path, cache_bytes: u64, on_durable: OnDurable) -> Result<Store> {
+    /// Opens (or creates) the database in `dir`, with a page cache of `cache_bytes` and a change
+    /// log of the last `change_log` commits, and starts its writer thread.
+    pub fn open(
+        dir: &Path,
+        cache_bytes: u64,
+        change_log: u64,
+        on_durable: OnDurable,
+    ) -> Result<Store> {
         let db = open_db(dir, cache_bytes)?;
         let meta = db.open_tree(META_TREE).map_err(storage_error)?;
-        let last_version = match meta.get(CLOCK_KEY).map_err(storage_error)? {
-            Some(raw) => u64::from_be_bytes(
-                raw.as_ref()
-                    .try_into()
-                    .map_err(|_| Error::Storage("corrupt clock record".to_owned()))?,
-            ),
-            None => 0,
+        let read_u64 = |key: &[u8]| -> Result<u64> {
+            match meta.get(key).map_err(storage_error)? {
+                Some(raw) => Ok(u64::from_be_bytes(raw.as_ref().try_into().map_err(
+                    |_| {
+                        Error::Storage(format!("corrupt `{}` record", String::from_utf8_lossy(key)))
+                    },
+                )?)),
+                None => Ok(0),
+            }
         };
+        let last_version = read_u64(CLOCK_KEY)?;
+        let last_seq = read_u64(LOG_KEY)?;
+        let log = db.open_tree(changelog::TREE).map_err(storage_error)?;
+        let first_seq = match log.first().map_err(storage_error)? {
+            Some((seq, _)) => u64::from_be_bytes(
+                seq.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Storage("corrupt change log".to_owned()))?,
+            ),
+            None => last_seq + 1,
+        };
+        let log_last = Arc::new(AtomicU64::new(last_seq));
         let (commands, receiver) = mpsc::channel();
         let writer = Writer {
             db: db.clone(),
             meta: meta.clone(),
             clock: clock::Hlc::resume(last_version),
             on_durable,
+            log: ChangeLog {
+                tree: log.clone(),
+                last: log_last.clone(),
+                first: first_seq,
+                retention: change_log,
+            },
         };
         let handle = std::thread::Builder::new()
             .name("tablecast-writer".to_owned())
@@ -103,6 +134,8 @@ impl Store {
         Ok(Store {
             db,
             meta,
+            log,
+            log_last,
             commands,
             writer: Mutex::new(Some(handle)),
         })
@@ -220,6 +253,45 @@ impl Store {
             .send(Command::Write(request))
             .map_err(|_| Error::ShuttingDown)?;
         answer.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// The sequence number of the last logged commit (0 before the first).
+    pub fn last_seq(&self) -> u64 {
+        self.log_last.load(Ordering::Acquire)
+    }
+
+    /// The durable logged changes after sequence number `after`, oldest first, at most `limit`;
+    /// `None` if the log no longer holds every change after `after` (or never held them).
+    pub fn changes_after(&self, after: u64, limit: usize) -> Result<Option<Vec<LoggedChange>>> {
+        let last = self.last_seq();
+        if after > last {
+            return Ok(None);
+        }
+        let mut changes = Vec::new();
+        let entries = self
+            .log
+            .range((after + 1).to_be_bytes()..=last.to_be_bytes())
+            .take(limit);
+        for (expected, entry) in (after + 1..).zip(entries) {
+            let (seq, raw) = entry.map_err(storage_error)?;
+            let seq = u64::from_be_bytes(
+                seq.as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Storage("corrupt change log".to_owned()))?,
+            );
+            if seq != expected {
+                // Trimmed past `after`: some changes are gone.
+                return Ok(None);
+            }
+            changes.push(
+                LoggedChange::decode(seq, &raw)
+                    .ok_or_else(|| Error::Storage(format!("corrupt change log entry {seq}")))?,
+            );
+        }
+        if changes.is_empty() && after < last {
+            return Ok(None);
+        }
+        Ok(Some(changes))
     }
 
     /// Commits what is queued, stops the writer and flushes. Later commits fail with `ShuttingDown`.

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,7 @@ use sled::Transactional;
 use sled::transaction::ConflictableTransactionError;
 use tokio::sync::oneshot;
 
+use super::changelog::LoggedChange;
 use super::clock::Hlc;
 use super::key::Key;
 use super::{Envelope, Records, TableMeta, index, storage_error};
@@ -27,6 +29,8 @@ use crate::error::{Error, Result};
 const MAX_BATCH: usize = 4096;
 /// Key of the highest issued version in the meta tree.
 pub(crate) const CLOCK_KEY: &[u8] = b"clock";
+/// Key of the last change-log sequence number in the meta tree.
+pub(crate) const LOG_KEY: &[u8] = b"change-seq";
 
 /// Which record a mutation targets.
 pub enum Target {
@@ -78,6 +82,8 @@ pub struct Commit {
     pub version: u64,
     /// The record after the commit; `None` for a delete.
     pub record: Option<Envelope>,
+    /// The commit's position in the change log; `None` if it only restamped the record.
+    pub seq: Option<u64>,
 }
 
 /// Called on the writer thread for each commit that changed a record, in commit order, once it is
@@ -102,6 +108,18 @@ pub(crate) struct Writer {
     pub meta: sled::Tree,
     pub clock: Hlc,
     pub on_durable: OnDurable,
+    pub log: ChangeLog,
+}
+
+/// The writer's end of the change log.
+pub(crate) struct ChangeLog {
+    pub tree: sled::Tree,
+    /// The last sequence number written, shared with readers.
+    pub last: Arc<AtomicU64>,
+    /// The oldest sequence number possibly still in the tree.
+    pub first: u64,
+    /// How many entries to keep.
+    pub retention: u64,
 }
 
 struct Staged {
@@ -186,6 +204,8 @@ impl Writer {
         // Records written earlier in this batch, so later mutations see them.
         let mut overlay: BTreeMap<(Arc<str>, Vec<u8>), Option<Envelope>> = BTreeMap::new();
         let mut pending = Vec::with_capacity(requests.len());
+        let mut log = sled::Batch::default();
+        let mut seq = self.log.last.load(Ordering::Relaxed);
 
         for Request {
             records,
@@ -299,11 +319,24 @@ impl Writer {
                 }
             };
             overlay.insert(slot, record.clone());
+            let seq = announce.then(|| {
+                seq += 1;
+                let logged = LoggedChange {
+                    seq,
+                    table: records.name.clone(),
+                    key: key.clone(),
+                    version,
+                    value: record.as_ref().map(|r| r.value.clone()),
+                };
+                log.insert(&seq.to_be_bytes(), logged.encode());
+                seq
+            });
             let commit = Commit {
                 table: records.name.clone(),
                 key,
                 version,
                 record,
+                seq,
             };
             pending.push((commit, reply, announce));
         }
@@ -312,8 +345,15 @@ impl Writer {
             return;
         }
         let staged: Vec<Staged> = staged.into_values().collect();
-        match self.apply(&staged) {
+        // Entries beyond the retention are dropped in the same batch as the new ones.
+        let keep_from = (seq + 1).saturating_sub(self.log.retention).max(1);
+        for old in self.log.first..keep_from {
+            log.remove(&old.to_be_bytes());
+        }
+        match self.apply(&staged, &log, seq) {
             Ok(()) => {
+                self.log.first = self.log.first.max(keep_from);
+                self.log.last.store(seq, Ordering::Release);
                 for table in &staged {
                     table.records.set_meta(table.meta.clone());
                 }
@@ -334,10 +374,10 @@ impl Writer {
     }
 
     /// Writes every staged table, its metadata and the clock in one transaction, then fsyncs.
-    fn apply(&self, staged: &[Staged]) -> Result<()> {
+    fn apply(&self, staged: &[Staged], log: &sled::Batch, last_seq: u64) -> Result<()> {
         // Every tree the batch touches, each with its batch; the meta tree comes first.
-        let mut trees = vec![self.meta.clone()];
-        let mut batches = Vec::new();
+        let mut trees = vec![self.meta.clone(), self.log.tree.clone()];
+        let mut batches = vec![log];
         for table in staged {
             trees.push(table.records.tree.clone());
             batches.push(&table.batch);
@@ -356,6 +396,7 @@ impl Writer {
             .transaction(|views| {
                 let (meta, others) = views.split_first().expect("the meta tree is first");
                 meta.insert(CLOCK_KEY, &clock)?;
+                meta.insert(LOG_KEY, &last_seq.to_be_bytes())?;
                 for (view, batch) in others.iter().zip(&batches) {
                     view.apply_batch(batch)?;
                 }
@@ -403,6 +444,7 @@ mod tests {
         let store = Store::open(
             dir.path(),
             1 << 20,
+            1000,
             Box::new(move |c| seen.lock().unwrap().push(c.version)),
         )
         .expect("opens");

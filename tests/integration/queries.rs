@@ -331,8 +331,9 @@ async fn indexes_are_built_and_dropped_on_restart() {
     server.stop().await;
     let index_entries = |path: &str| {
         let schema = TableSchema::load(&schema_file).expect("schema");
-        let store =
-            Arc::new(Store::open(fixture.data.path(), 16 << 20, Box::new(|_| {})).expect("store"));
+        let store = Arc::new(
+            Store::open(fixture.data.path(), 16 << 20, 1000, Box::new(|_| {})).expect("store"),
+        );
         let table = Table::open(schema, store).expect("table");
         let everything =
             IndexRange::Between(std::ops::Bound::Unbounded, std::ops::Bound::Unbounded);

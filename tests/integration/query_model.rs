@@ -349,7 +349,7 @@ fn open(dir: &std::path::Path, indexes: &str) -> Table {
     std::fs::write(&file, SCHEMA.replace("INDEXES", indexes)).unwrap();
     let schema = TableSchema::load(&file).expect("schema");
     let store =
-        Arc::new(Store::open(&dir.join("data"), 16 << 20, Box::new(|_| {})).expect("store"));
+        Arc::new(Store::open(&dir.join("data"), 16 << 20, 1000, Box::new(|_| {})).expect("store"));
     Table::open(schema, store).expect("table")
 }
 

@@ -44,7 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn open(schema_file: &Path, data: &Path) -> Table {
     let schema = TableSchema::load(schema_file).expect("schema loads");
-    let store = Arc::new(Store::open(data, 16 << 20, Box::new(|_| {})).expect("store opens"));
+    let store = Arc::new(Store::open(data, 16 << 20, 1000, Box::new(|_| {})).expect("store opens"));
     Table::open(schema, store).expect("table opens")
 }
 
