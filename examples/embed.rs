@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use tablecast::events::ChangeKind;
-use tablecast::{App, Config};
+use tablecast::{App, Config, Listeners};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -20,13 +19,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = app.events().subscribe();
     tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
-            let kind = match event.kind {
-                ChangeKind::Put => "put",
-                ChangeKind::Delete => "delete",
-            };
             println!(
-                "event: {kind} {}/{} version {:x}",
-                event.table, event.id, event.version
+                "event: {} {}/{} version {:x}",
+                event.kind.name(),
+                event.table,
+                event.id,
+                event.version
             );
         }
     });
@@ -34,7 +32,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.serve(listener, async {
+    // HTTP only: MQTT needs a listener of its own (see `Listeners::bind`).
+    let listeners = Listeners {
+        http: listener,
+        mqtt: None,
+    };
+    let server = tokio::spawn(app.serve(listeners, async {
         let _ = stopped.await;
     }));
     println!("serving the example tables on {base}");

@@ -13,6 +13,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::Error;
 use crate::events::EventBus;
+use crate::realtime::{self, Realtime};
 use crate::schema::{self, LoadError};
 use crate::storage::Store;
 use crate::{http, table};
@@ -50,7 +51,31 @@ pub struct App {
     config: Config,
     store: Arc<Store>,
     catalog: Arc<Catalog>,
-    events: EventBus,
+    realtime: Realtime,
+}
+
+/// The sockets a server listens on.
+pub struct Listeners {
+    pub http: TcpListener,
+    /// `None` when MQTT is off.
+    pub mqtt: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` names.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let bind = |address| async move {
+            TcpListener::bind(address).await.map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
+            })
+        };
+        let http = bind(config.http).await?;
+        let mqtt = match config.mqtt.0 {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
+        Ok(Listeners { http, mqtt })
+    }
 }
 
 impl App {
@@ -67,6 +92,7 @@ impl App {
             Store::open(
                 &config.data,
                 config.store_cache,
+                config.change_log,
                 table::publish_to(events.clone()),
             )
             .map_err(StartError::Store)?,
@@ -80,42 +106,70 @@ impl App {
             data = %config.data.display(),
             "opened"
         );
+        let realtime = Realtime::new(catalog.clone(), store.clone(), events);
         Ok(App {
             config,
             store,
             catalog,
-            events,
+            realtime,
         })
+    }
+
+    /// The configuration the server was opened with.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The bus on which every durable commit is announced.
     pub fn events(&self) -> &EventBus {
-        &self.events
+        self.realtime.events()
     }
 
-    /// Serves HTTP on `listener` until `shutdown` completes, then stops accepting, lets requests in
-    /// flight and origin requests finish, stops the cache sweeper, commits what is queued and
-    /// flushes the store.
+    /// Serves HTTP (and MQTT, if it has a listener) until `shutdown` completes, then closes
+    /// subscriptions, stops accepting, lets requests in flight and origin requests finish, stops
+    /// the cache sweeper, commits what is queued and flushes the store.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let router = http::router(self.catalog.clone(), self.config.max_body);
+        let router = http::router(self.realtime.clone(), self.config.max_body);
+        let mqtt = listeners.mqtt.map(|listener| {
+            tokio::spawn(realtime::mqtt::serve(
+                listener,
+                self.realtime.clone(),
+                self.config.max_body,
+                self.config.drain_timeout,
+            ))
+        });
+        // Subscriptions never end by themselves: they are closed as soon as shutdown begins.
+        let realtime = self.realtime.clone();
+        let shutdown = async move {
+            shutdown.await;
+            realtime.close();
+        };
         let limits = http::Limits {
             header_timeout: self.config.header_timeout,
             max_connections: self.config.max_connections,
             drain_timeout: self.config.drain_timeout,
         };
         let sweeper = Sweeper::start(self.catalog.caches().cloned().collect(), SWEEP_INTERVAL);
-        http::serve(listener, router, limits, shutdown).await;
+        http::serve(listeners.http, router, limits, shutdown).await;
+        if let Some(mqtt) = mqtt {
+            let _ = mqtt.await;
+        }
         sweeper.stop().await;
         for cache in self.catalog.caches() {
             cache.close(self.config.drain_timeout).await;
         }
         tracing::info!("stopped serving; flushing the store");
-        let App { store, catalog, .. } = self;
-        drop(catalog);
+        let App {
+            store,
+            catalog,
+            realtime,
+            ..
+        } = self;
+        drop((catalog, realtime));
         tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(std::io::Error::other)

@@ -7,8 +7,8 @@ use crate::cache::CachedTable;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
-use crate::storage::Store;
-use crate::table::Table;
+use crate::storage::{Key, Store};
+use crate::table::{Condition, Table};
 
 /// What serves a table's URL space.
 pub enum Resource {
@@ -24,6 +24,24 @@ impl Resource {
         match self {
             Resource::Local(table) => table,
             Resource::Cached(cache) => cache.table(),
+        }
+    }
+
+    /// Writes `record` under `key` unconditionally, as a `PUT` does: a cache table stores it as
+    /// a pushed value. Returns the new version once it is durable.
+    pub async fn put(&self, key: Key, record: serde_json::Value) -> Result<u64> {
+        let commit = match self {
+            Resource::Local(table) => table.put(key, record, Condition::default()).await?,
+            Resource::Cached(cache) => cache.push(key, record, Condition::default(), None).await?,
+        };
+        Ok(commit.version)
+    }
+
+    /// Removes the record `key` unconditionally, as a `DELETE` does (a cache table evicts it).
+    pub async fn delete(&self, key: Key) -> Result<()> {
+        match self {
+            Resource::Local(table) => table.delete(key, Condition::default()).await.map(drop),
+            Resource::Cached(cache) => cache.evict(key, Condition::default()).await,
         }
     }
 }

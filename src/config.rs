@@ -14,6 +14,10 @@ pub const DEFAULT_STORE_CACHE: u64 = 256 << 20;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit of connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default number of commits kept in the change log (for SSE `Last-Event-ID` resume).
+pub const DEFAULT_CHANGE_LOG: u64 = 100_000;
+/// Default address of the MQTT listener.
+pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -54,10 +58,20 @@ pub struct Config {
     /// closed, e.g. `10s`.
     #[arg(long, env = "TABLECAST_DRAIN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Address of the MQTT listener (MQTT 3.1.1 and 5); `off` disables MQTT; port 0 picks a free
+    /// port.
+    #[arg(long, env = "TABLECAST_MQTT", default_value = DEFAULT_MQTT, value_parser = parse_listener)]
+    pub mqtt: Listener,
+
+    /// How many of the latest commits the change log keeps, so a Server-Sent Events client that
+    /// reconnects with `Last-Event-ID` gets what it missed; older resumes get a `resync`.
+    #[arg(long, env = "TABLECAST_CHANGE_LOG", default_value_t = DEFAULT_CHANGE_LOG)]
+    pub change_log: u64,
 }
 
 impl Config {
-    /// The defaults, with the given schema and data directories.
+    /// The defaults, with the given schema and data directories, and MQTT off.
     pub fn new(schemas: impl Into<PathBuf>, data: impl Into<PathBuf>) -> Config {
         Config {
             schemas: schemas.into(),
@@ -68,6 +82,8 @@ impl Config {
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            mqtt: Listener(None),
+            change_log: DEFAULT_CHANGE_LOG,
         }
     }
 }
@@ -125,6 +141,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+/// An optional listener: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listener(pub Option<SocketAddr>);
+
+fn parse_listener(text: &str) -> Result<Listener, String> {
+    match text.trim() {
+        "off" => Ok(Listener(None)),
+        address => address.parse().map(|a| Listener(Some(a))).map_err(|e| {
+            format!("`{address}` is not an address such as 127.0.0.1:1883 or `off`: {e}")
+        }),
+    }
 }
 
 fn parse_bytes(text: &str) -> Result<u64, String> {

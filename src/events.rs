@@ -1,11 +1,12 @@
-//! Change events: one per durable commit, broadcast in commit order to in-process subscribers.
+//! Change events: one per durable commit, broadcast in commit order to in-process subscribers,
+//! and the messages relayed to a table's subscribers without changing it.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
 
-use crate::storage::{Commit, Key};
+use crate::storage::{Commit, Key, LoggedChange};
 
 /// What a commit did to a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +15,20 @@ pub enum ChangeKind {
     Put,
     /// The record was removed.
     Delete,
+    /// A message published to the record's topic (a non-retained MQTT PUBLISH); the record is
+    /// unchanged.
+    Message,
+}
+
+impl ChangeKind {
+    /// The name used in event envelopes: `put`, `delete` or `message`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeKind::Put => "put",
+            ChangeKind::Delete => "delete",
+            ChangeKind::Message => "message",
+        }
+    }
 }
 
 /// A committed change, published only after it is durable.
@@ -25,10 +40,12 @@ pub struct ChangeEvent {
     pub table: Arc<str>,
     /// The record's primary key.
     pub id: Key,
-    /// The commit's version (also the record's `ETag`).
+    /// The commit's version (also the record's `ETag`); 0 for a message.
     pub version: u64,
-    /// The record's JSON after the change; `None` after a delete.
+    /// The record's JSON after the change; `None` after a delete; a message's payload.
     pub value: Option<Bytes>,
+    /// The commit's position in the change log; `None` for a message.
+    pub seq: Option<u64>,
 }
 
 impl From<&Commit> for ChangeEvent {
@@ -42,6 +59,23 @@ impl From<&Commit> for ChangeEvent {
             id: commit.key.clone(),
             version: commit.version,
             value: commit.record.as_ref().map(|r| r.value.clone()),
+            seq: commit.seq,
+        }
+    }
+}
+
+impl From<LoggedChange> for ChangeEvent {
+    fn from(change: LoggedChange) -> ChangeEvent {
+        ChangeEvent {
+            kind: match change.value {
+                Some(_) => ChangeKind::Put,
+                None => ChangeKind::Delete,
+            },
+            table: change.table,
+            id: change.key,
+            version: change.version,
+            value: change.value,
+            seq: Some(change.seq),
         }
     }
 }

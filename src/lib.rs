@@ -10,12 +10,13 @@
 //! | --- | --- |
 //! | [`app`] | composition root: [`App::open`](app::App::open) builds everything, [`App::serve`](app::App::serve) runs and shuts down in order |
 //! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json, the connection loop and its limits |
+//! | [`realtime`] | subscriptions over WebSocket, Server-Sent Events and MQTT: one core, one lag policy; MQTT sessions over rumqttd's codecs (its only user) |
 //! | [`catalog`] | table name -> [`Resource`](catalog::Resource): a table of our own or a cache table |
 //! | [`cache`] | cache tables: [`freshness()`](cache::freshness), single-flight origin requests, stale control, eviction; the only user of reqwest |
 //! | [`query`] | the URL query language of `GET /T/?...`: parser, filter, planner, executor |
 //! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent) |
 //! | [`schema`] | schema files, `x-table` settings, compiled validators |
-//! | [`storage`] | the only user of sled: key and index encodings, record envelope, group commit |
+//! | [`storage`] | the only user of sled: key and index encodings, record envelope, group commit, change log |
 //! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
 //! | [`warm`] | the `tablecast warm` command: a client of a running server |
 //! | [`config`], [`error`], [`clock`] | leaves |
@@ -25,7 +26,8 @@
 //! handler -> [`Table::put`](table::Table::put) -> the storage writer thread takes every queued
 //! write, decides each against the current record (precondition, merge patch, primary key,
 //! timestamps, schema validation), assigns a hybrid-logical-clock version, applies the batch
-//! (records, their index entries, table metadata) in one sled transaction and fsyncs once ->
+//! (records, their index entries, change-log entries, table metadata) in one sled transaction and
+//! fsyncs once ->
 //! publishes one `ChangeEvent` per commit in commit order -> replies. A 2xx on a write means the
 //! write survives `kill -9`.
 //!
@@ -41,6 +43,14 @@
 //! bytes as they are; usable stale -> served, one background refresh; otherwise one origin
 //! request per key however many wait (conditional when validators are stored) -> stored as a
 //! normal commit -> served; on origin failure within stale-if-error, the stale entry is served.
+//!
+//! # Change path (`PUT /Product/42` seen by a subscriber)
+//!
+//! the writer publishes the `ChangeEvent` on the bus -> every [`Subscription`](realtime::Subscription)
+//! whose filter matches (`Product/42`, `Product/+`, `Product/#`) receives it -> WebSocket text
+//! frame, SSE event with the change-log sequence as its id, or MQTT PUBLISH to `Product/42`. A
+//! subscriber that falls behind the bus's buffer gets `resync` and current values, read from the
+//! tables; writers never wait.
 //!
 //! # Query path (`GET /Product/?category=lighting&price=lt=50`)
 //!
@@ -58,10 +68,11 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod query;
+pub mod realtime;
 pub mod schema;
 pub mod storage;
 pub mod table;
 pub mod warm;
 
-pub use app::App;
+pub use app::{App, Listeners};
 pub use config::Config;

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tablecast::warm::{self, WarmArgs};
-use tablecast::{App, Config};
-use tokio::net::TcpListener;
+use tablecast::{App, Config, Listeners};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -55,14 +54,17 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let http = config.http;
     let app = App::open(config)?;
-    let listener = TcpListener::bind(http)
-        .await
-        .map_err(|e| format!("cannot listen on {http}: {e}"))?;
-    // Printed once the tables are open, so a script may wait for this line.
-    println!("tablecast listening on http://{}", listener.local_addr()?);
-    app.serve(listener, shutdown_signal()).await?;
+    let listeners = Listeners::bind(app.config()).await?;
+    if let Some(mqtt) = &listeners.mqtt {
+        println!("tablecast MQTT on mqtt://{}", mqtt.local_addr()?);
+    }
+    // Printed last, once the tables are open, so a script may wait for this line.
+    println!(
+        "tablecast listening on http://{}",
+        listeners.http.local_addr()?
+    );
+    app.serve(listeners, shutdown_signal()).await?;
     Ok(())
 }
 

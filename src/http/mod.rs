@@ -7,6 +7,7 @@ mod headers;
 mod listing;
 mod records;
 mod server;
+mod subscribe;
 
 use std::sync::Arc;
 
@@ -18,17 +19,23 @@ pub use error::{ApiError, PROBLEM_JSON};
 pub use server::{Limits, serve};
 
 use crate::catalog::Catalog;
+use crate::realtime::Realtime;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     catalog: Arc<Catalog>,
+    realtime: Realtime,
     max_body: usize,
 }
 
-/// The REST router for `catalog`, accepting bodies up to `max_body` bytes.
-pub fn router(catalog: Arc<Catalog>, max_body: usize) -> Router {
-    let state = AppState { catalog, max_body };
+/// The router for the tables of `realtime`, accepting bodies up to `max_body` bytes.
+pub fn router(realtime: Realtime, max_body: usize) -> Router {
+    let state = AppState {
+        catalog: realtime.catalog().clone(),
+        realtime,
+        max_body,
+    };
     Router::new()
         .route("/_health", get(health))
         .route(

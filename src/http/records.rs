@@ -13,11 +13,13 @@ use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::listing::{self, Chunks};
+use super::subscribe::{self, Subscription};
 use crate::cache::CacheStatus;
 use crate::catalog::{Catalog, Resource};
 use crate::error::Error;
 use crate::query::executor::{self, Row};
 use crate::query::{self, Select};
+use crate::realtime::Filter;
 use crate::storage::{Commit, Envelope, Key};
 use crate::table::{Table, Verdict};
 
@@ -71,8 +73,14 @@ fn local<'a>(
 pub async fn records_get(
     State(state): State<AppState>,
     UrlPath((name, id)): UrlPath<(String, String)>,
+    Subscription(subscribe): Subscription,
     request: HeaderMap,
 ) -> Answer {
+    if let Some(transport) = subscribe {
+        let table = state.catalog.resource(&name)?.table();
+        let key = table.parse_id(&id)?;
+        return subscribe::answer(&state, Filter::record(table.name(), &key), transport);
+    }
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
         Resource::Cached(cache) => return Ok(cached::get(cache, &id, &request).await),
@@ -184,8 +192,18 @@ pub async fn records_list(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
     RawQuery(raw): RawQuery,
+    Subscription(subscribe): Subscription,
     request: HeaderMap,
 ) -> Answer {
+    if let Some(transport) = subscribe {
+        let table = state.catalog.resource(&name)?.table();
+        if raw.is_some_and(|q| !q.is_empty()) {
+            return Err(ApiError::BadRequest(
+                "a subscription watches a whole table or one record; it takes no query".to_owned(),
+            ));
+        }
+        return subscribe::answer(&state, Filter::table(table.name()), transport);
+    }
     let catalog = state.catalog.clone();
     tokio::task::spawn_blocking(move || list(&catalog, &name, &raw.unwrap_or_default(), &request))
         .await

@@ -62,8 +62,10 @@ async fn configured_by_environment_and_exits_cleanly_on_sigterm() {
         .env("TABLECAST_SCHEMAS", fixture.schemas.path())
         .env("TABLECAST_DATA", fixture.data.path())
         .env("TABLECAST_HTTP", "127.0.0.1:0")
+        .env("TABLECAST_MQTT", "off")
         .env("RUST_LOG", "warn");
     let mut process = Process::spawn_with(command);
+    assert_eq!(process.mqtt, None, "TABLECAST_MQTT=off");
     let http = client();
     let health = http.get(process.url("/_health")).send().await.expect("GET");
     assert_eq!(health.status(), 200);

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tablecast::clock::Clock;
+use tablecast::config::Listener;
 use tablecast::events::ChangeEvent;
-use tablecast::{App, Config};
+use tablecast::{App, Config, Listeners};
 use tempfile::TempDir;
-use tokio::net::TcpListener;
 use tokio::sync::{broadcast, oneshot};
 
 /// `Item`: string keys, strict properties.
@@ -80,6 +80,8 @@ impl Fixture {
 /// A server running in this process.
 pub struct TestServer {
     pub base: String,
+    /// The MQTT listener's address.
+    pub mqtt: SocketAddr,
     pub client: reqwest::Client,
     pub events: broadcast::Receiver<Arc<ChangeEvent>>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -94,16 +96,24 @@ impl TestServer {
     /// A server whose cache freshness follows `clock`.
     pub async fn start_with_clock(mut config: Config, clock: Clock) -> TestServer {
         config.http = "127.0.0.1:0".parse().expect("address");
+        config.mqtt = Listener(Some("127.0.0.1:0".parse().expect("address")));
         let app = App::open_with_clock(config, clock).expect("server opens");
         let events = app.events().subscribe();
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let listeners = Listeners::bind(app.config()).await.expect("bind");
+        let base = format!("http://{}", listeners.http.local_addr().expect("address"));
+        let mqtt = listeners
+            .mqtt
+            .as_ref()
+            .expect("MQTT listener")
+            .local_addr()
+            .expect("address");
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.serve(listener, async {
+        let task = tokio::spawn(app.serve(listeners, async {
             let _ = stop.await;
         }));
         TestServer {
             base,
+            mqtt,
             client: client(),
             events,
             shutdown: Some(shutdown),
@@ -154,12 +164,14 @@ pub struct Process {
     pub child: Child,
     pub addr: SocketAddr,
     pub base: String,
+    /// The MQTT listener's address, if MQTT is on.
+    pub mqtt: Option<SocketAddr>,
 }
 
 impl Process {
     pub fn spawn(schemas: &Path, data: &Path) -> Process {
         Process::spawn_with(tablecast_command(
-            &["serve", "--http", "127.0.0.1:0"],
+            &["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"],
             schemas,
             data,
         ))
@@ -171,21 +183,27 @@ impl Process {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("tablecast starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let addr: SocketAddr = line
-            .trim()
-            .strip_prefix("tablecast listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("address");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut mqtt = None;
+        let addr: SocketAddr = loop {
+            let mut line = String::new();
+            stdout
+                .read_line(&mut line)
+                .expect("read the listening line");
+            let line = line.trim();
+            if let Some(address) = line.strip_prefix("tablecast MQTT on mqtt://") {
+                mqtt = Some(address.parse().expect("MQTT address"));
+            } else if let Some(address) = line.strip_prefix("tablecast listening on http://") {
+                break address.parse().expect("address");
+            } else {
+                panic!("unexpected line {line:?}");
+            }
+        };
         Process {
             child,
             addr,
             base: format!("http://{addr}"),
+            mqtt,
         }
     }
 

@@ -1,0 +1,97 @@
+//! Subscriptions over HTTP: a WebSocket upgrade, or `Accept: text/event-stream`, on `GET /T/id`
+//! (one record) or `GET /T/` (the whole table).
+
+use axum::extract::FromRequestParts;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::realtime::{Filter, sse, ws};
+
+/// The subscription a `GET` asks for, if it asks for one.
+pub enum Subscribe {
+    WebSocket(WebSocketUpgrade),
+    /// Server-Sent Events, resuming after this change-log position if `Last-Event-ID` is given.
+    EventStream {
+        last_event_id: Option<u64>,
+    },
+}
+
+/// Extracts the subscription a request asks for; a malformed upgrade or `Last-Event-ID` is a
+/// 400 problem.
+pub struct Subscription(pub Option<Subscribe>);
+
+impl FromRequestParts<AppState> for Subscription {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let upgrade = parts.headers.get(header::UPGRADE);
+        if upgrade.is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+            let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
+            return Ok(Subscription(Some(Subscribe::WebSocket(upgrade))));
+        }
+        if !accepts_event_stream(&parts.headers) {
+            return Ok(Subscription(None));
+        }
+        let last_event_id = match parts.headers.get("last-event-id") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "Last-Event-ID {value:?} is not an event id this server sent (a decimal number)"
+                        ))
+                    })?,
+            ),
+        };
+        Ok(Subscription(Some(Subscribe::EventStream { last_event_id })))
+    }
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            range
+                .split(';')
+                .next()
+                .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
+        })
+}
+
+/// Starts the subscription to `filter` over the transport asked for.
+pub fn answer(
+    state: &AppState,
+    filter: Filter,
+    transport: Subscribe,
+) -> Result<Response, ApiError> {
+    let realtime = &state.realtime;
+    let mut subscription = realtime.subscribe();
+    match transport {
+        Subscribe::WebSocket(upgrade) => {
+            subscription.watch(filter);
+            let realtime = realtime.clone();
+            Ok(upgrade
+                .on_upgrade(move |socket| ws::stream(socket, subscription, realtime))
+                .into_response())
+        }
+        Subscribe::EventStream { last_event_id } => {
+            match last_event_id {
+                Some(after) => subscription.resume(filter, after)?,
+                None => subscription.watch(filter),
+            }
+            Ok(sse::stream(subscription, realtime).into_response())
+        }
+    }
+}

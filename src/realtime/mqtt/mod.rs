@@ -1,0 +1,61 @@
+//! MQTT 3.1.1 and 5 on their own port: rumqttd's packet codecs (`codec.rs`, the only use of
+//! rumqttd) under our own sessions (`session.rs`), which subscribe to the same core as WebSocket
+//! and SSE. Topics `<Table>/<id>` are records; other topics form a plain broker (`broker.rs`).
+
+mod broker;
+mod codec;
+mod session;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use session::{MAX_SUBSCRIPTIONS, RESYNC_TOPIC, reserved_for_tables};
+
+use super::Realtime;
+use broker::Broker;
+use session::Shared;
+
+/// Serves MQTT on `listener` until the server starts shutting down, then closes every session
+/// (waiting at most `drain_timeout` for them to finish what they are applying).
+pub async fn serve(
+    listener: TcpListener,
+    realtime: Realtime,
+    max_body: usize,
+    drain_timeout: Duration,
+) {
+    let shared = Arc::new(Shared {
+        realtime: realtime.clone(),
+        broker: Broker::new(),
+        max_body,
+    });
+    let numbers = AtomicU64::new(1);
+    let mut sessions = JoinSet::new();
+    let closing = realtime.closing().clone();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = closing.cancelled() => break,
+        };
+        while sessions.try_join_next().is_some() {}
+        let number = numbers.fetch_add(1, Ordering::Relaxed);
+        sessions.spawn(session::run(stream, shared.clone(), number));
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(drain_timeout, async {
+        while sessions.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        sessions.shutdown().await;
+    }
+}

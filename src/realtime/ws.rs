@@ -1,0 +1,74 @@
+//! WebSocket transport: one subscription per connection, each item a JSON text frame.
+//!
+//! The server pings every [`PING_EVERY`]; a peer that sends nothing (not even the pong) for
+//! [`SILENCE_LIMIT`] is dropped. Closing: 1000 when the client closes, 1001 when the server shuts
+//! down, 1008 for a client that sends data (the stream is one-way), 1011 on a server fault.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{Realtime, Subscription, envelope};
+
+/// How often the server pings an idle peer.
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+/// How long a peer may stay silent before it is considered gone.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Streams `subscription` to `socket` until either side closes.
+pub async fn stream(mut socket: WebSocket, mut subscription: Subscription, realtime: Realtime) {
+    let closing = realtime.closing().clone();
+    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut heard = Instant::now();
+    let close = loop {
+        let outgoing = tokio::select! {
+            item = subscription.next() => match item {
+                Some(item) => Message::Text(envelope(&item).into()),
+                None => break Some((close_code::AWAY, "the server is shutting down")),
+            },
+            incoming = socket.recv() => match incoming {
+                // Pongs to our pings and pings from the peer (answered by the library).
+                Some(Ok(Message::Pong(_) | Message::Ping(_))) => {
+                    heard = Instant::now();
+                    continue;
+                }
+                Some(Ok(Message::Text(_) | Message::Binary(_))) => break Some((
+                    close_code::POLICY,
+                    "this stream is one-way: send writes over HTTP or MQTT",
+                )),
+                // The peer closed (the library answers its close frame) or the connection broke.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
+            },
+            _ = ping.tick() => {
+                if heard.elapsed() > SILENCE_LIMIT {
+                    tracing::debug!("dropping a silent WebSocket peer");
+                    break None;
+                }
+                Message::Ping(Default::default())
+            }
+            () = closing.cancelled() => break Some((close_code::AWAY, "the server is shutting down")),
+        };
+        // A peer that stops reading blocks this send; its subscription then falls behind and
+        // is resynchronised when it reads again. Shutdown does not wait for it.
+        let sent = tokio::select! {
+            sent = socket.send(outgoing) => sent,
+            () = closing.cancelled() => break None,
+        };
+        if sent.is_err() {
+            break None;
+        }
+    };
+    if let Some((code, reason)) = close {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,624 @@
+//! MQTT 3.1.1 and 5 against the real listener, with rumqttc and the `mosquitto_sub` /
+//! `mosquitto_pub` command-line clients.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5 as v5p;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::common::{Fixture, TestServer};
+use crate::subscribe::{ws_connect, ws_next};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// An MQTT 3.1.1 client whose incoming packets arrive on a channel. The channel holds one
+/// packet: a test that stops reading stops the client polling its connection (and acking).
+struct Client311 {
+    client: rumqttc::AsyncClient,
+    incoming: mpsc::Receiver<Result<rumqttc::Packet, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Client311 {
+    async fn connect(server: &TestServer, id: &str) -> Client311 {
+        Client311::connect_with(server, id, |_| {}).await
+    }
+
+    async fn connect_with(
+        server: &TestServer,
+        id: &str,
+        configure: impl FnOnce(&mut rumqttc::MqttOptions),
+    ) -> Client311 {
+        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", server.mqtt.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        configure(&mut options);
+        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
+        let (sender, incoming) = mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            loop {
+                let event = match eventloop.poll().await {
+                    Ok(rumqttc::Event::Incoming(packet)) => Ok(packet),
+                    Ok(rumqttc::Event::Outgoing(_)) => continue,
+                    Err(error) => Err(error.to_string()),
+                };
+                let failed = event.is_err();
+                if sender.send(event).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut connected = Client311 {
+            client,
+            incoming,
+            task,
+        };
+        match connected.next().await {
+            rumqttc::Packet::ConnAck(ack) => {
+                assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        connected
+    }
+
+    async fn next(&mut self) -> rumqttc::Packet {
+        tokio::time::timeout(WAIT, self.incoming.recv())
+            .await
+            .expect("a packet in time")
+            .expect("the client runs")
+            .expect("no connection error")
+    }
+
+    async fn next_publish(&mut self) -> rumqttc::Publish {
+        loop {
+            if let rumqttc::Packet::Publish(publish) = self.next().await {
+                return publish;
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str) -> rumqttc::SubscribeReasonCode {
+        self.client
+            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        loop {
+            if let rumqttc::Packet::SubAck(ack) = self.next().await {
+                return ack.return_codes[0];
+            }
+        }
+    }
+
+    async fn publish(&mut self, topic: &str, payload: &[u8], retain: bool) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload.to_vec())
+            .await
+            .expect("publish");
+        loop {
+            if let rumqttc::Packet::PubAck(_) = self.next().await {
+                return;
+            }
+        }
+    }
+}
+
+/// An MQTT 5 client, as [`Client311`].
+struct Client5 {
+    client: rumqttc::v5::AsyncClient,
+    incoming: mpsc::Receiver<Result<v5p::Packet, String>>,
+}
+
+impl Client5 {
+    async fn connect(server: &TestServer, id: &str) -> Client5 {
+        let mut options = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", server.mqtt.port());
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
+        let (sender, incoming) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let event = match eventloop.poll().await {
+                    Ok(rumqttc::v5::Event::Incoming(packet)) => Ok(packet),
+                    Ok(rumqttc::v5::Event::Outgoing(_)) => continue,
+                    Err(error) => Err(error.to_string()),
+                };
+                let failed = event.is_err();
+                if sender.send(event).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let mut connected = Client5 { client, incoming };
+        match connected.next().await {
+            v5p::Packet::ConnAck(ack) => assert_eq!(ack.code, v5p::ConnectReturnCode::Success),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        connected
+    }
+
+    async fn next(&mut self) -> v5p::Packet {
+        tokio::time::timeout(WAIT, self.incoming.recv())
+            .await
+            .expect("a packet in time")
+            .expect("the client runs")
+            .expect("no connection error")
+    }
+
+    async fn next_publish(&mut self) -> v5p::Publish {
+        loop {
+            if let v5p::Packet::Publish(publish) = self.next().await {
+                return publish;
+            }
+        }
+    }
+
+    /// Publishes at QoS 1 and returns the PUBACK.
+    async fn publish(&mut self, topic: &str, payload: &[u8], retain: bool) -> v5p::PubAck {
+        self.client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                retain,
+                payload.to_vec(),
+            )
+            .await
+            .expect("publish");
+        loop {
+            if let v5p::Packet::PubAck(ack) = self.next().await {
+                return ack;
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str) -> v5p::SubAck {
+        self.client
+            .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        loop {
+            if let v5p::Packet::SubAck(ack) = self.next().await {
+                return ack;
+            }
+        }
+    }
+}
+
+async fn put(server: &TestServer, path: &str, body: Value) {
+    let response = server
+        .client
+        .put(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("PUT");
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+async fn get(server: &TestServer, path: &str) -> (u16, String) {
+    let response = server
+        .client
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+fn json_of(payload: &Bytes) -> Value {
+    serde_json::from_slice(payload).expect("a JSON payload")
+}
+
+#[tokio::test]
+async fn v311_subscribers_get_current_records_then_changes() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    put(&server, "/Item/b", json!({"name": "bee"})).await;
+    put(&server, "/Item/a", json!({"name": "ay"})).await;
+    let mut mqtt = Client311::connect(&server, "reader").await;
+    assert_eq!(
+        mqtt.subscribe("Item/+").await,
+        rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
+    );
+    for id in ["a", "b"] {
+        let current = mqtt.next_publish().await;
+        assert_eq!(current.topic, format!("Item/{id}"));
+        assert!(current.retain, "current values arrive as retained messages");
+        assert_eq!(current.qos, rumqttc::QoS::AtLeastOnce);
+        assert_eq!(json_of(&current.payload)["id"], id);
+    }
+
+    put(&server, "/Item/c", json!({"name": "sea"})).await;
+    let change = mqtt.next_publish().await;
+    assert_eq!((change.topic.as_str(), change.retain), ("Item/c", false));
+    assert_eq!(json_of(&change.payload), json!({"id": "c", "name": "sea"}));
+
+    server
+        .client
+        .delete(server.url("/Item/a"))
+        .send()
+        .await
+        .expect("DELETE");
+    let deleted = mqtt.next_publish().await;
+    assert_eq!(deleted.topic, "Item/a");
+    assert!(deleted.payload.is_empty(), "a delete is an empty payload");
+    mqtt.task.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn v5_retained_publishes_write_records_and_bad_ones_get_reason_codes() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut ws = ws_connect(&server, "/Item/x").await;
+    assert_eq!(ws_next(&mut ws).await["type"], "synced");
+    let mut mqtt = Client5::connect(&server, "writer").await;
+
+    let ack = mqtt
+        .publish("Item/x", br#"{"name":"from mqtt"}"#, true)
+        .await;
+    assert_eq!(ack.reason, v5p::PubAckReason::Success);
+    assert_eq!(
+        get(&server, "/Item/x").await,
+        (200, r#"{"id":"x","name":"from mqtt"}"#.to_owned())
+    );
+    let event = ws_next(&mut ws).await;
+    assert_eq!(
+        (event["type"].as_str(), event["value"]["name"].as_str()),
+        (Some("put"), Some("from mqtt"))
+    );
+
+    for (topic, payload, reason, mentions) in [
+        (
+            "Item/x",
+            &b"{not json"[..],
+            v5p::PubAckReason::PayloadFormatInvalid,
+            "not JSON",
+        ),
+        (
+            "Item/x",
+            br#"{"name":5}"#,
+            v5p::PubAckReason::PayloadFormatInvalid,
+            "/name",
+        ),
+        (
+            "Item/x",
+            br#"{"id":"y","name":"n"}"#,
+            v5p::PubAckReason::PayloadFormatInvalid,
+            "id",
+        ),
+        (
+            "Nope/1",
+            br#"{}"#,
+            v5p::PubAckReason::TopicNameInvalid,
+            "no table named `Nope`",
+        ),
+        (
+            "Counter/abc",
+            br#"{}"#,
+            v5p::PubAckReason::TopicNameInvalid,
+            "integer",
+        ),
+        (
+            "Item",
+            br#"{}"#,
+            v5p::PubAckReason::TopicNameInvalid,
+            "Item/<id>",
+        ),
+    ] {
+        let ack = mqtt.publish(topic, payload, true).await;
+        assert_eq!(ack.reason, reason, "{topic} {payload:?}");
+        let said = ack
+            .properties
+            .and_then(|p| p.reason_string)
+            .unwrap_or_default();
+        assert!(
+            said.contains(mentions),
+            "{said:?} should mention {mentions:?}"
+        );
+    }
+    assert_eq!(
+        get(&server, "/Item/x").await.1,
+        r#"{"id":"x","name":"from mqtt"}"#,
+        "refused publishes write nothing"
+    );
+
+    let ack = mqtt.publish("Item/x", b"", true).await;
+    assert_eq!(ack.reason, v5p::PubAckReason::Success);
+    assert_eq!(
+        get(&server, "/Item/x").await.0,
+        404,
+        "a retained empty payload deletes"
+    );
+    assert_eq!(ws_next(&mut ws).await["type"], "delete");
+    // Deleting what is not there is not an error.
+    let ack = mqtt.publish("Item/x", b"", true).await;
+    assert_eq!(ack.reason, v5p::PubAckReason::Success);
+
+    put(&server, "/Item/z", json!({"name": "zed"})).await;
+    let granted = mqtt.subscribe("Item/+").await;
+    assert_eq!(
+        granted.return_codes,
+        [v5p::SubscribeReasonCode::Success(
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce
+        )]
+    );
+    let current = mqtt.next_publish().await;
+    assert_eq!((&current.topic[..], current.retain), (&b"Item/z"[..], true));
+    assert_eq!(json_of(&current.payload)["name"], "zed");
+
+    let refused = mqtt.subscribe("Nope/#").await;
+    assert_eq!(
+        refused.return_codes,
+        [v5p::SubscribeReasonCode::TopicFilterInvalid]
+    );
+    let reason = refused
+        .properties
+        .and_then(|p| p.reason_string)
+        .unwrap_or_default();
+    assert!(reason.contains("no table named `Nope`"), "{reason}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_v311_client_whose_publish_is_refused_stays_connected() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut mqtt = Client311::connect(&server, "clumsy").await;
+    mqtt.publish("Item/q", br#"{"name": 42}"#, true).await;
+    mqtt.publish("Item/q", br#"{"name": "fixed"}"#, true).await;
+    assert_eq!(
+        get(&server, "/Item/q").await.1,
+        r#"{"id":"q","name":"fixed"}"#
+    );
+    assert_eq!(
+        mqtt.subscribe("Nope/+").await,
+        rumqttc::SubscribeReasonCode::Failure
+    );
+    assert_eq!(
+        mqtt.subscribe("Item/q").await,
+        rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_retained_publish_to_a_record_is_relayed_as_a_message() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    put(&server, "/Item/m", json!({"name": "unchanged"})).await;
+    let mut ws = ws_connect(&server, "/Item/m").await;
+    ws_next(&mut ws).await;
+    assert_eq!(ws_next(&mut ws).await["type"], "synced");
+    let mut listener = Client311::connect(&server, "listener").await;
+    listener.subscribe("Item/m").await;
+    listener.next_publish().await; // the current value
+
+    let mut talker = Client5::connect(&server, "talker").await;
+    talker.publish("Item/m", br#"{"hello":1}"#, false).await;
+    let message = ws_next(&mut ws).await;
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["value"], json!({"hello": 1}));
+    let relayed = listener.next_publish().await;
+    assert_eq!((relayed.topic.as_str(), relayed.retain), ("Item/m", false));
+    assert_eq!(&relayed.payload[..], br#"{"hello":1}"#);
+    assert_eq!(
+        get(&server, "/Item/m").await.1,
+        r#"{"id":"m","name":"unchanged"}"#
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn topics_outside_tables_are_a_plain_broker() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut alice = Client311::connect(&server, "alice").await;
+    alice.subscribe("chat/#").await;
+    let mut bob = Client5::connect(&server, "bob").await;
+    bob.publish("chat/room1", b"hi", false).await;
+    let heard = alice.next_publish().await;
+    assert_eq!(
+        (heard.topic.as_str(), &heard.payload[..], heard.retain),
+        ("chat/room1", &b"hi"[..], false)
+    );
+
+    bob.publish("chat/topic", b"rust", true).await;
+    assert_eq!(&alice.next_publish().await.payload[..], b"rust");
+    let mut carol = Client311::connect(&server, "carol").await;
+    carol.subscribe("chat/+").await;
+    let retained = carol.next_publish().await;
+    assert_eq!(
+        (retained.topic.as_str(), retained.retain),
+        ("chat/topic", true)
+    );
+    assert_eq!(&retained.payload[..], b"rust");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_will_is_published_when_a_client_vanishes() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut watcher = Client311::connect(&server, "watcher").await;
+    watcher.subscribe("status/#").await;
+    let doomed = Client311::connect_with(&server, "doomed", |options| {
+        options.set_last_will(rumqttc::LastWill::new(
+            "status/doomed",
+            "gone",
+            rumqttc::QoS::AtLeastOnce,
+            false,
+        ));
+    })
+    .await;
+    // Dropping the event loop drops the connection without a DISCONNECT.
+    doomed.task.abort();
+    drop(doomed);
+    let will = watcher.next_publish().await;
+    assert_eq!(
+        (will.topic.as_str(), &will.payload[..]),
+        ("status/doomed", &b"gone"[..])
+    );
+    server.stop().await;
+}
+
+async fn mosquitto(program: &str, args: &[&str]) -> tokio::process::Child {
+    tokio::process::Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} runs (Debian package mosquitto-clients): {e}"))
+}
+
+#[tokio::test]
+async fn mosquitto_clients_subscribe_and_publish() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let port = server.mqtt.port().to_string();
+    put(&server, "/Item/a", json!({"name": "before"})).await;
+    for version in ["mqttv311", "mqttv5"] {
+        let mut sub = mosquitto(
+            "mosquitto_sub",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                version,
+                "-q",
+                "1",
+                "-t",
+                "Item/a",
+                "-v",
+                "-C",
+                "2",
+            ],
+        )
+        .await;
+        let mut lines = BufReader::new(sub.stdout.take().expect("stdout")).lines();
+        let current = next_line(&mut lines).await;
+        assert!(
+            current.starts_with("Item/a {\"id\":\"a\""),
+            "{version}: {current}"
+        );
+        put(&server, "/Item/a", json!({"name": version})).await;
+        assert_eq!(
+            next_line(&mut lines).await,
+            format!(r#"Item/a {{"id":"a","name":"{version}"}}"#)
+        );
+        let status = tokio::time::timeout(WAIT, sub.wait())
+            .await
+            .expect("exits")
+            .expect("status");
+        assert!(status.success(), "mosquitto_sub {version}: {status}");
+
+        let publish = mosquitto(
+            "mosquitto_pub",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-V",
+                version,
+                "-q",
+                "1",
+                "-r",
+                "-t",
+                "Item/b",
+                "-m",
+                &format!(r#"{{"name":"pub {version}"}}"#),
+            ],
+        )
+        .await;
+        let output = publish.wait_with_output().await.expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            get(&server, "/Item/b").await,
+            (200, format!(r#"{{"id":"b","name":"pub {version}"}}"#))
+        );
+    }
+    server.stop().await;
+}
+
+async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> String {
+    tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("output in time")
+        .expect("read")
+        .expect("a line")
+}
+
+/// Writes `count` Counter records with 32 concurrent clients.
+async fn load_counters(server: &TestServer, count: usize, label: &str) {
+    let writers: Vec<_> = (0..32)
+        .map(|writer| {
+            let client = server.client.clone();
+            let base = server.base.clone();
+            let label = label.to_owned();
+            tokio::spawn(async move {
+                for n in (writer + 1..=count).step_by(32) {
+                    let response = client
+                        .put(format!("{base}/Counter/{n}"))
+                        .json(&json!({"label": format!("{label} {n}")}))
+                        .send()
+                        .await
+                        .expect("PUT");
+                    assert_eq!(response.status(), 204);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+}
+
+#[tokio::test]
+async fn a_100k_record_table_is_delivered_whole_and_a_stalled_client_resyncs() {
+    const RECORDS: usize = 100_000;
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    load_counters(&server, RECORDS, "first").await;
+
+    let mut reader = Client311::connect_with(&server, "everything", |options| {
+        options.set_max_packet_size(1 << 20, 1 << 20);
+    })
+    .await;
+    reader.subscribe("Counter/#").await;
+    for n in 1..=RECORDS {
+        let publish = reader.next_publish().await;
+        assert!(publish.retain);
+        assert_eq!(publish.topic, format!("Counter/{n}"), "in key order");
+    }
+
+    // A client that stops reading while every record changes again.
+    let mut stalled = Client311::connect(&server, "stalled").await;
+    stalled.subscribe("$tablecast/resync").await;
+    stalled.subscribe("Counter/#").await;
+    load_counters(&server, RECORDS, "second").await;
+    // It reads again: changes, then the resync notice and every current value.
+    loop {
+        let publish = stalled.next_publish().await;
+        if publish.topic == "$tablecast/resync" {
+            break;
+        }
+    }
+    for n in 1..=RECORDS {
+        let publish = stalled.next_publish().await;
+        assert_eq!(publish.topic, format!("Counter/{n}"));
+        assert!(publish.retain);
+        assert_eq!(json_of(&publish.payload)["label"], format!("second {n}"));
+    }
+    server.stop().await;
+}
