@@ -3,7 +3,7 @@
 //! and SSE. Topics `<Table>/<id>` are records; other topics form a plain broker (`broker.rs`).
 
 mod broker;
-mod codec;
+pub mod codec;
 mod session;
 
 use std::sync::Arc;
@@ -57,5 +57,42 @@ pub async fn serve(
     });
     if drained.await.is_err() {
         sessions.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use crate::realtime::Filter;
+
+    fn levels(choices: &'static [&'static str]) -> impl Strategy<Value = Vec<&'static str>> {
+        prop::collection::vec(prop::sample::select(choices), 1..5)
+    }
+
+    proptest! {
+        /// Our topic matching agrees with rumqttd's, whose codecs we use.
+        #[test]
+        fn filters_match_as_rumqttd_does(
+            topic in levels(&["a", "b", "$s", ""]),
+            filter in levels(&["a", "b", "+", "$s", ""]),
+            rest in any::<bool>(),
+        ) {
+            let topic = topic.join("/");
+            let mut filter = filter.join("/");
+            if rest {
+                filter.push_str("/#");
+            }
+            prop_assume!(rumqttd::protocol::valid_filter(&filter));
+            // rumqttd matches no `$` topic at all; MQTT lets `$SYS/#` match `$SYS/x` (unit-tested
+            // in `filter.rs`).
+            prop_assume!(!topic.starts_with('$'));
+            let ours = Filter::parse(&filter).expect("a valid filter parses");
+            prop_assert_eq!(
+                ours.matches(&topic),
+                rumqttd::protocol::matches(&topic, &filter),
+                "{} vs {}", filter, topic
+            );
+        }
     }
 }
