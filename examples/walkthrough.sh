@@ -63,6 +63,14 @@ step 415 "Not JSON (curl -d sends a form content type)" -X PUT "$BASE/Product/10
 step 405 "A method the resource does not have (see Allow)" -X POST "$BASE/Product/100" --json '{}'
 step 404 "Nothing was written by any of those" "$BASE/Product/103"
 
+printf '\n## Subscribe to a record as Server-Sent Events: its current value first, then each change\n'
+printf '$ curl -N --max-time 1 -H "Accept: text/event-stream" %s\n' "$BASE/Product/100"
+events=$(curl -sS -N --max-time 1 -H 'Accept: text/event-stream' "$BASE/Product/100" || true)
+printf '%s\n' "$events"
+grep -q '"name":"Oak table"' <<<"$events" || { echo "!! no current value in the event stream" >&2; exit 1; }
+step 404 "Subscriptions to unknown tables are refused before streaming" \
+  -H 'Accept: text/event-stream' "$BASE/Nope/"
+
 step 204 "Delete" -X DELETE "$BASE/Product/100"
 step 404 "Gone" "$BASE/Product/100"
 echo; echo "walk-through complete"

@@ -82,7 +82,7 @@ pub fn answer(
         Subscribe::WebSocket(upgrade) => {
             subscription.watch(filter);
             let realtime = realtime.clone();
-            Ok(upgrade
+            Ok(ws::configure(upgrade)
                 .on_upgrade(move |socket| ws::stream(socket, subscription, realtime))
                 .into_response())
         }

@@ -20,7 +20,7 @@ pub use filter::Filter;
 pub use subscription::{Item, Subscription};
 
 use crate::catalog::Catalog;
-use crate::events::{ChangeEvent, EventBus};
+use crate::events::{ChangeEvent, ChangeKind, EventBus};
 use crate::storage::Store;
 
 /// The subscription hub shared by every transport. Cloning shares it.
@@ -95,7 +95,10 @@ fn change_envelope(event: &ChangeEvent) -> String {
     let value = event.value.as_deref().unwrap_or_default();
     let value = if event.value.is_none() {
         "null".into()
-    } else if serde_json::from_slice::<IgnoredAny>(value).is_ok() {
+    } else if event.kind != ChangeKind::Message
+        || serde_json::from_slice::<IgnoredAny>(value).is_ok()
+    {
+        // Records are stored as valid JSON; only a message's payload can be anything.
         String::from_utf8_lossy(value)
     } else {
         json_string(&String::from_utf8_lossy(value)).into()
@@ -122,7 +125,6 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::events::ChangeKind;
     use crate::storage::Key;
 
     fn event(kind: ChangeKind, value: Option<&'static [u8]>) -> Item {

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, close_code};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{Realtime, Subscription, envelope};
@@ -15,6 +15,19 @@ use super::{Realtime, Subscription, envelope};
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 /// How long a peer may stay silent before it is considered gone.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Largest frame or message a client may send (it has nothing to send but control frames).
+const MAX_INCOMING: usize = 64 << 10;
+
+/// Sizes the connection's buffers for a one-way stream of small frames: tungstenite's defaults
+/// (128 KiB each way) would cost every subscriber a quarter of a megabyte.
+pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
+        .max_message_size(MAX_INCOMING)
+        .max_frame_size(MAX_INCOMING)
+}
 
 /// Streams `subscription` to `socket` until either side closes.
 pub async fn stream(mut socket: WebSocket, mut subscription: Subscription, realtime: Realtime) {
