@@ -133,7 +133,11 @@ impl App {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let router = http::router(self.realtime.clone(), self.config.max_body);
+        let router = http::router(
+            self.realtime.clone(),
+            self.config.max_body,
+            &self.config.cors_origins,
+        );
         let mqtt = listeners.mqtt.map(|listener| {
             tokio::spawn(realtime::mqtt::serve(
                 listener,

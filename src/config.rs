@@ -68,6 +68,11 @@ pub struct Config {
     /// reconnects with `Last-Event-ID` gets what it missed; older resumes get a `resync`.
     #[arg(long, env = "TABLECAST_CHANGE_LOG", default_value_t = DEFAULT_CHANGE_LOG)]
     pub change_log: u64,
+
+    /// Origins whose web pages may use the API from a browser (CORS), comma-separated, e.g.
+    /// `https://app.example.com`; `*` allows any origin. None by default.
+    #[arg(long, env = "TABLECAST_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
 }
 
 impl Config {
@@ -84,6 +89,7 @@ impl Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             mqtt: Listener(None),
             change_log: DEFAULT_CHANGE_LOG,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -143,6 +149,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` is too long"))
 }
 
+/// Checks a `--cors-origins` entry: `*`, or an origin such as `https://app.example.com:8443`.
+pub fn parse_origin(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text == "*" {
+        return Ok(text.to_owned());
+    }
+    let host = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("`{text}` is not an origin such as https://app.example.com, or `*`")
+        })?;
+    if host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
+    {
+        return Err(format!(
+            "`{text}` is not an origin: a scheme and a host (and port), with no path"
+        ));
+    }
+    Ok(text.to_owned())
+}
+
 /// An optional listener: an address, or `off`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Listener(pub Option<SocketAddr>);
@@ -174,6 +204,22 @@ mod tests {
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("1MB").is_err());
         assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn origins() {
+        for good in ["*", "https://app.example.com", "http://127.0.0.1:8080"] {
+            assert_eq!(super::parse_origin(good).as_deref(), Ok(good));
+        }
+        for bad in [
+            "app.example.com",
+            "https://",
+            "https://a.com/",
+            "ftp://a.com",
+            "https://a b",
+        ] {
+            assert!(super::parse_origin(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The HTTP interface: the axum router, its handlers and the problem+json error mapping.
 
 mod cached;
+pub mod cors;
 mod error;
 mod extract;
 mod headers;
@@ -29,14 +30,15 @@ pub struct AppState {
     max_body: usize,
 }
 
-/// The router for the tables of `realtime`, accepting bodies up to `max_body` bytes.
-pub fn router(realtime: Realtime, max_body: usize) -> Router {
+/// The router for the tables of `realtime`, accepting bodies up to `max_body` bytes, and
+/// cross-origin requests from `cors_origins` (`*` for any).
+pub fn router(realtime: Realtime, max_body: usize, cors_origins: &[String]) -> Router {
     let state = AppState {
         catalog: realtime.catalog().clone(),
         realtime,
         max_body,
     };
-    Router::new()
+    let router = Router::new()
         .route("/_health", get(health))
         .route(
             "/_cache/{table}/invalidate",
@@ -66,7 +68,11 @@ pub fn router(realtime: Realtime, max_body: usize) -> Router {
         )
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .with_state(state);
+    match cors::layer(cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
 }
 
 /// `GET /_health`: 200 while the server serves.

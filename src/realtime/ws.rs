@@ -1,7 +1,8 @@
 //! WebSocket transport: one subscription per connection, each item a JSON text frame.
 //!
 //! The server pings every [`PING_EVERY`]; a peer that sends nothing (not even the pong) for
-//! [`SILENCE_LIMIT`] is dropped. Closing: 1000 when the client closes, 1001 when the server shuts
+//! [`SILENCE_LIMIT`] is dropped. A peer that stopped reading for a while is not silent once it
+//! reads again: it then falls under the lag policy instead. Closing: 1000 when the client closes, 1001 when the server shuts
 //! down, 1008 for a client that sends data (the stream is one-way), 1011 on a server fault.
 
 use std::time::Duration;
@@ -15,6 +16,8 @@ use super::{Realtime, Subscription, envelope};
 pub const PING_EVERY: Duration = Duration::from_secs(20);
 /// How long a peer may stay silent before it is considered gone.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
+/// A send that takes longer than this waited for the peer to read.
+const BLOCKED: Duration = Duration::from_millis(50);
 
 /// Largest frame or message a client may send (it has nothing to send but control frames).
 const MAX_INCOMING: usize = 64 << 10;
@@ -65,12 +68,17 @@ pub async fn stream(mut socket: WebSocket, mut subscription: Subscription, realt
         };
         // A peer that stops reading blocks this send; its subscription then falls behind and
         // is resynchronised when it reads again. Shutdown does not wait for it.
+        let started = Instant::now();
         let sent = tokio::select! {
             sent = socket.send(outgoing) => sent,
             () = closing.cancelled() => break None,
         };
         if sent.is_err() {
             break None;
+        }
+        if started.elapsed() > BLOCKED {
+            // The send waited for the peer to drain its window: it is alive and reading again.
+            heard = Instant::now();
         }
     };
     if let Some((code, reason)) = close {

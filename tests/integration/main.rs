@@ -1,5 +1,6 @@
 //! Integration tests: real servers on port 0 with temporary data directories, driven over HTTP.
 
+mod browser;
 mod cache;
 mod cli;
 mod common;

@@ -603,7 +603,12 @@ async fn a_100k_record_table_is_delivered_whole_and_a_stalled_client_resyncs() {
     }
 
     // A client that stops reading while every record changes again.
-    let mut stalled = Client311::connect(&server, "stalled").await;
+    // It sends no PINGREQ while it is stalled: a keep-alive longer than the load keeps the
+    // server from (rightly) dropping it as silent.
+    let mut stalled = Client311::connect_with(&server, "stalled", |options| {
+        options.set_keep_alive(Duration::from_secs(3600));
+    })
+    .await;
     stalled.subscribe("$tablecast/resync").await;
     stalled.subscribe("Counter/#").await;
     load_counters(&server, RECORDS, "second").await;

@@ -322,6 +322,9 @@ impl Session {
                 continue;
             }
             tokio::select! {
+                // Input first: packets that waited while a flush was blocked count for the
+                // keep-alive before its deadline is looked at.
+                biased;
                 read = reader.read_buf(&mut input) => {
                     match read {
                         Ok(0) | Err(_) => return End::Abrupt,
