@@ -114,33 +114,7 @@ async fn latency(base: &str, mqtt: &str, writes: usize, rate: u64) -> Result<(),
     receipts.push(("SSE", sse_times));
 
     // MQTT.
-    let (mqtt_sender, mqtt_times) = mpsc::unbounded_channel();
-    let (client, mut eventloop) = mqtt_client(mqtt, "probe-latency");
-    client
-        .subscribe("Product/#", rumqttc::QoS::AtMostOnce)
-        .await?;
-    let (subscribed_sender, subscribed) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut subscribed = Some(subscribed_sender);
-        while let Ok(event) = eventloop.poll().await {
-            match event {
-                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
-                    subscribed.take().map(|s| s.send(()));
-                }
-                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) if !p.retain => {
-                    if let Some(i) = serde_json::from_slice::<Value>(&p.payload)
-                        .ok()
-                        .as_ref()
-                        .and_then(index_of)
-                    {
-                        let _ = mqtt_sender.send((i, Instant::now()));
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
-    subscribed.await?;
+    let (_client, mqtt_times) = mqtt_subscriber(mqtt, "probe-latency", "Product/#").await?;
     receipts.push(("MQTT", mqtt_times));
     tokio::time::sleep(Duration::from_millis(200)).await;
 
@@ -332,33 +306,7 @@ async fn mqtt_relay(
     rate: u64,
     retain: bool,
 ) -> Result<(), Error> {
-    let (subscriber, mut sub_loop) = mqtt_client(address, "probe-sub");
-    subscriber
-        .subscribe(topic, rumqttc::QoS::AtMostOnce)
-        .await?;
-    let (received_sender, mut received) = mpsc::unbounded_channel();
-    let (subscribed_sender, subscribed) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        let mut subscribed = Some(subscribed_sender);
-        while let Ok(event) = sub_loop.poll().await {
-            match event {
-                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
-                    subscribed.take().map(|s| s.send(()));
-                }
-                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) if !p.retain => {
-                    if let Some(i) = serde_json::from_slice::<Value>(&p.payload)
-                        .ok()
-                        .as_ref()
-                        .and_then(index_of)
-                    {
-                        let _ = received_sender.send((i, Instant::now()));
-                    }
-                }
-                _ => {}
-            }
-        }
-    });
-    subscribed.await?;
+    let (_subscriber, mut received) = mqtt_subscriber(address, "probe-sub", topic).await?;
     // Drain retained messages delivered on subscribing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     while received.try_recv().is_ok() {}
@@ -390,6 +338,47 @@ async fn mqtt_relay(
         summary(latencies)
     );
     Ok(())
+}
+
+/// An MQTT client subscribed to `filter` at QoS 0, once its SUBACK has come back, and the receipt
+/// times of the non-retained publishes it receives (by the index in their payload).
+async fn mqtt_subscriber(
+    address: &str,
+    id: &str,
+    filter: &str,
+) -> Result<
+    (
+        rumqttc::AsyncClient,
+        mpsc::UnboundedReceiver<(usize, Instant)>,
+    ),
+    Error,
+> {
+    let (client, mut eventloop) = mqtt_client(address, id);
+    client.subscribe(filter, rumqttc::QoS::AtMostOnce).await?;
+    let (receipts, received) = mpsc::unbounded_channel();
+    let (subscribed_sender, subscribed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut subscribed = Some(subscribed_sender);
+        while let Ok(event) = eventloop.poll().await {
+            match event {
+                rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                    subscribed.take().map(|s| s.send(()));
+                }
+                rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) if !p.retain => {
+                    if let Some(i) = serde_json::from_slice::<Value>(&p.payload)
+                        .ok()
+                        .as_ref()
+                        .and_then(index_of)
+                    {
+                        let _ = receipts.send((i, Instant::now()));
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+    subscribed.await?;
+    Ok((client, received))
 }
 
 fn mqtt_client(address: &str, id: &str) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {

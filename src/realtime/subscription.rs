@@ -97,13 +97,16 @@ impl Subscription {
     pub fn watch(&mut self, filter: Filter) {
         let since = self.store.last_seq();
         self.snapshot(&filter, since);
-        self.watches.retain(|w| w.filter != filter);
-        self.watches.push(Watch { filter, since });
+        self.add(filter, since);
     }
 
     /// Starts watching `filter`'s changes from now on, without its current values.
     pub fn watch_changes(&mut self, filter: Filter) {
         let since = self.store.last_seq();
+        self.add(filter, since);
+    }
+
+    fn add(&mut self, filter: Filter, since: u64) {
         self.watches.retain(|w| w.filter != filter);
         self.watches.push(Watch { filter, since });
     }
@@ -124,10 +127,7 @@ impl Subscription {
                 filter: filter.clone(),
                 seq: until,
             });
-            self.watches.push(Watch {
-                filter,
-                since: until,
-            });
+            self.add(filter, until);
         } else {
             self.ready.push_back(Item::Resync);
             self.watch(filter);
@@ -135,21 +135,14 @@ impl Subscription {
         Ok(())
     }
 
-    /// Stops watching `filter`; returns whether it was watched.
-    pub fn unwatch(&mut self, filter: &Filter) -> bool {
-        let before = self.watches.len();
+    /// Stops watching `filter`, and drops the reads still owed for it.
+    pub fn unwatch(&mut self, filter: &Filter) {
         self.watches.retain(|w| &w.filter != filter);
         self.jobs.retain(|job| match job {
             Job::Snapshot { filter: f, .. }
             | Job::Replay { filter: f, .. }
             | Job::Synced { filter: f, .. } => f != filter,
         });
-        self.watches.len() != before
-    }
-
-    /// The filters watched.
-    pub fn filters(&self) -> impl Iterator<Item = &Filter> {
-        self.watches.iter().map(|w| &w.filter)
     }
 
     /// The next item; `None` once the server is shutting down.

@@ -152,6 +152,38 @@ impl TestServer {
     }
 }
 
+/// PUTs `count` writes from 32 concurrent clients: write `n` (0-based) is `(id, label)` to
+/// `/Counter/<id>` with `{"label": label}`; every one must succeed.
+pub async fn put_counters(
+    server: &TestServer,
+    count: usize,
+    write: impl Fn(usize) -> (usize, String) + Send + Sync + 'static,
+) {
+    let write = Arc::new(write);
+    let writers: Vec<_> = (0..32)
+        .map(|writer| {
+            let client = server.client.clone();
+            let base = server.base.clone();
+            let write = write.clone();
+            tokio::spawn(async move {
+                for n in (writer..count).step_by(32) {
+                    let (id, label) = write(n);
+                    let response = client
+                        .put(format!("{base}/Counter/{id}"))
+                        .json(&serde_json::json!({ "label": label }))
+                        .send()
+                        .await
+                        .expect("PUT");
+                    assert_eq!(response.status(), 204);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::common::{Fixture, TestServer};
+use crate::common::{Fixture, TestServer, put_counters};
 use crate::subscribe::{ws_connect, ws_next};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -559,29 +559,12 @@ async fn next_line(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildS
         .expect("a line")
 }
 
-/// Writes `count` Counter records with 32 concurrent clients.
-async fn load_counters(server: &TestServer, count: usize, label: &str) {
-    let writers: Vec<_> = (0..32)
-        .map(|writer| {
-            let client = server.client.clone();
-            let base = server.base.clone();
-            let label = label.to_owned();
-            tokio::spawn(async move {
-                for n in (writer + 1..=count).step_by(32) {
-                    let response = client
-                        .put(format!("{base}/Counter/{n}"))
-                        .json(&json!({"label": format!("{label} {n}")}))
-                        .send()
-                        .await
-                        .expect("PUT");
-                    assert_eq!(response.status(), 204);
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+/// Writes Counter records 1 to `count`, labelled `<label> <id>`.
+async fn load_counters(server: &TestServer, count: usize, label: &'static str) {
+    put_counters(server, count, move |n| {
+        (n + 1, format!("{label} {}", n + 1))
+    })
+    .await;
 }
 
 #[tokio::test]

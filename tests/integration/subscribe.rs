@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::common::{Fixture, TestServer, expect_problem};
+use crate::common::{Fixture, TestServer, expect_problem, put_counters};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -424,28 +424,11 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_the_final_values() {
 
     // The stalled subscriber reads nothing while every write completes: writers never wait for it.
     let padding = "x".repeat(200);
-    let writers: Vec<_> = (0..32)
-        .map(|writer| {
-            let client = server.client.clone();
-            let base = server.base.clone();
-            let padding = padding.clone();
-            tokio::spawn(async move {
-                for n in (writer..WRITES).step_by(32) {
-                    let id = n % RECORDS + 1;
-                    let response = client
-                        .put(format!("{base}/Counter/{id}"))
-                        .json(&json!({"label": format!("{n} {padding}")}))
-                        .send()
-                        .await
-                        .expect("PUT");
-                    assert_eq!(response.status(), 204);
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.expect("writer");
-    }
+    let label_padding = padding.clone();
+    put_counters(&server, WRITES, move |n| {
+        (n % RECORDS + 1, format!("{n} {label_padding}"))
+    })
+    .await;
     // Final value of record `id`: the last write n with n % RECORDS + 1 == id.
     let last_label = |id: usize| format!("{} {padding}", WRITES - RECORDS + id - 1);
 

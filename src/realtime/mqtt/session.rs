@@ -162,7 +162,11 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
         .broker
         .connect(&client_id, number, taken_over.clone());
     let mut session = Session {
-        window: MAX_IN_FLIGHT,
+        // The client's Receive Maximum bounds our QoS 1 deliveries in flight.
+        window: connect
+            .receive_maximum
+            .unwrap_or(MAX_IN_FLIGHT)
+            .clamp(1, MAX_IN_FLIGHT),
         codec,
         writer,
         out: BytesMut::with_capacity(4096),
@@ -178,17 +182,13 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
         number,
         client_id: client_id.clone(),
     };
-    let receive_maximum = connect.receive_maximum;
-    session.window = receive_maximum
-        .unwrap_or(MAX_IN_FLIGHT)
-        .clamp(1, MAX_IN_FLIGHT);
     let properties = (session.codec.version() == Version::V5).then(|| ConnAckProperties {
         assigned_client_identifier: connect.client_id.is_empty().then(|| client_id.clone()),
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
         subscription_identifiers_available: Some(0),
         shared_subscription_available: Some(0),
-        max_packet_size: u32::try_from(session.max_packet()).ok(),
+        max_packet_size: u32::try_from(max_packet(shared.max_body)).ok(),
         ..ConnAckProperties::default()
     });
     session.send(Packet::ConnAck(
@@ -230,7 +230,7 @@ async fn read_connect(
     input: &mut BytesMut,
     shared: &Shared,
 ) -> Result<(Codec, Connected, Option<LastWill>), ConnectRefusal> {
-    let max_packet = shared.max_body + 65_536 + 16;
+    let max_packet = max_packet(shared.max_body);
     let codec = loop {
         match codec::hello(input) {
             Hello::Incomplete => {}
@@ -299,11 +299,12 @@ struct Session {
     client_id: String,
 }
 
-impl Session {
-    fn max_packet(&self) -> usize {
-        self.shared.max_body + 65_536 + 16
-    }
+/// The largest packet read: a payload of the body limit, a topic of MQTT's longest, and headers.
+fn max_packet(max_body: usize) -> usize {
+    max_body + 65_536 + 16
+}
 
+impl Session {
     async fn serve(
         &mut self,
         reader: &mut OwnedReadHalf,
