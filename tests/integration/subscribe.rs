@@ -419,11 +419,17 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_the_final_values() {
     let server = fixture.start().await;
     let mut stalled = ws_connect_small_buffer(&server, "/Counter/").await;
     assert!(ws_until_synced(&mut stalled).await.is_empty());
+    // Another subscriber reads its record's changes all along (and so answers pings).
     let mut live = ws_connect(&server, "/Counter/7").await;
     ws_until_synced(&mut live).await;
+    let padding = "x".repeat(200);
+    let final_seven = format!("{} {padding}", WRITES - RECORDS + 7 - 1);
+    let live =
+        tokio::spawn(
+            async move { while ws_next(&mut live).await["value"]["label"] != final_seven {} },
+        );
 
     // The stalled subscriber reads nothing while every write completes: writers never wait for it.
-    let padding = "x".repeat(200);
     let label_padding = padding.clone();
     put_counters(&server, WRITES, move |n| {
         (n % RECORDS + 1, format!("{n} {label_padding}"))
@@ -432,11 +438,8 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_the_final_values() {
     // Final value of record `id`: the last write n with n % RECORDS + 1 == id.
     let last_label = |id: usize| format!("{} {padding}", WRITES - RECORDS + id - 1);
 
-    // Another subscriber kept up with its own record in the meantime.
-    let mut latest = Value::Null;
-    while latest["value"]["label"] != last_label(7) {
-        latest = ws_next(&mut live).await;
-    }
+    // The other subscriber kept up and has its record's final value.
+    live.await.expect("live reader");
 
     // The stalled one reads again: buffered changes, then a resync and every current value.
     let mut frames = 0;
