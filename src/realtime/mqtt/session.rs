@@ -8,10 +8,14 @@
 //! it did is durable.
 
 use std::collections::{HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use rumqttd::protocol::{
     ConnAck, ConnAckProperties, ConnectReturnCode, Disconnect, DisconnectReasonCode, LastWill,
     Packet, PingResp, PubAck, PubAckProperties, PubAckReason, PubComp, PubCompReason, PubRec,
@@ -35,6 +39,9 @@ use crate::realtime::{Filter, Item, Realtime, Subscription};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// QoS 1 deliveries awaiting acknowledgement, at most (lower if the client asks).
 const MAX_IN_FLIGHT: u16 = 1024;
+/// Publishes one connection may have in progress: successive record writes share group commits,
+/// and are still acknowledged in order.
+const MAX_APPLYING: usize = 64;
 /// Subscriptions one connection may hold.
 pub const MAX_SUBSCRIPTIONS: usize = 100;
 /// The topic a client may subscribe to to be told when it fell behind (see the lag policy).
@@ -109,6 +116,25 @@ impl From<Error> for Refusal {
     }
 }
 
+/// A message a PUBLISH asks to relay.
+enum Relay {
+    /// To a record's subscribers (non-retained, on a table topic).
+    Record(ChangeEvent),
+    /// Among MQTT clients (a plain topic).
+    Broker(Message),
+}
+
+/// What applying a PUBLISH comes to: nothing more to do, a message to relay, or a refusal.
+type Applying = Pin<Box<dyn Future<Output = Result<Option<Relay>, Refusal>> + Send>>;
+
+/// A PUBLISH whose effect is known, waiting for its turn to be acknowledged.
+struct Applied {
+    topic: String,
+    qos: QoS,
+    pkid: u16,
+    outcome: Result<Option<Relay>, Refusal>,
+}
+
 /// How the connection ended, which decides whether the will is published.
 enum End {
     /// DISCONNECT from the client: no will (unless it asked for it).
@@ -177,6 +203,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
         in_flight: HashSet::new(),
         next_pkid: 0,
         awaiting_release: HashSet::new(),
+        applying: FuturesOrdered::new(),
         keep_alive: Duration::from_secs(u64::from(connect.keep_alive)),
         shared: shared.clone(),
         number,
@@ -200,6 +227,9 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
     ));
     tracing::debug!(client = %client_id, version = ?session.codec.version(), "MQTT client connected");
     let end = session.serve(&mut reader, input, &taken_over).await;
+    // Publishes read before the end are applied even though they can no longer be acknowledged:
+    // a QoS 0 publish followed by a closed connection is a complete exchange.
+    session.settle().await;
     shared.broker.disconnect(&client_id, number);
     let will = match end {
         End::Clean { with_will: false } => None,
@@ -293,6 +323,8 @@ struct Session {
     next_pkid: u16,
     /// QoS 2 publishes received and answered with PUBREC, awaiting PUBREL.
     awaiting_release: HashSet<u16>,
+    /// Publishes being applied, finished in the order they arrived.
+    applying: FuturesOrdered<Pin<Box<dyn Future<Output = Applied> + Send>>>,
     keep_alive: Duration,
     shared: Arc<Shared>,
     number: u64,
@@ -314,6 +346,27 @@ impl Session {
         let closing = self.shared.realtime.closing().clone();
         let mut deadline = self.deadline();
         loop {
+            // Packets already read, as many as there is room to apply.
+            while self.applying.len() < MAX_APPLYING {
+                match self.codec.read(&mut input) {
+                    Ok(Some(packet)) => {
+                        if let Some(end) = self.handle(packet).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::debug!(client = %self.client_id, %error, "closing an MQTT connection");
+                        let code = match error {
+                            CodecError::TooLarge(_) => DisconnectReasonCode::PacketTooLarge,
+                            CodecError::Malformed(_) => DisconnectReasonCode::MalformedPacket,
+                        };
+                        self.disconnect(code).await;
+                        return End::Abrupt;
+                    }
+                }
+            }
+            // Answers and deliveries go out before waiting for anything else.
             if let Err(end) = self.flush(&closing, taken_over).await {
                 return end;
             }
@@ -322,35 +375,17 @@ impl Session {
                 self.deliver(&topic, &payload, qos, true);
                 continue;
             }
+            let reading = self.applying.len() < MAX_APPLYING;
             tokio::select! {
                 // Input first: packets that waited while a flush was blocked count for the
                 // keep-alive before its deadline is looked at.
                 biased;
-                read = reader.read_buf(&mut input) => {
-                    match read {
-                        Ok(0) | Err(_) => return End::Abrupt,
-                        Ok(_) => deadline = self.deadline(),
-                    }
-                    loop {
-                        match self.codec.read(&mut input) {
-                            Ok(Some(packet)) => {
-                                if let Some(end) = self.handle(packet).await {
-                                    let _ = self.flush(&closing, taken_over).await;
-                                    return end;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(error) => {
-                                tracing::debug!(client = %self.client_id, %error, "closing an MQTT connection");
-                                let code = match error {
-                                    CodecError::TooLarge(_) => DisconnectReasonCode::PacketTooLarge,
-                                    CodecError::Malformed(_) => DisconnectReasonCode::MalformedPacket,
-                                };
-                                self.disconnect(code).await;
-                                return End::Abrupt;
-                            }
-                        }
-                    }
+                read = reader.read_buf(&mut input), if reading => match read {
+                    Ok(0) | Err(_) => return End::Abrupt,
+                    Ok(_) => deadline = self.deadline(),
+                },
+                Some(applied) = self.applying.next(), if !self.applying.is_empty() => {
+                    self.finish(applied);
                 }
                 item = self.subscription.next(), if room => match item {
                     Some(item) => self.deliver_item(&item),
@@ -372,6 +407,13 @@ impl Session {
                 () = closing.cancelled() => return End::Server(DisconnectReasonCode::ServerShuttingDown),
                 () = taken_over.cancelled() => return End::Server(DisconnectReasonCode::SessionTakenOver),
             }
+        }
+    }
+
+    /// Finishes the publishes in progress.
+    async fn settle(&mut self) {
+        while let Some(applied) = self.applying.next().await {
+            self.finish(applied);
         }
     }
 
@@ -402,21 +444,20 @@ impl Session {
                     return Some(End::Abrupt);
                 }
                 let topic = topic.to_owned();
-                if qos == QoS::ExactlyOnce && self.awaiting_release.contains(&pkid) {
-                    // A resent QoS 2 publish we already applied.
-                    self.acknowledge(qos, pkid, Ok(()));
-                    return None;
-                }
-                let outcome = self
-                    .apply(&topic, publish.payload, qos, publish.retain)
-                    .await;
-                if let Err(refusal) = &outcome {
-                    tracing::warn!(
-                        client = %self.client_id, topic, reason = ?refusal.reason,
-                        "refused an MQTT publish: {}", refusal.detail
-                    );
-                }
-                self.acknowledge(qos, pkid, outcome);
+                let applying = if qos == QoS::ExactlyOnce && self.awaiting_release.contains(&pkid) {
+                    // A resent QoS 2 publish we already applied: acknowledge it again.
+                    Box::pin(std::future::ready(Ok(None)))
+                } else {
+                    self.accept(&topic, publish.payload, qos, publish.retain)
+                };
+                self.applying.push_back(Box::pin(async move {
+                    Applied {
+                        topic,
+                        qos,
+                        pkid,
+                        outcome: applying.await,
+                    }
+                }));
             }
             Packet::PubAck(ack, _) => {
                 self.in_flight.remove(&ack.pkid);
@@ -455,17 +496,13 @@ impl Session {
         None
     }
 
-    /// Does what a PUBLISH asks: write or delete a record, relay a message on a table topic, or
-    /// relay (and retain) a plain-topic message.
-    async fn apply(
-        &mut self,
-        topic: &str,
-        payload: Bytes,
-        qos: QoS,
-        retain: bool,
-    ) -> Result<(), Refusal> {
+    /// Checks a PUBLISH and starts what it asks: a record write or delete (the returned future
+    /// completes once it is durable), or a message to relay (returned, to be relayed in turn).
+    fn accept(&self, topic: &str, payload: Bytes, qos: QoS, retain: bool) -> Applying {
+        let refuse = |refusal| -> Applying { Box::pin(std::future::ready(Err(refusal))) };
+        let relay = |relay| -> Applying { Box::pin(std::future::ready(Ok(Some(relay)))) };
         if payload.len() > self.shared.max_body {
-            return Err(Refusal {
+            return refuse(Refusal {
                 reason: PubAckReason::QuotaExceeded,
                 detail: format!(
                     "the payload of {} bytes is over the {}-byte limit",
@@ -481,54 +518,96 @@ impl Session {
         };
         let Ok(resource) = catalog.resource(first) else {
             if reserved_for_tables(first) {
-                return Err(Refusal::topic(format!(
+                return refuse(Refusal::topic(format!(
                     "there is no table named `{first}` (topics whose first level starts with an \
                      upper-case letter are reserved for tables)"
                 )));
             }
-            let message = Message {
+            return relay(Relay::Broker(Message {
                 topic: topic.to_owned(),
                 payload,
                 qos,
                 retain,
                 from: self.number,
-            };
-            return self
-                .shared
-                .broker
-                .publish(message)
-                .map_err(|detail| Refusal {
-                    reason: PubAckReason::QuotaExceeded,
-                    detail,
-                });
+            }));
         };
-        let id = id.filter(|id| !id.is_empty()).ok_or_else(|| {
-            Refusal::topic(format!(
+        let Some(id) = id.filter(|id| !id.is_empty()) else {
+            return refuse(Refusal::topic(format!(
                 "a topic of table `{first}` names a record: `{first}/<id>`"
-            ))
-        })?;
-        let key = resource.table().parse_id(id)?;
+            )));
+        };
+        let key = match resource.table().parse_id(id) {
+            Ok(key) => key,
+            Err(error) => return refuse(error.into()),
+        };
         if !retain {
-            self.shared.realtime.events().publish(ChangeEvent {
+            return relay(Relay::Record(ChangeEvent {
                 kind: ChangeKind::Message,
                 table: resource.table().schema().name.clone(),
                 id: key,
                 version: 0,
                 value: Some(payload),
                 seq: None,
-            });
-            return Ok(());
+            }));
         }
-        if payload.is_empty() {
-            return match resource.delete(key).await {
-                Ok(()) | Err(Error::RecordNotFound { .. }) => Ok(()),
-                Err(error) => Err(error.into()),
-            };
+        let record = if payload.is_empty() {
+            None
+        } else {
+            match serde_json::from_slice(&payload) {
+                Ok(record) => Some(record),
+                Err(e) => return refuse(Refusal::payload(format!("the payload is not JSON: {e}"))),
+            }
+        };
+        let table = first.to_owned();
+        Box::pin(async move {
+            let resource = catalog.resource(&table)?;
+            match record {
+                Some(record) => resource.put(key, record).await.map(drop)?,
+                None => match resource.delete(key).await {
+                    Ok(()) | Err(Error::RecordNotFound { .. }) => {}
+                    Err(error) => return Err(error.into()),
+                },
+            }
+            Ok(None)
+        })
+    }
+
+    /// Relays a message, in its turn among the connection's publishes.
+    fn relay(&self, relay: Relay) -> Result<(), Refusal> {
+        match relay {
+            Relay::Record(event) => {
+                self.shared.realtime.events().publish(event);
+                Ok(())
+            }
+            Relay::Broker(message) => {
+                self.shared
+                    .broker
+                    .publish(message)
+                    .map_err(|detail| Refusal {
+                        reason: PubAckReason::QuotaExceeded,
+                        detail,
+                    })
+            }
         }
-        let record = serde_json::from_slice(&payload)
-            .map_err(|e| Refusal::payload(format!("the payload is not JSON: {e}")))?;
-        resource.put(key, record).await?;
-        Ok(())
+    }
+
+    /// Completes a publish whose turn has come: relays it if it is a message, logs a refusal,
+    /// and acknowledges it.
+    fn finish(&mut self, applied: Applied) {
+        let Applied {
+            topic,
+            qos,
+            pkid,
+            outcome,
+        } = applied;
+        let outcome = outcome.and_then(|relay| relay.map_or(Ok(()), |r| self.relay(r)));
+        if let Err(refusal) = &outcome {
+            tracing::warn!(
+                client = %self.client_id, topic, reason = ?refusal.reason,
+                "refused an MQTT publish: {}", refusal.detail
+            );
+        }
+        self.acknowledge(qos, pkid, outcome);
     }
 
     /// Answers a PUBLISH by its QoS; MQTT 3.1.1 has no way to say it was refused.
@@ -810,10 +889,11 @@ impl Session {
         let Ok(topic) = String::from_utf8(will.topic.to_vec()) else {
             return;
         };
-        if let Err(refusal) = self
-            .apply(&topic, will.message, will.qos, will.retain)
+        let applying = self.accept(&topic, will.message, will.qos, will.retain);
+        let outcome = applying
             .await
-        {
+            .and_then(|relay| relay.map_or(Ok(()), |r| self.relay(r)));
+        if let Err(refusal) = outcome {
             tracing::warn!(client = %self.client_id, topic, "the will was refused: {}", refusal.detail);
         }
     }
