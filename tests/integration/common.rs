@@ -152,6 +152,28 @@ impl TestServer {
     }
 }
 
+/// `PUT path` with a JSON body, which must succeed; returns the new version (the ETag's value).
+pub async fn put(server: &TestServer, path: &str, body: Value) -> String {
+    let response = server
+        .client
+        .put(server.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("PUT");
+    assert!(response.status().is_success(), "{}", response.status());
+    etag_version(&response)
+}
+
+/// The version an answer's `ETag` names.
+pub fn etag_version(response: &reqwest::Response) -> String {
+    response.headers()["etag"]
+        .to_str()
+        .expect("ETag")
+        .trim_matches('"')
+        .to_owned()
+}
+
 /// PUTs `count` writes from 32 concurrent clients: write `n` (0-based) is `(id, label)` to
 /// `/Counter/<id>` with `{"label": label}`; every one must succeed.
 pub async fn put_counters(

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use crate::common::{Fixture, TestServer, put_counters};
+use crate::common::{Fixture, TestServer, put, put_counters};
 use crate::subscribe::{ws_connect, ws_next};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -184,17 +184,6 @@ impl Client5 {
             }
         }
     }
-}
-
-async fn put(server: &TestServer, path: &str, body: Value) {
-    let response = server
-        .client
-        .put(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("PUT");
-    assert!(response.status().is_success(), "{}", response.status());
 }
 
 async fn get(server: &TestServer, path: &str) -> (u16, String) {

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::common::{Fixture, TestServer, expect_problem, put_counters};
+use crate::common::{Fixture, TestServer, etag_version, expect_problem, put, put_counters};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -51,26 +51,6 @@ async fn ws_until_synced(ws: &mut Ws) -> Vec<Value> {
         }
         frames.push(frame);
     }
-}
-
-async fn put(server: &TestServer, path: &str, body: Value) -> String {
-    let response = server
-        .client
-        .put(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("PUT");
-    assert!(response.status().is_success(), "{}", response.status());
-    etag_version(&response)
-}
-
-fn etag_version(response: &reqwest::Response) -> String {
-    response.headers()["etag"]
-        .to_str()
-        .expect("ETag")
-        .trim_matches('"')
-        .to_owned()
 }
 
 #[tokio::test]
