@@ -22,7 +22,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-RUST_LOG=warn taskset -c "$SERVER_CPU" "$bin" serve --data "$work/data" --max-connections 20000 \
+RUST_LOG=warn taskset -c "$SERVER_CPU" "$bin" serve --data "$work/data" --max-connections 20000 --max-subscribers 20000 \
   --http "127.0.0.1:$PORT" --mqtt "127.0.0.1:$MQTT_PORT" > "$work/tc.out" &
 pids+=("$!")
 server=$!

@@ -106,7 +106,12 @@ impl App {
             data = %config.data.display(),
             "opened"
         );
-        let realtime = Realtime::new(catalog.clone(), store.clone(), events);
+        let realtime = Realtime::new(
+            catalog.clone(),
+            store.clone(),
+            events,
+            config.max_subscribers,
+        );
         Ok(App {
             config,
             store,

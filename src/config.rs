@@ -14,6 +14,8 @@ pub const DEFAULT_STORE_CACHE: u64 = 256 << 20;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit of connections served at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default limit of WebSocket and SSE streams plus MQTT connections.
+pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
 /// Default number of commits kept in the change log (for SSE `Last-Event-ID` resume).
 pub const DEFAULT_CHANGE_LOG: u64 = 100_000;
 /// Default address of the MQTT listener.
@@ -69,6 +71,11 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_CHANGE_LOG", default_value_t = DEFAULT_CHANGE_LOG)]
     pub change_log: u64,
 
+    /// WebSocket and SSE streams plus MQTT connections served at once; more are refused (503,
+    /// or an MQTT CONNACK "server busy").
+    #[arg(long, env = "TABLECAST_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
+    pub max_subscribers: usize,
+
     /// Origins whose web pages may use the API from a browser (CORS), comma-separated, e.g.
     /// `https://app.example.com`; `*` allows any origin. None by default.
     #[arg(long, env = "TABLECAST_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
@@ -90,6 +97,7 @@ impl Config {
             mqtt: Listener(None),
             change_log: DEFAULT_CHANGE_LOG,
             cors_origins: Vec::new(),
+            max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
         }
     }
 }

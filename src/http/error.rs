@@ -19,6 +19,8 @@ pub enum ApiError {
     NotAcceptable,
     NoRoute,
     BadRequest(String),
+    /// The server serves its limit of subscribers (the limit given).
+    TooManySubscribers(usize),
 }
 
 impl From<Error> for ApiError {
@@ -198,6 +200,12 @@ impl ApiError {
             ApiError::BadRequest(detail) => {
                 Problem::new(S::BAD_REQUEST, "bad-request", "Bad request", detail)
             }
+            ApiError::TooManySubscribers(limit) => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "too-many-subscribers",
+                "Too many subscribers",
+                format!("the server serves its limit of {limit} subscriptions; retry shortly"),
+            ),
         }
     }
 }
@@ -229,6 +237,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(methods));
+        }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

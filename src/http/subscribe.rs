@@ -77,13 +77,19 @@ pub fn answer(
     transport: Subscribe,
 ) -> Result<Response, ApiError> {
     let realtime = &state.realtime;
+    let admitted = realtime
+        .admit()
+        .ok_or(ApiError::TooManySubscribers(realtime.max_subscribers()))?;
     let mut subscription = realtime.subscribe();
     match transport {
         Subscribe::WebSocket(upgrade) => {
             subscription.watch(filter);
             let realtime = realtime.clone();
             Ok(ws::configure(upgrade)
-                .on_upgrade(move |socket| ws::stream(socket, subscription, realtime))
+                .on_upgrade(move |socket| async move {
+                    ws::stream(socket, subscription, realtime).await;
+                    drop(admitted);
+                })
                 .into_response())
         }
         Subscribe::EventStream { last_event_id } => {
@@ -91,7 +97,7 @@ pub fn answer(
                 Some(after) => subscription.resume(filter, after)?,
                 None => subscription.watch(filter),
             }
-            Ok(sse::stream(subscription, realtime).into_response())
+            Ok(sse::stream(subscription, realtime, admitted).into_response())
         }
     }
 }

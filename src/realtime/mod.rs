@@ -14,6 +14,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use serde::de::IgnoredAny;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 pub use filter::Filter;
@@ -30,16 +31,39 @@ pub struct Realtime {
     store: Arc<Store>,
     events: EventBus,
     closing: CancellationToken,
+    /// One per WebSocket or SSE stream and per MQTT connection.
+    subscribers: Arc<Semaphore>,
+    max_subscribers: usize,
 }
 
 impl Realtime {
-    pub fn new(catalog: Arc<Catalog>, store: Arc<Store>, events: EventBus) -> Realtime {
+    /// The hub for `catalog`'s tables, serving at most `max_subscribers` streams and MQTT
+    /// connections at once.
+    pub fn new(
+        catalog: Arc<Catalog>,
+        store: Arc<Store>,
+        events: EventBus,
+        max_subscribers: usize,
+    ) -> Realtime {
         Realtime {
             catalog,
             store,
             events,
             closing: CancellationToken::new(),
+            subscribers: Arc::new(Semaphore::new(max_subscribers)),
+            max_subscribers,
         }
+    }
+
+    /// A place for one more subscriber (a stream or an MQTT connection), held until it ends;
+    /// `None` at the limit.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.subscribers.clone().try_acquire_owned().ok()
+    }
+
+    /// How many subscribers may be served at once.
+    pub fn max_subscribers(&self) -> usize {
+        self.max_subscribers
     }
 
     /// A subscription watching nothing yet; it sees every change announced from now on.

@@ -11,26 +11,29 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Item, Realtime, Subscription, envelope};
 
 /// How often a comment line is sent on an idle stream, so proxies and clients keep it open.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
-/// The event stream of `subscription`, ending when the server shuts down.
+/// The event stream of `subscription`, ending when the server shuts down; it holds `admitted`
+/// (its place among the subscribers) until the client goes.
 pub fn stream(
     subscription: Subscription,
     realtime: &Realtime,
+    admitted: OwnedSemaphorePermit,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>> + Send + use<>> {
     let closing = realtime.closing().clone();
     let events = futures_util::stream::unfold(
-        (subscription, closing),
-        |(mut subscription, closing)| async move {
+        (subscription, closing, admitted),
+        |(mut subscription, closing, admitted)| async move {
             let item = tokio::select! {
                 item = subscription.next() => item?,
                 () = closing.cancelled() => return None,
             };
-            Some((Ok(event(&item)), (subscription, closing)))
+            Some((Ok(event(&item)), (subscription, closing, admitted)))
         },
     );
     Sse::new(events).keep_alive(KeepAlive::new().interval(HEARTBEAT))

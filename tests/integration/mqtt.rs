@@ -634,6 +634,11 @@ async fn raw(server: &TestServer, bytes: &[u8]) -> Vec<u8> {
     answer
 }
 
+/// The server's answer to a bare MQTT 3.1.1 CONNECT.
+pub async fn raw_connect(server: &TestServer, client_id: &str) -> Vec<u8> {
+    raw(server, &connect_packet(client_id)).await
+}
+
 #[tokio::test]
 async fn raw_clients_closing_early_or_sending_garbage() {
     let fixture = Fixture::new();

@@ -439,3 +439,63 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_the_final_values() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn subscribers_beyond_the_limit_are_refused_until_one_leaves() {
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.max_subscribers = 2;
+    let server = TestServer::start(config).await;
+    let mut first = ws_connect(&server, "/Item/").await;
+    ws_until_synced(&mut first).await;
+    let mut second = SseReader::open(&server, "/Item/", None).await;
+    second.next().await;
+
+    let url = format!("{}/Item/", server.base.replacen("http", "ws", 1));
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    let refused = server
+        .client
+        .get(server.url("/Item/a"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET");
+    expect_problem(refused, 503, "too-many-subscribers").await;
+    // MQTT connections count too: CONNACK "server unavailable" (3.1.1 return code 3).
+    let mqtt = crate::mqtt::raw_connect(&server, "over the limit").await;
+    assert_eq!(mqtt, [0x20, 2, 0, 3]);
+    // Plain reads are not subscriptions.
+    assert_eq!(
+        server
+            .client
+            .get(server.url("/Item/"))
+            .send()
+            .await
+            .expect("GET")
+            .status(),
+        200
+    );
+
+    first.close(None).await.expect("close");
+    drop(first);
+    let mut admitted = None;
+    for _ in 0..100 {
+        let url = format!("{}/Item/", server.base.replacen("http", "ws", 1));
+        if let Ok((ws, _)) = tokio_tungstenite::connect_async(url).await {
+            admitted = Some(ws);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        admitted.is_some(),
+        "a place frees up when a subscriber leaves"
+    );
+    server.stop().await;
+}

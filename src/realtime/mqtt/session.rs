@@ -158,18 +158,7 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
         Ok(Ok(connected)) => connected,
         Ok(Err(refusal)) => {
             if let Some((codec, code)) = refusal {
-                let mut out = BytesMut::new();
-                let refused = Packet::ConnAck(
-                    ConnAck {
-                        session_present: false,
-                        code,
-                    },
-                    None,
-                );
-                if codec.write(refused, &mut out).is_ok() {
-                    let mut writer = writer;
-                    let _ = writer.write_all(&out).await;
-                }
+                refuse(&codec, writer, code).await;
             }
             return;
         }
@@ -177,6 +166,18 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
             tracing::debug!("an MQTT connection sent no CONNECT in time");
             return;
         }
+    };
+    let Some(_admitted) = shared.realtime.admit() else {
+        tracing::warn!(
+            limit = shared.realtime.max_subscribers(),
+            "refusing an MQTT connection: the server serves its limit of subscribers"
+        );
+        let busy = match codec.version() {
+            Version::V311 => ConnectReturnCode::ServiceUnavailable,
+            Version::V5 => ConnectReturnCode::ServerBusy,
+        };
+        refuse(&codec, writer, busy).await;
+        return;
     };
     let client_id = if connect.client_id.is_empty() {
         format!("tablecast-{number}")
@@ -243,6 +244,21 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
         session.publish_will(will).await;
     }
     tracing::debug!(client = %client_id, "MQTT client disconnected");
+}
+
+/// Answers a CONNECT with a refusal; the connection then closes.
+async fn refuse(codec: &Codec, mut writer: OwnedWriteHalf, code: ConnectReturnCode) {
+    let mut out = BytesMut::new();
+    let refused = Packet::ConnAck(
+        ConnAck {
+            session_present: false,
+            code,
+        },
+        None,
+    );
+    if codec.write(refused, &mut out).is_ok() {
+        let _ = writer.write_all(&out).await;
+    }
 }
 
 /// What a CONNECT said that the session needs.
