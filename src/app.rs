@@ -64,14 +64,24 @@ pub struct Listeners {
 impl Listeners {
     /// Binds the addresses `config` names.
     pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
-        let bind = |address| async move {
+        let bind = |address, what: &'static str, hint: &'static str| async move {
             TcpListener::bind(address).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}"))
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {address} for {what}: {e}; {hint}"),
+                )
             })
         };
-        let http = bind(config.http).await?;
+        let http = bind(config.http, "HTTP", "choose another address with --http").await?;
         let mqtt = match config.mqtt.0 {
-            Some(address) => Some(bind(address).await?),
+            Some(address) => Some(
+                bind(
+                    address,
+                    "MQTT",
+                    "choose another address with --mqtt, or turn MQTT off with --mqtt off",
+                )
+                .await?,
+            ),
             None => None,
         };
         Ok(Listeners { http, mqtt })

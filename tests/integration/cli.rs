@@ -123,3 +123,24 @@ fn the_example_schemas_load() {
     let process = Process::spawn(&schemas, data.path());
     assert!(process.addr.port() > 0);
 }
+
+#[test]
+fn a_taken_mqtt_port_says_how_to_choose_another_or_turn_mqtt_off() {
+    let fixture = Fixture::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let output = tablecast_command(
+        &["serve", "--http", "127.0.0.1:0", "--mqtt", &address],
+        fixture.schemas.path(),
+        fixture.data.path(),
+    )
+    .output()
+    .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address} for MQTT"))
+            && stderr.contains("--mqtt off"),
+        "{stderr}"
+    );
+}
