@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Parser, Clone)]
+#[command(args_override_self = true)] // a later `--duration` (say) overrides an earlier one
 struct Args {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:9926")]
@@ -156,8 +157,8 @@ impl Request {
 }
 
 fn put_request(id: u64) -> Request {
+    // No `id` in the body: the URL names the record (Harper's ids are strings, ours integers).
     let body = json!({
-        "id": id,
         "name": format!("Product {id}"),
         "category": format!("c{}", id % 10),
         "price": (id % 1000) as f64 + 0.5,
@@ -344,7 +345,7 @@ async fn notify(args: &Args) -> Result<Outcome, Error> {
         let mark = marks_in.fetch_add(1, Ordering::Relaxed);
         let id = rng.below(records) + 1;
         sent_in.lock().expect("lock").insert(mark, Instant::now());
-        let body = json!({"id": id, "name": "notify", "price": mark});
+        let body = json!({"name": "notify", "price": mark});
         Some(Request {
             method: hyper::Method::PUT,
             path: format!("/{{table}}/{id}"),
