@@ -19,6 +19,22 @@ pub fn last_modified(record: &Envelope) -> HeaderValue {
         .expect("an HTTP date is a valid header value")
 }
 
+/// The media ranges of `Accept`, lower-cased, in the client's order, without those it refuses
+/// (`q=0`). Empty if there is no `Accept` header.
+pub fn accepted(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next()?.to_ascii_lowercase();
+            let refused = parts.any(|p| p.replace(' ', "") == "q=0");
+            (!refused).then_some(media)
+        })
+}
+
 /// Reads `If-Match` and `If-None-Match`.
 pub fn condition(headers: &HeaderMap) -> Condition {
     Condition {

@@ -28,16 +28,10 @@ pub enum Format {
 
 /// What the client accepts, in its order of preference; `None` if we offer none of it.
 pub fn negotiate(headers: &HeaderMap, csv_columns: impl FnOnce() -> Vec<String>) -> Option<Format> {
-    let Some(accept) = headers.get(header::ACCEPT) else {
+    if !headers.contains_key(header::ACCEPT) {
         return Some(Format::Json);
-    };
-    let accept = accept.to_str().unwrap_or_default();
-    let mut ranges = accept.split(',').filter_map(|range| {
-        let mut parts = range.split(';').map(str::trim);
-        let media = parts.next()?.to_ascii_lowercase();
-        let refused = parts.any(|p| p.replace(' ', "") == "q=0");
-        (!refused).then_some(media)
-    });
+    }
+    let mut ranges = super::headers::accepted(headers);
     let chosen = ranges.find(|media| {
         matches!(
             media.as_str(),

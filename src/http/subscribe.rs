@@ -3,12 +3,13 @@
 
 use axum::extract::FromRequestParts;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
+use super::headers;
 use crate::realtime::{Filter, sse, ws};
 
 /// The subscription a `GET` asks for, if it asks for one.
@@ -35,7 +36,7 @@ impl FromRequestParts<AppState> for Subscription {
                 .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))?;
             return Ok(Subscription(Some(Subscribe::WebSocket(upgrade))));
         }
-        if !accepts_event_stream(&parts.headers) {
+        if !headers::accepted(&parts.headers).any(|media| media == "text/event-stream") {
             return Ok(Subscription(None));
         }
         let last_event_id = match parts.headers.get("last-event-id") {
@@ -54,20 +55,6 @@ impl FromRequestParts<AppState> for Subscription {
         };
         Ok(Subscription(Some(Subscribe::EventStream { last_event_id })))
     }
-}
-
-fn accepts_event_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|range| {
-            range
-                .split(';')
-                .next()
-                .is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
-        })
 }
 
 /// Starts the subscription to `filter` over the transport asked for.

@@ -205,7 +205,7 @@ impl Writer {
         let mut overlay: BTreeMap<(Arc<str>, Vec<u8>), Option<Envelope>> = BTreeMap::new();
         let mut pending = Vec::with_capacity(requests.len());
         let mut log = sled::Batch::default();
-        let mut seq = self.log.last.load(Ordering::Relaxed);
+        let mut last_seq = self.log.last.load(Ordering::Relaxed);
 
         for Request {
             records,
@@ -320,7 +320,8 @@ impl Writer {
             };
             overlay.insert(slot, record.clone());
             let seq = announce.then(|| {
-                seq += 1;
+                last_seq += 1;
+                let seq = last_seq;
                 let logged = LoggedChange {
                     seq,
                     table: records.name.clone(),
@@ -338,7 +339,7 @@ impl Writer {
                 record,
                 seq,
             };
-            pending.push((commit, reply, announce));
+            pending.push((commit, reply));
         }
 
         if pending.is_empty() {
@@ -346,19 +347,20 @@ impl Writer {
         }
         let staged: Vec<Staged> = staged.into_values().collect();
         // Entries beyond the retention are dropped in the same batch as the new ones.
-        let keep_from = (seq + 1).saturating_sub(self.log.retention).max(1);
+        let keep_from = (last_seq + 1).saturating_sub(self.log.retention).max(1);
         for old in self.log.first..keep_from {
             log.remove(&old.to_be_bytes());
         }
-        match self.apply(&staged, &log, seq) {
+        match self.apply(&staged, &log, last_seq) {
             Ok(()) => {
                 self.log.first = self.log.first.max(keep_from);
-                self.log.last.store(seq, Ordering::Release);
+                self.log.last.store(last_seq, Ordering::Release);
                 for table in &staged {
                     table.records.set_meta(table.meta.clone());
                 }
-                for (commit, reply, announce) in pending {
-                    if announce {
+                for (commit, reply) in pending {
+                    // Only logged commits changed the record; a restamp is not announced.
+                    if commit.seq.is_some() {
                         (self.on_durable)(&commit);
                     }
                     let _ = reply.send(Ok(commit));
@@ -366,7 +368,7 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, "commit failed; {} writes rejected", pending.len());
-                for (_, reply, _) in pending {
+                for (_, reply) in pending {
                     let _ = reply.send(Err(Error::Storage(error.to_string())));
                 }
             }

@@ -13,8 +13,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-pub use session::{MAX_SUBSCRIPTIONS, RESYNC_TOPIC, reserved_for_tables};
-
 use super::Realtime;
 use broker::Broker;
 use session::Shared;
