@@ -2,13 +2,15 @@
 //!
 //! Rows are produced lazily and sent in chunks of about [`CHUNK_BYTES`]: memory stays flat however
 //! large the answer. Each chunk is produced on the blocking pool (a filter may scan far to fill
-//! one), and only when the socket can take more, so a slow client holds no thread.
+//! one), and only when the socket can take more, so a slow client holds no thread. The first
+//! chunk is produced by the caller, already on the blocking pool, so an answer that fits in one
+//! chunk costs no further hop between threads.
 
 use std::io;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
-use futures_util::Stream;
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::query::executor::{Content, Row, Rows};
@@ -62,19 +64,28 @@ impl Format {
     }
 }
 
-/// A stream of `chunks`, each produced on the blocking pool when the body asks for it.
-pub fn produce_off_the_runtime(chunks: Chunks) -> impl Stream<Item = io::Result<Bytes>> + Send {
-    futures_util::stream::unfold(Some(chunks), |state| async move {
+/// The body of an answer of `rows` as `format`. Call it on the blocking pool: it produces the
+/// first chunk at once, so an error there can still be answered with a status.
+pub fn body(rows: Rows, format: Format) -> io::Result<Body> {
+    let mut chunks = Chunks::new(rows, format);
+    let first = chunks.next().transpose()?.unwrap_or_default();
+    if chunks.finished {
+        return Ok(Body::from(first));
+    }
+    let rest = futures_util::stream::unfold(Some(chunks), |state| async move {
         let mut chunks = state?;
         let (next, chunks) = tokio::task::spawn_blocking(move || (chunks.next(), chunks))
             .await
             .ok()?;
         next.map(|chunk| (chunk, Some(chunks)))
-    })
+    });
+    Ok(Body::from_stream(
+        futures_util::stream::once(async { Ok(first) }).chain(rest),
+    ))
 }
 
 /// The body chunks of an answer.
-pub struct Chunks {
+struct Chunks {
     rows: Rows,
     format: Format,
     opened: bool,
@@ -84,7 +95,7 @@ pub struct Chunks {
 
 impl Chunks {
     /// Formats `rows` as `format`.
-    pub fn new(rows: Rows, format: Format) -> Chunks {
+    fn new(rows: Rows, format: Format) -> Chunks {
         Chunks {
             rows,
             format,

@@ -1,6 +1,5 @@
 //! Handlers for `/T`, `/T/` and `/T/id`.
 
-use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +11,7 @@ use super::cached;
 use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
-use super::listing::{self, Chunks};
+use super::listing;
 use super::subscribe::{self, Subscription};
 use crate::cache::CacheStatus;
 use crate::catalog::{Catalog, Resource};
@@ -275,7 +274,7 @@ fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer
         };
         cached::set_status(&mut response_headers, &status);
     }
-    let body = Body::from_stream(listing::produce_off_the_runtime(Chunks::new(rows, format)));
+    let body = listing::body(rows, format).map_err(|e| Error::Storage(e.to_string()))?;
     Ok((response_headers, body).into_response())
 }
 

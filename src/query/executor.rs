@@ -157,19 +157,36 @@ fn indexed(
     reverse: bool,
     after: Option<&Key>,
 ) -> Result<impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<>> {
-    let mut keys = table
+    let entries = table
         .index_keys(path, range)
-        .ok_or_else(|| Error::Storage(format!("no index on {}", path.join("."))))?
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(after) = after {
-        let after = after.encode();
-        keys.retain(|key| if reverse { *key < after } else { *key > after });
-    }
-    keys.sort_unstable();
-    keys.dedup();
-    if reverse {
-        keys.reverse();
-    }
+        .ok_or_else(|| Error::Storage(format!("no index on {}", path.join("."))))?;
+    let after = after.map(Key::encode);
+    let past_after = move |key: &[u8]| match &after {
+        Some(after) if reverse => key < after.as_slice(),
+        Some(after) => key > after.as_slice(),
+        None => true,
+    };
+    let keys: Box<dyn Iterator<Item = Result<Vec<u8>>> + Send> = match range {
+        // One value's entries are already in key order, each key once: streaming them lets a
+        // limit stop the read early.
+        IndexRange::Value(_) => {
+            let ordered: Box<dyn Iterator<Item = Result<Vec<u8>>> + Send> = match reverse {
+                true => Box::new(entries.rev()),
+                false => Box::new(entries),
+            };
+            Box::new(ordered.skip_while(move |key| key.as_ref().is_ok_and(|key| !past_after(key))))
+        }
+        _ => {
+            let mut keys = entries.collect::<Result<Vec<_>>>()?;
+            keys.retain(|key| past_after(key));
+            keys.sort_unstable();
+            keys.dedup();
+            if reverse {
+                keys.reverse();
+            }
+            Box::new(keys.into_iter().map(Ok))
+        }
+    };
     Ok(table.records_by_keys(keys))
 }
 

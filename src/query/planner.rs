@@ -30,8 +30,8 @@ pub enum Plan {
     },
 }
 
-/// Picks the plan for `filter`. `count(path, range, cap)` counts index entries up to `cap`, and
-/// is `None` where `path` has no index.
+/// Picks the plan for `filter`. `count(path, range, cap)` counts index entries up to `cap` (so
+/// a `cap` of 0 only asks whether there is an index), and is `None` where `path` has no index.
 pub fn plan(
     filter: Option<&Filter>,
     count: impl Fn(&[String], &IndexRange, usize) -> Option<usize>,
@@ -47,32 +47,38 @@ pub fn plan(
             .collect(),
         Some(Filter::Any(_)) | None => Vec::new(),
     };
-    let mut best: Option<(usize, Plan)> = None;
-    let mut seen: Vec<&[String]> = Vec::new();
+    let mut paths: Vec<&[String]> = Vec::new();
     for condition in &conditions {
-        let path = condition.path.as_slice();
-        if seen.contains(&path) {
-            continue;
-        }
-        seen.push(path);
-        let on_path = conditions.iter().copied().filter(|c| c.path == path);
-        let Some(range) = range(on_path) else {
-            continue;
-        };
-        let Some(entries) = count(path, &range, ESTIMATE_CAP) else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|(fewest, _)| entries < *fewest) {
-            best = Some((
-                entries,
-                Plan::Index {
-                    path: path.to_vec(),
-                    range,
-                },
-            ));
+        if !paths.contains(&condition.path.as_slice()) {
+            paths.push(&condition.path);
         }
     }
-    best.map_or(Plan::Scan, |(_, plan)| plan)
+    let mut candidates: Vec<(&[String], IndexRange)> = paths
+        .into_iter()
+        .filter_map(|path| {
+            let range = range(conditions.iter().copied().filter(|c| c.path == path))?;
+            count(path, &range, 0)?;
+            Some((path, range))
+        })
+        .collect();
+    let chosen = if candidates.len() < 2 {
+        candidates.pop()
+    } else {
+        // Counting reads entries: stop each count once it is no better than the fewest so far.
+        let mut best: Option<(usize, (&[String], IndexRange))> = None;
+        for (path, range) in candidates {
+            let cap = best.as_ref().map_or(ESTIMATE_CAP, |(fewest, _)| *fewest);
+            let entries = count(path, &range, cap).unwrap_or(usize::MAX);
+            if best.as_ref().is_none_or(|(fewest, _)| entries < *fewest) {
+                best = Some((entries, (path, range)));
+            }
+        }
+        best.map(|(_, candidate)| candidate)
+    };
+    chosen.map_or(Plan::Scan, |(path, range)| Plan::Index {
+        path: path.to_vec(),
+        range,
+    })
 }
 
 /// The one index range that covers every condition given (all on one attribute), if any.
@@ -83,7 +89,7 @@ fn range<'a>(conditions: impl Iterator<Item = &'a Condition>) -> Option<IndexRan
     for condition in conditions {
         let encoded = match &condition.value {
             Literal::Null if condition.op == Op::Eq => {
-                return Some(IndexRange::Prefix(index::encode(&Value::Null)?));
+                return Some(IndexRange::Value(index::encode(&Value::Null)?));
             }
             Literal::String(s) if condition.op == Op::StartsWith => {
                 return Some(IndexRange::Prefix(string_prefix(s)));
@@ -95,7 +101,7 @@ fn range<'a>(conditions: impl Iterator<Item = &'a Condition>) -> Option<IndexRan
         };
         let (value, bounds) = encoded;
         match condition.op {
-            Op::Eq => return Some(IndexRange::Prefix(value)),
+            Op::Eq => return Some(IndexRange::Value(value)),
             Op::Gt => lower = tighter_lower(lower, Bound::Included(prefix_end(&value))),
             Op::Ge => lower = tighter_lower(lower, Bound::Included(value)),
             Op::Lt => upper = tighter_upper(upper, Bound::Excluded(value)),

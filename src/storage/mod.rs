@@ -67,6 +67,8 @@ pub(crate) struct Index {
 /// Which index entries to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IndexRange {
+    /// Entries of exactly this value (its whole encoding): they are in primary key order.
+    Value(Vec<u8>),
     /// Entries whose value encoding starts with these bytes.
     Prefix(Vec<u8>),
     /// Entries whose value encoding lies between these bounds.
@@ -355,22 +357,22 @@ impl Records {
     }
 
     /// The encoded primary keys of the entries of the index on `path` within `range`, in index
-    /// order (a record appears once per matching value); `None` if there is no such index.
+    /// order (a record appears once per matching value), read lazily from either end; `None` if
+    /// there is no such index.
     pub fn index_keys(
         &self,
         path: &[String],
         range: &IndexRange,
-    ) -> Option<impl Iterator<Item = Result<Vec<u8>>> + Send + use<>> {
+    ) -> Option<impl DoubleEndedIterator<Item = Result<Vec<u8>>> + Send + use<>> {
         let index = self.indexes.iter().find(|i| i.path == path)?;
-        let entries: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send> =
-            match range {
-                IndexRange::Prefix(prefix) => Box::new(index.tree.scan_prefix(prefix)),
-                IndexRange::Between(lower, upper) => Box::new(
-                    index
-                        .tree
-                        .range::<Vec<u8>, _>((lower.clone(), upper.clone())),
-                ),
-            };
+        let entries = match range {
+            IndexRange::Value(prefix) | IndexRange::Prefix(prefix) => {
+                index.tree.scan_prefix(prefix)
+            }
+            IndexRange::Between(lower, upper) => index
+                .tree
+                .range::<Vec<u8>, _>((lower.clone(), upper.clone())),
+        };
         Some(entries.map(|entry| {
             let (entry, _) = entry.map_err(storage_error)?;
             let at = index::value_len(&entry)

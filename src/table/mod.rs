@@ -91,18 +91,20 @@ impl Table {
         &self,
         path: &[String],
         range: &IndexRange,
-    ) -> Option<impl Iterator<Item = Result<Vec<u8>>> + Send + use<>> {
+    ) -> Option<impl DoubleEndedIterator<Item = Result<Vec<u8>>> + Send + use<>> {
         self.records.index_keys(path, range)
     }
 
     /// The records with these encoded keys, read lazily in the order given (absent ones skipped).
-    pub fn records_by_keys(
+    pub fn records_by_keys<K>(
         &self,
-        keys: Vec<Vec<u8>>,
-    ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
+        keys: K,
+    ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<K>
+    where
+        K: Iterator<Item = Result<Vec<u8>>> + Send,
+    {
         let records = self.records.clone();
-        keys.into_iter()
-            .filter_map(move |key| records.get_encoded(&key).transpose())
+        keys.filter_map(move |key| key.and_then(|key| records.get_encoded(&key)).transpose())
     }
 
     /// How many records the table holds.

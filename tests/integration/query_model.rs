@@ -46,6 +46,8 @@ enum Expr {
 struct Case {
     filter: Option<Expr>,
     sort: Option<(&'static str, bool)>,
+    /// `after(id)`, only where the answer is in key order.
+    after: Option<i64>,
     limit: Option<(usize, usize)>,
 }
 
@@ -179,11 +181,13 @@ fn case() -> impl Strategy<Value = Case> {
             prop::sample::select(vec!["id", "n", "c", "flag"]),
             any::<bool>(),
         )),
+        prop::option::of(-1i64..42),
         prop::option::of((0usize..6, 0usize..12).prop_map(|(a, b)| (a.min(b), a.max(b)))),
     )
-        .prop_map(|(filter, sort, limit)| Case {
+        .prop_map(|(filter, sort, after, limit)| Case {
             filter,
             sort,
+            after: after.filter(|_| sort.is_none_or(|(attr, _)| attr == "id")),
             limit,
         })
 }
@@ -231,6 +235,9 @@ fn query_string(case: &Case) -> String {
             "sort({}{attr})",
             if descending { "-" } else { "+" }
         ));
+    }
+    if let Some(after) = case.after {
+        parts.push(format!("after({after})"));
     }
     if let Some((start, end)) = case.limit {
         parts.push(format!("limit({start},{end})"));
@@ -328,6 +335,13 @@ fn naive(records: &[Value], case: &Case) -> Vec<i64> {
                 _ => Ordering::Equal,
             });
             if descending { order.reverse() } else { order }
+        });
+    }
+    if let Some(after) = case.after {
+        let descending = case.sort.is_some_and(|(_, descending)| descending);
+        matching.retain(|r| {
+            let id = r["id"].as_i64().unwrap();
+            if descending { id < after } else { id > after }
         });
     }
     let (offset, count) = case
