@@ -775,11 +775,9 @@ impl CachedTable {
     fn touch(&self, key: &Key) {
         if let Some(recency) = &self.shared.recency {
             let mut recency = recency.lock().unwrap_or_else(PoisonError::into_inner);
-            // Promoting in place spares a hit the key's clone and a rehash.
-            if !recency.contains(key) {
+            // `get` promotes in place: a hit costs one lookup, and no clone of the key.
+            if recency.get(key).is_none() {
                 recency.put(key.clone(), ());
-            } else {
-                recency.promote(key);
             }
         }
     }

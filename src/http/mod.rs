@@ -22,22 +22,32 @@ pub use server::{Limits, serve};
 use crate::catalog::Catalog;
 use crate::realtime::Realtime;
 
-/// What every handler shares.
+/// What every handler shares, behind one `Arc`: extractors clone it for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     catalog: Arc<Catalog>,
     realtime: Realtime,
     max_body: usize,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
 /// The router for the tables of `realtime`, accepting bodies up to `max_body` bytes, and
 /// cross-origin requests from `cors_origins` (`*` for any).
 pub fn router(realtime: Realtime, max_body: usize, cors_origins: &[String]) -> Router {
-    let state = AppState {
+    let state = AppState(Arc::new(Shared {
         catalog: realtime.catalog().clone(),
         realtime,
         max_body,
-    };
+    }));
     let router = Router::new()
         .route("/_health", get(health))
         .route(

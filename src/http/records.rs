@@ -1,6 +1,6 @@
 //! Handlers for `/T`, `/T/` and `/T/id`.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -73,8 +73,10 @@ pub async fn records_get(
     State(state): State<AppState>,
     UrlPath((name, id)): UrlPath<(String, String)>,
     Subscription(subscribe): Subscription,
-    request: HeaderMap,
+    request: Request,
 ) -> Answer {
+    // The request itself rather than a `HeaderMap`, which would be a copy of its headers.
+    let request = request.headers();
     if let Some(transport) = subscribe {
         let table = state.catalog.resource(&name)?.table();
         let key = table.parse_id(&id)?;
@@ -82,13 +84,13 @@ pub async fn records_get(
     }
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
-        Resource::Cached(cache) => return Ok(cached::get(cache, &id, &request).await),
+        Resource::Cached(cache) => return Ok(cached::get(cache, &id, request).await),
     };
     let key = table.parse_id(&id)?;
     let record = table
         .get(&key)?
         .ok_or(Error::RecordNotFound { table: name, id })?;
-    match headers::condition(&request).evaluate(Some(record.version), true) {
+    match headers::condition(request).evaluate(Some(record.version), true) {
         Verdict::Proceed => Ok(record_response(StatusCode::OK, &record)),
         Verdict::NotModified => {
             let mut response = StatusCode::NOT_MODIFIED.into_response();

@@ -10,6 +10,7 @@
 mod changelog;
 mod clock;
 mod envelope;
+mod hot;
 pub mod index;
 mod key;
 mod writer;
@@ -31,6 +32,7 @@ pub use key::{Key, KeyType};
 pub use writer::{Change, Commit, Decide, OnDurable, Stamp, Target, WriteContext};
 
 use crate::error::{Error, Result};
+use hot::HotRecords;
 use writer::{CLOCK_KEY, ChangeLog, Command, LOG_KEY, Request, Writer};
 
 const META_TREE: &str = "_meta";
@@ -44,12 +46,18 @@ pub struct Store {
     log_last: Arc<AtomicU64>,
     commands: mpsc::Sender<Command>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    hot: Arc<HotRecords>,
+    /// Table names by the number that stands for them among the hot records.
+    table_ids: Mutex<Vec<Arc<str>>>,
 }
 
 /// A table's records: a handle to its tree and index trees, cheap to clone.
 #[derive(Clone)]
 pub struct Records {
     name: Arc<str>,
+    /// The table's number among the hot records.
+    id: u32,
+    hot: Arc<HotRecords>,
     key_type: KeyType,
     tree: sled::Tree,
     indexes: Arc<[Index]>,
@@ -84,15 +92,17 @@ pub(crate) struct TableMeta {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`, with a page cache of `cache_bytes` and a change
-    /// log of the last `change_log` commits, and starts its writer thread.
+    /// Opens (or creates) the database in `dir`, with `cache_bytes` of memory for records (a
+    /// quarter for hot records, the rest for sled's page cache) and a change log of the last
+    /// `change_log` commits, and starts its writer thread.
     pub fn open(
         dir: &Path,
         cache_bytes: u64,
         change_log: u64,
         on_durable: OnDurable,
     ) -> Result<Store> {
-        let db = open_db(dir, cache_bytes)?;
+        let hot_bytes = cache_bytes / 4;
+        let db = open_db(dir, cache_bytes - hot_bytes)?;
         let meta = db.open_tree(META_TREE).map_err(storage_error)?;
         let read_u64 = |key: &[u8]| -> Result<u64> {
             match meta.get(key).map_err(storage_error)? {
@@ -140,6 +150,10 @@ impl Store {
             log_last,
             commands,
             writer: Mutex::new(Some(handle)),
+            hot: Arc::new(HotRecords::new(
+                usize::try_from(hot_bytes).unwrap_or(usize::MAX),
+            )),
+            table_ids: Mutex::default(),
         })
     }
 
@@ -183,8 +197,24 @@ impl Store {
             .db
             .open_tree(format!("_expiry/{name}"))
             .map_err(storage_error)?;
+        let id = {
+            let mut ids = self
+                .table_ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let id = ids
+                .iter()
+                .position(|known| **known == *name)
+                .unwrap_or_else(|| {
+                    ids.push(name.into());
+                    ids.len() - 1
+                });
+            u32::try_from(id).map_err(|_| Error::Storage("too many tables".to_owned()))?
+        };
         Ok(Records {
             name: name.into(),
+            id,
+            hot: self.hot.clone(),
             key_type,
             tree,
             indexes: indexes.into(),
@@ -324,7 +354,8 @@ impl Drop for Store {
 impl Records {
     /// Reads one record.
     pub fn get(&self, key: &Key) -> Result<Option<Envelope>> {
-        self.read(&key.encode())
+        let encoded = key.encode();
+        self.hot.read(self.id, &encoded, || self.read(&encoded))
     }
 
     /// Records in key order (descending if `reverse`), strictly after `after` in that order if
@@ -383,7 +414,7 @@ impl Records {
 
     /// Reads one record by its encoded key.
     pub fn get_encoded(&self, encoded: &[u8]) -> Result<Option<(Key, Envelope)>> {
-        let Some(record) = self.read(encoded)? else {
+        let Some(record) = self.hot.read(self.id, encoded, || self.read(encoded))? else {
             return Ok(None);
         };
         let key = Key::decode(self.key_type, encoded)
@@ -410,6 +441,7 @@ impl Records {
             .collect()
     }
 
+    /// Reads one record from sled, past the hot records: the writer's view.
     fn read(&self, encoded: &[u8]) -> Result<Option<Envelope>> {
         self.tree
             .get(encoded)

@@ -125,6 +125,8 @@ pub(crate) struct ChangeLog {
 struct Staged {
     records: Records,
     batch: sled::Batch,
+    /// The encoded keys of the records `batch` writes.
+    written: Vec<Vec<u8>>,
     /// One batch per index of the table, in the order of `records.indexes`.
     index_batches: Vec<sled::Batch>,
     /// Changes to the table's expiry tree, if any.
@@ -220,6 +222,7 @@ impl Writer {
                     meta: records.meta_snapshot(),
                     records: records.clone(),
                     batch: sled::Batch::default(),
+                    written: Vec::new(),
                     index_batches: records
                         .indexes
                         .iter()
@@ -318,6 +321,7 @@ impl Writer {
                     (self.clock.next(now_ms), None)
                 }
             };
+            table.written.push(encoded);
             overlay.insert(slot, record.clone());
             let seq = announce.then(|| {
                 last_seq += 1;
@@ -411,6 +415,12 @@ impl Writer {
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
             .map_err(|error| Error::Storage(format!("{error:?}")))?;
+        // Before the fsync, so no acknowledged write can be shadowed by an older copy.
+        for table in staged {
+            for key in &table.written {
+                table.records.hot.invalidate(table.records.id, key);
+            }
+        }
         self.db.flush().map_err(storage_error)?;
         Ok(())
     }
@@ -471,5 +481,42 @@ mod tests {
         assert_eq!(next.key, Key::Int(1));
         assert_eq!(records.count(), 1);
         assert_eq!(*published.lock().unwrap(), [next.version]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_after_an_acknowledged_write_sees_it_while_other_reads_race() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let store = Store::open(dir.path(), 1 << 20, 1000, Box::new(|_| {})).expect("opens");
+        let records = store.records("T", KeyType::Integer, &[]).expect("tree");
+        let key = Key::Int(7);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Readers keep filling the hot records with whatever they read.
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (records, key, stop) = (records.clone(), key.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        records.get(&key).expect("reads");
+                    }
+                })
+            })
+            .collect();
+        for n in 0..300 {
+            let value = serde_json::json!({ "n": n });
+            let commit = store
+                .commit(
+                    &records,
+                    Target::Key(key.clone()),
+                    Box::new(move |_, _| Ok(Change::Put(value, Stamp::default()))),
+                )
+                .await
+                .expect("writes");
+            let read = records.get(&key).expect("reads").expect("present");
+            assert_eq!(read.version, commit.version, "write {n}");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for reader in readers {
+            reader.join().expect("reader");
+        }
     }
 }
