@@ -42,8 +42,9 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
     pub max_body: usize,
 
-    /// Memory for the store's page cache; records beyond it are read from disk (the OS page
-    /// cache) when needed.
+    /// Memory for records: a quarter holds recently read records ready to serve, the rest is
+    /// the store's page cache; records beyond it are read from disk (the OS page cache) when
+    /// needed.
     #[arg(long, env = "TABLECAST_STORE_CACHE", default_value = "256MiB", value_parser = parse_bytes)]
     pub store_cache: u64,
 
