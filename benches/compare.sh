@@ -81,8 +81,7 @@ if [ "$HARPER" = 1 ]; then
   load harper "$BASE_URL" seed --duration 300s --connections 16 --auth "$HARPER_AUTH"
   load harper "$BASE_URL" warm --duration 300s --cache-table CachedQuote --auth "$HARPER_AUTH"
   for s in $SCENARIOS; do
-    case "$s" in notify-*) continue;; esac # Harper's subscription messages have another shape
-    load harper "$BASE_URL" "$s" --cache-table CachedQuote --auth "$HARPER_AUTH"
+    load harper "$BASE_URL" "$s" --cache-table CachedQuote --auth "$HARPER_AUTH" --mqtt "127.0.0.1:$HARPER_MQTT_PORT"
   done
 fi
 

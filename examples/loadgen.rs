@@ -273,15 +273,28 @@ async fn connect(address: &str) -> Result<http1::SendRequest<Full<Bytes>>, Error
 }
 
 /// PUTs from every connection while one subscriber receives them.
+///
+/// Works with tablecast and with Harper: the subscriber authenticates with `--auth` if given,
+/// lets the current values pass (until tablecast's `synced` frame, or half a second of
+/// silence), and finds each write's mark in the message's record, whichever envelope it has.
 async fn notify(args: &Args) -> Result<Outcome, Error> {
     let (receipts, mut received) = mpsc::unbounded_channel::<(u64, Instant)>();
+    let quiet = Duration::from_millis(500);
     let _subscriber = match args.scenario {
         Scenario::NotifyWs => {
+            use tokio_tungstenite::tungstenite::Message;
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
             let url = format!("{}/{}/", args.url.replacen("http", "ws", 1), args.table);
-            let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
-            // The current values, then `synced`.
-            while let Some(frame) = ws.next().await {
-                if let tokio_tungstenite::tungstenite::Message::Text(text) = frame?
+            let mut request = url.into_client_request()?;
+            if let Some(auth) = &args.auth {
+                let basic = format!("Basic {}", base64(auth.as_bytes()));
+                request
+                    .headers_mut()
+                    .insert("authorization", basic.parse()?);
+            }
+            let (mut ws, _) = tokio_tungstenite::connect_async(request).await?;
+            while let Ok(Some(frame)) = tokio::time::timeout(quiet, ws.next()).await {
+                if let Message::Text(text) = frame?
                     && serde_json::from_str::<Value>(&text)?["type"] == "synced"
                 {
                     break;
@@ -289,11 +302,10 @@ async fn notify(args: &Args) -> Result<Outcome, Error> {
             }
             tokio::spawn(async move {
                 while let Some(Ok(frame)) = ws.next().await {
-                    if let tokio_tungstenite::tungstenite::Message::Text(text) = frame
-                        && let Ok(event) = serde_json::from_str::<Value>(&text)
-                        && let Some(mark) = event["value"]["price"].as_f64()
+                    if let Message::Text(text) = frame
+                        && let Some(mark) = mark_in(text.as_bytes())
                     {
-                        let _ = receipts.send((mark as u64, Instant::now()));
+                        let _ = receipts.send((mark, Instant::now()));
                     }
                 }
             })
@@ -306,6 +318,9 @@ async fn notify(args: &Args) -> Result<Outcome, Error> {
                 port.parse()?,
             );
             options.set_max_packet_size(1 << 20, 1 << 20);
+            if let Some((user, password)) = args.auth.as_ref().and_then(|a| a.split_once(':')) {
+                options.set_credentials(user, password);
+            }
             let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 10_000);
             client
                 .subscribe(format!("{}/#", args.table), rumqttc::QoS::AtMostOnce)
@@ -320,10 +335,8 @@ async fn notify(args: &Args) -> Result<Outcome, Error> {
                             subscribed.take().map(|s| s.send(()));
                         }
                         rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) if !p.retain => {
-                            if let Ok(value) = serde_json::from_slice::<Value>(&p.payload)
-                                && let Some(mark) = value["price"].as_f64()
-                            {
-                                let _ = receipts.send((mark as u64, Instant::now()));
+                            if let Some(mark) = mark_in(&p.payload) {
+                                let _ = receipts.send((mark, Instant::now()));
                             }
                         }
                         _ => {}
@@ -332,7 +345,7 @@ async fn notify(args: &Args) -> Result<Outcome, Error> {
             });
             ready.await?;
             // Let the retained current values pass.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(quiet).await;
             task
         }
     };
@@ -367,6 +380,14 @@ async fn notify(args: &Args) -> Result<Outcome, Error> {
         latencies,
         elapsed: outcome.elapsed,
     })
+}
+
+/// The mark (the record's `price`) a notification carries: the record itself (MQTT), or an
+/// envelope with the record under `value` (tablecast's and Harper's WebSocket messages).
+fn mark_in(message: &[u8]) -> Option<u64> {
+    let message = serde_json::from_slice::<Value>(message).ok()?;
+    let record = message.get("value").unwrap_or(&message);
+    record["price"].as_f64().map(|price| price as u64)
 }
 
 fn report(args: &Args, outcome: &Outcome) -> Result<(), Error> {
