@@ -1,5 +1,5 @@
 //! A slow quotes API to put a cache table in front of: `GET /quotes/{symbol}` answers a quote
-//! after a fixed delay (a symbol starting with `404` answers 404); `GET /stats` tells how many
+//! after a fixed delay (a symbol starting with `missing` answers 404); `GET /stats` tells how many
 //! quote requests arrived. The example `Quote` table (schemas/Quote.json) points here.
 //!
 //! Run with `cargo run --release --example origin -- 127.0.0.1:9930 50ms`.
@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn quote(State(origin): State<Origin>, Path(symbol): Path<String>) -> Response {
     origin.requests.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(origin.delay).await;
-    if symbol.starts_with("404") {
+    if symbol.starts_with("missing") {
         return (StatusCode::NOT_FOUND, "no such symbol").into_response();
     }
     let now = SystemTime::now()
