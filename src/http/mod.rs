@@ -26,6 +26,7 @@ use crate::realtime::Realtime;
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
+/// The catalog, the real-time hub and the body limit.
 pub struct Shared {
     catalog: Arc<Catalog>,
     realtime: Realtime,
