@@ -166,16 +166,15 @@ fn indexed(
         Some(after) => key > after.as_slice(),
         None => true,
     };
+    let not_yet_after = {
+        let past_after = past_after.clone();
+        move |key: &Result<Vec<u8>>| key.as_ref().is_ok_and(|key| !past_after(key))
+    };
     let keys: Box<dyn Iterator<Item = Result<Vec<u8>>> + Send> = match range {
         // One value's entries are already in key order, each key once: streaming them lets a
         // limit stop the read early.
-        IndexRange::Value(_) => {
-            let ordered: Box<dyn Iterator<Item = Result<Vec<u8>>> + Send> = match reverse {
-                true => Box::new(entries.rev()),
-                false => Box::new(entries),
-            };
-            Box::new(ordered.skip_while(move |key| key.as_ref().is_ok_and(|key| !past_after(key))))
-        }
+        IndexRange::Value(_) if reverse => Box::new(entries.rev().skip_while(not_yet_after)),
+        IndexRange::Value(_) => Box::new(entries.skip_while(not_yet_after)),
         _ => {
             let mut keys = entries.collect::<Result<Vec<_>>>()?;
             keys.retain(|key| past_after(key));

@@ -125,8 +125,9 @@ pub(crate) struct ChangeLog {
 struct Staged {
     records: Records,
     batch: sled::Batch,
-    /// The encoded keys of the records `batch` writes.
-    written: Vec<Vec<u8>>,
+    /// The records `batch` writes, by encoded key, so later mutations of the batch see them
+    /// (and the hot records forget them once applied).
+    written: BTreeMap<Vec<u8>, Option<Envelope>>,
     /// One batch per index of the table, in the order of `records.indexes`.
     index_batches: Vec<sled::Batch>,
     /// Changes to the table's expiry tree, if any.
@@ -203,8 +204,6 @@ impl Writer {
     fn commit_batch(&mut self, requests: Vec<Request>) {
         let now_ms = now_ms();
         let mut staged: HashMap<Arc<str>, Staged> = HashMap::new();
-        // Records written earlier in this batch, so later mutations see them.
-        let mut overlay: BTreeMap<(Arc<str>, Vec<u8>), Option<Envelope>> = BTreeMap::new();
         let mut pending = Vec::with_capacity(requests.len());
         let mut log = sled::Batch::default();
         let mut last_seq = self.log.last.load(Ordering::Relaxed);
@@ -222,7 +221,7 @@ impl Writer {
                     meta: records.meta_snapshot(),
                     records: records.clone(),
                     batch: sled::Batch::default(),
-                    written: Vec::new(),
+                    written: BTreeMap::new(),
                     index_batches: records
                         .indexes
                         .iter()
@@ -247,8 +246,7 @@ impl Writer {
                 }
             };
             let encoded = key.encode();
-            let slot = (records.name.clone(), encoded.clone());
-            let current = match overlay.get(&slot) {
+            let current = match table.written.get(&encoded) {
                 Some(staged) => Ok(staged.clone()),
                 None => records.read(&encoded),
             };
@@ -321,8 +319,7 @@ impl Writer {
                     (self.clock.next(now_ms), None)
                 }
             };
-            table.written.push(encoded);
-            overlay.insert(slot, record.clone());
+            table.written.insert(encoded, record.clone());
             let seq = announce.then(|| {
                 last_seq += 1;
                 let seq = last_seq;
@@ -417,7 +414,7 @@ impl Writer {
             .map_err(|error| Error::Storage(format!("{error:?}")))?;
         // Before the fsync, so no acknowledged write can be shadowed by an older copy.
         for table in staged {
-            for key in &table.written {
+            for key in table.written.keys() {
                 table.records.hot.invalidate(table.records.id, key);
             }
         }
