@@ -12,7 +12,7 @@ use tablecast::query::executor::execute;
 use tablecast::query::{filter::bind, parse};
 use tablecast::schema::TableSchema;
 use tablecast::storage::{Key, Store};
-use tablecast::table::{Condition, Table};
+use tablecast::table::{Precondition, Table};
 
 const SCHEMA: &str = r#"{
   "type": "object",
@@ -38,15 +38,15 @@ fn rss_mib(field: &str) -> f64 {
     kib / 1024.0
 }
 
-/// Runs `query` `runs` times; returns the mean time and the rows of one run.
+/// Runs `query` `runs` times; returns the mean time and the records of one run.
 fn time(table: &Table, query: &str, runs: u32) -> (Duration, usize) {
     let mut rows = 0;
     let started = Instant::now();
     for _ in 0..runs {
         let parsed = bind(parse(query).expect("parses"), &table.schema().document).expect("binds");
         rows = 0;
-        for row in execute(table, parsed).expect("runs") {
-            row.expect("row");
+        for listed in execute(table, parsed).expect("runs") {
+            listed.expect("listed");
             rows += 1;
         }
     }
@@ -100,7 +100,7 @@ fn main() {
                         });
                         let key = Key::Int(i64::try_from(id).expect("small"));
                         table
-                            .put(key, record, Condition::default())
+                            .put(key, record, Precondition::default())
                             .await
                             .expect("put");
                         id += 256;

@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
 use crate::storage::{Key, Store};
-use crate::table::{Condition, Table};
+use crate::table::{Precondition, Table};
 
 /// What serves a table's URL space.
 pub enum Resource {
@@ -31,8 +31,12 @@ impl Resource {
     /// a pushed value. Returns the new version once it is durable.
     pub async fn put(&self, key: Key, record: serde_json::Value) -> Result<u64> {
         let commit = match self {
-            Resource::Local(table) => table.put(key, record, Condition::default()).await?,
-            Resource::Cached(cache) => cache.push(key, record, Condition::default(), None).await?,
+            Resource::Local(table) => table.put(key, record, Precondition::default()).await?,
+            Resource::Cached(cache) => {
+                cache
+                    .push(key, record, Precondition::default(), None)
+                    .await?
+            }
         };
         Ok(commit.version)
     }
@@ -40,8 +44,8 @@ impl Resource {
     /// Removes the record `key` unconditionally, as a `DELETE` does (a cache table evicts it).
     pub async fn delete(&self, key: Key) -> Result<()> {
         match self {
-            Resource::Local(table) => table.delete(key, Condition::default()).await.map(drop),
-            Resource::Cached(cache) => cache.evict(key, Condition::default()).await,
+            Resource::Local(table) => table.delete(key, Precondition::default()).await.map(drop),
+            Resource::Cached(cache) => cache.evict(key, Precondition::default()).await,
         }
     }
 }

@@ -35,9 +35,9 @@ use crate::clock::Clock;
 use crate::error::{Error, Result, Violation};
 use crate::schema::CacheSettings;
 use crate::storage::{Commit, Envelope, Key};
-use crate::table::{Condition, Table};
+use crate::table::{Precondition, Table};
 use flight::Flights;
-use origin::{Answer as OriginAnswer, Origin, OriginError, Validators};
+use origin::{Origin, OriginError, Reply, Validators};
 use stats::Stats;
 
 /// Remembered origin 404s per table, at most; beyond it new ones are not remembered.
@@ -101,7 +101,7 @@ enum Failure {
 #[derive(Debug)]
 pub struct Served {
     /// The record, or why there is none.
-    pub answer: Result<Answer>,
+    pub outcome: Result<Found>,
     /// What happened, for the `Cache-Status` header.
     pub status: CacheStatus,
     /// The answer's age in ms (since the origin produced it), if it came from the cache.
@@ -112,7 +112,7 @@ pub struct Served {
 
 /// A record served from a cache table.
 #[derive(Debug)]
-pub enum Answer {
+pub enum Found {
     /// A stored record and its cache entry.
     Stored(Envelope, Entry),
     /// The origin's record, validated but not stored.
@@ -356,7 +356,7 @@ impl CachedTable {
                         Served::stored(record, entry, status, now, Some(origin_time))
                     }
                     Fetched::Unstored(body) => Served {
-                        answer: Ok(Answer::Unstored(body)),
+                        outcome: Ok(Found::Unstored(body)),
                         status,
                         age: None,
                         origin_time: Some(origin_time),
@@ -426,7 +426,7 @@ impl CachedTable {
             origin_time: took,
         };
         match answer {
-            OriginAnswer::Record {
+            Reply::Record {
                 body,
                 validators: received,
                 directives,
@@ -440,7 +440,7 @@ impl CachedTable {
                 }
                 Ok(filled(stored?, 200))
             }
-            OriginAnswer::NotModified {
+            Reply::NotModified {
                 validators: received,
                 directives,
                 age,
@@ -466,9 +466,13 @@ impl CachedTable {
                     Err(error) => Err(Failure::Internal(error.to_string())),
                 }
             }
-            OriginAnswer::NotFound { directives } => {
+            Reply::NotFound { directives } => {
                 // The origin no longer has the record: evict it, so subscribers see it go.
-                match shared.table.delete(key.clone(), Condition::default()).await {
+                match shared
+                    .table
+                    .delete(key.clone(), Precondition::default())
+                    .await
+                {
                     Ok(_) | Err(Error::RecordNotFound { .. }) => self.forget(&key),
                     Err(error) => return Err(Failure::Internal(error.to_string())),
                 }
@@ -521,7 +525,7 @@ impl CachedTable {
         &self,
         key: Key,
         record: Value,
-        condition: Condition,
+        precondition: Precondition,
         max_age: Option<u64>,
     ) -> Result<Commit> {
         let entry = self
@@ -531,7 +535,7 @@ impl CachedTable {
         let commit = self
             .shared
             .table
-            .put_stamped(key.clone(), record, condition, entry.stamp())
+            .put_stamped(key.clone(), record, precondition, entry.stamp())
             .await?;
         self.forget_not_found(&key);
         self.touch(&key);
@@ -540,9 +544,9 @@ impl CachedTable {
     }
 
     /// Evicts `key` (`DELETE`): the stored entry and any remembered 404.
-    pub async fn evict(&self, key: Key, condition: Condition) -> Result<()> {
+    pub async fn evict(&self, key: Key, precondition: Precondition) -> Result<()> {
         let forgotten = self.forget_not_found(&key);
-        match self.shared.table.delete(key.clone(), condition).await {
+        match self.shared.table.delete(key.clone(), precondition).await {
             Ok(_) => {
                 self.forget(&key);
                 Ok(())
@@ -608,7 +612,7 @@ impl CachedTable {
                 async move {
                     let served = self.get(key.clone(), directives).await;
                     let mut report = report.lock().unwrap_or_else(PoisonError::into_inner);
-                    match served.answer {
+                    match served.outcome {
                         Ok(_) if served.status.hit => report.fresh += 1,
                         Ok(_) => report.fetched += 1,
                         Err(Error::RecordNotFound { .. }) => report.not_found += 1,
@@ -848,7 +852,7 @@ impl CachedTable {
 impl Served {
     fn failed(error: Error, status: CacheStatus) -> Served {
         Served {
-            answer: Err(error),
+            outcome: Err(error),
             status,
             age: None,
             origin_time: None,
@@ -864,7 +868,7 @@ impl Served {
     ) -> Served {
         Served {
             age: Some(now.saturating_sub(entry.fetched_at)),
-            answer: Ok(Answer::Stored(record, entry)),
+            outcome: Ok(Found::Stored(record, entry)),
             status,
             origin_time,
         }

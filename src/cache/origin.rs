@@ -34,7 +34,7 @@ pub struct Validators {
 
 /// What the origin answered.
 #[derive(Debug)]
-pub enum Answer {
+pub enum Reply {
     /// 200: the record's JSON bytes.
     Record {
         body: Bytes,
@@ -169,13 +169,13 @@ impl Origin {
         &self,
         url: Url,
         validators: &Validators,
-    ) -> (Result<Answer, OriginError>, Duration) {
+    ) -> (Result<Reply, OriginError>, Duration) {
         let started = Instant::now();
         let answer = self.exchange(url, validators).await;
         (answer, started.elapsed())
     }
 
-    async fn exchange(&self, url: Url, validators: &Validators) -> Result<Answer, OriginError> {
+    async fn exchange(&self, url: Url, validators: &Validators) -> Result<Reply, OriginError> {
         let mut request = self.client.get(url).headers(self.headers.clone());
         if let Some(etag) = validators
             .etag
@@ -217,14 +217,14 @@ impl Origin {
         match response.status() {
             StatusCode::OK => {}
             StatusCode::NOT_MODIFIED => {
-                return Ok(Answer::NotModified {
+                return Ok(Reply::NotModified {
                     validators: received,
                     directives,
                     age,
                 });
             }
             StatusCode::NOT_FOUND | StatusCode::GONE => {
-                return Ok(Answer::NotFound { directives });
+                return Ok(Reply::NotFound { directives });
             }
             status if status.is_redirection() => {
                 let to = text(header::LOCATION).unwrap_or_default();
@@ -245,7 +245,7 @@ impl Origin {
             }
             body.extend_from_slice(&chunk);
         }
-        Ok(Answer::Record {
+        Ok(Reply::Record {
             body: body.freeze(),
             validators: received,
             directives,

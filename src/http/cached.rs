@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::records::{record_response, set_validators, write_response};
-use crate::cache::{Answer, CacheStatus, CachedTable, Entry, RequestDirectives};
+use crate::cache::{CacheStatus, CachedTable, Entry, Found, RequestDirectives};
 use crate::catalog::Resource;
 use crate::error::Error;
 use crate::storage::Key;
@@ -26,10 +26,10 @@ pub async fn get(cache: &CachedTable, id: &str, request: &HeaderMap) -> Response
         Err(error) => return problem(error, &CacheStatus::default()),
     };
     let served = cache.get(key, &request_directives(request)).await;
-    let mut response = match served.answer {
-        Ok(Answer::Stored(record, entry)) => {
+    let mut response = match served.outcome {
+        Ok(Found::Stored(record, entry)) => {
             let mut response =
-                match headers::condition(request).evaluate(Some(record.version), true) {
+                match headers::precondition(request).evaluate(Some(record.version), true) {
                     Verdict::Proceed => record_response(StatusCode::OK, &record),
                     Verdict::NotModified => {
                         let mut response = StatusCode::NOT_MODIFIED.into_response();
@@ -45,7 +45,7 @@ pub async fn get(cache: &CachedTable, id: &str, request: &HeaderMap) -> Response
             set(response.headers_mut(), header::CACHE_CONTROL, &control);
             response
         }
-        Ok(Answer::Unstored(body)) => {
+        Ok(Found::Unstored(body)) => {
             let mut response = (StatusCode::OK, body).into_response();
             let headers = response.headers_mut();
             headers.insert(
@@ -86,7 +86,7 @@ pub async fn put(cache: &CachedTable, id: &str, request: &HeaderMap, body: Value
         let key = cache.table().parse_id(id)?;
         let max_age = request_directives(request).max_age;
         cache
-            .push(key, body, headers::condition(request), max_age)
+            .push(key, body, headers::precondition(request), max_age)
             .await
     };
     let status = CacheStatus {
@@ -108,7 +108,7 @@ pub async fn put(cache: &CachedTable, id: &str, request: &HeaderMap, body: Value
 pub async fn delete(cache: &CachedTable, id: &str, request: &HeaderMap) -> Response {
     let evicted = async {
         let key = cache.table().parse_id(id)?;
-        cache.evict(key, headers::condition(request)).await
+        cache.evict(key, headers::precondition(request)).await
     };
     match evicted.await {
         Ok(()) => {

@@ -5,7 +5,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::http::{HeaderMap, HeaderValue, header};
 
 use crate::storage::Envelope;
-use crate::table::{Condition, Tags};
+use crate::table::{Precondition, Tags};
 
 /// The strong entity tag of a record version.
 pub fn etag(version: u64) -> HeaderValue {
@@ -36,8 +36,8 @@ pub fn accepted(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
 }
 
 /// Reads `If-Match` and `If-None-Match`.
-pub fn condition(headers: &HeaderMap) -> Condition {
-    Condition {
+pub fn precondition(headers: &HeaderMap) -> Precondition {
+    Precondition {
         if_match: tags(headers, header::IF_MATCH, false),
         if_none_match: tags(headers, header::IF_NONE_MATCH, true),
     }
@@ -95,17 +95,17 @@ mod tests {
     #[test]
     fn entity_tags() {
         assert_eq!(etag(255), "\"ff\"");
-        let c = condition(&headers(&[
+        let c = precondition(&headers(&[
             ("if-match", "\"ff\", W/\"10\", \"zz\""),
             ("if-none-match", "W/\"10\""),
         ]));
         assert_eq!(c.if_match, Some(Tags::Versions(vec![255])));
         assert_eq!(c.if_none_match, Some(Tags::Versions(vec![16])));
         assert_eq!(
-            condition(&headers(&[("if-none-match", "*")])).if_none_match,
+            precondition(&headers(&[("if-none-match", "*")])).if_none_match,
             Some(Tags::Any)
         );
-        assert_eq!(condition(&headers(&[])), Condition::default());
+        assert_eq!(precondition(&headers(&[])), Precondition::default());
     }
 
     #[test]

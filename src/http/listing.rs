@@ -1,6 +1,6 @@
 //! Streaming query answers as JSON arrays, NDJSON or CSV.
 //!
-//! Rows are produced lazily and sent in chunks of about [`CHUNK_BYTES`]: memory stays flat however
+//! Listing are produced lazily and sent in chunks of about [`CHUNK_BYTES`]: memory stays flat however
 //! large the answer. Each chunk is produced on the blocking pool (a filter may scan far to fill
 //! one), and only when the socket can take more, so a slow client holds no thread. The first
 //! chunk is produced by the caller, already on the blocking pool, so an answer that fits in one
@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, header};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::query::executor::{Content, Row, Rows};
+use crate::query::executor::{Content, ListedRecord, Listing};
 
 const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -64,10 +64,10 @@ impl Format {
     }
 }
 
-/// The body of an answer of `rows` as `format`. Call it on the blocking pool: it produces the
+/// The body of an answer of `records` as `format`. Call it on the blocking pool: it produces the
 /// first chunk at once, so an error there can still be answered with a status.
-pub fn body(rows: Rows, format: Format) -> io::Result<Body> {
-    let mut chunks = Chunks::new(rows, format);
+pub fn body(records: Listing, format: Format) -> io::Result<Body> {
+    let mut chunks = Chunks::new(records, format);
     let first = chunks.next().transpose()?.unwrap_or_default();
     if chunks.finished {
         return Ok(Body::from(first));
@@ -86,21 +86,21 @@ pub fn body(rows: Rows, format: Format) -> io::Result<Body> {
 
 /// The body chunks of an answer.
 struct Chunks {
-    rows: Rows,
+    records: Listing,
     format: Format,
     opened: bool,
-    any_row: bool,
+    any_record: bool,
     finished: bool,
 }
 
 impl Chunks {
-    /// Formats `rows` as `format`.
-    fn new(rows: Rows, format: Format) -> Chunks {
+    /// Formats `records` as `format`.
+    fn new(records: Listing, format: Format) -> Chunks {
         Chunks {
-            rows,
+            records,
             format,
             opened: false,
-            any_row: false,
+            any_record: false,
             finished: false,
         }
     }
@@ -116,14 +116,14 @@ impl Chunks {
         }
     }
 
-    fn row(&mut self, chunk: &mut Vec<u8>, row: Row) -> io::Result<()> {
-        let first = !std::mem::replace(&mut self.any_row, true);
+    fn record(&mut self, chunk: &mut Vec<u8>, record: ListedRecord) -> io::Result<()> {
+        let first = !std::mem::replace(&mut self.any_record, true);
         match &self.format {
             Format::Json | Format::NdJson => {
                 if !first && self.format == Format::Json {
                     chunk.push(b',');
                 }
-                match row.content {
+                match record.content {
                     Content::Stored(bytes) => chunk.extend_from_slice(&bytes),
                     Content::Value(value) => serde_json::to_writer(&mut *chunk, &value)?,
                 }
@@ -132,7 +132,7 @@ impl Chunks {
                 }
             }
             Format::Csv(columns) => {
-                let value = match row.content {
+                let value = match record.content {
                     Content::Stored(bytes) => serde_json::from_slice(&bytes)?,
                     Content::Value(value) => value,
                 };
@@ -158,8 +158,8 @@ impl Iterator for Chunks {
             self.open(&mut chunk);
         }
         while chunk.len() < CHUNK_BYTES {
-            let row = match self.rows.next() {
-                Some(Ok(row)) => row,
+            let record = match self.records.next() {
+                Some(Ok(record)) => record,
                 Some(Err(error)) => {
                     // The status line is long gone: abort the body so the client sees a broken
                     // response rather than a well-formed but truncated one.
@@ -175,7 +175,7 @@ impl Iterator for Chunks {
                     break;
                 }
             };
-            if let Err(error) = self.row(&mut chunk, row) {
+            if let Err(error) = self.record(&mut chunk, record) {
                 self.finished = true;
                 return Some(Err(error));
             }

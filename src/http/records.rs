@@ -16,13 +16,11 @@ use super::subscribe::{self, Subscription};
 use crate::cache::CacheStatus;
 use crate::catalog::{Catalog, Resource};
 use crate::error::Error;
-use crate::query::executor::{self, Row};
+use crate::query::executor::{self, ListedRecord};
 use crate::query::{self, Select};
-use crate::realtime::Filter;
+use crate::realtime::TopicFilter;
 use crate::storage::{Commit, Envelope, Key};
 use crate::table::{Table, Verdict};
-
-type Answer = Result<Response, ApiError>;
 
 /// Characters escaped in a path segment (RFC 3986 `pchar` keeps the rest).
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -74,13 +72,13 @@ pub async fn records_get(
     UrlPath((name, id)): UrlPath<(String, String)>,
     Subscription(subscribe): Subscription,
     request: Request,
-) -> Answer {
+) -> Result<Response, ApiError> {
     // The request itself rather than a `HeaderMap`, which would be a copy of its headers.
     let request = request.headers();
     if let Some(transport) = subscribe {
         let table = state.catalog.resource(&name)?.table();
         let key = table.parse_id(&id)?;
-        return subscribe::answer(&state, Filter::record(table.name(), &key), transport);
+        return subscribe::answer(&state, TopicFilter::record(table.name(), &key), transport);
     }
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
@@ -90,7 +88,7 @@ pub async fn records_get(
     let record = table
         .get(&key)?
         .ok_or(Error::RecordNotFound { table: name, id })?;
-    match headers::condition(request).evaluate(Some(record.version), true) {
+    match headers::precondition(request).evaluate(Some(record.version), true) {
         Verdict::Proceed => Ok(record_response(StatusCode::OK, &record)),
         Verdict::NotModified => {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
@@ -110,13 +108,15 @@ pub async fn records_put(
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Answer {
+) -> Result<Response, ApiError> {
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
         Resource::Cached(cache) => return Ok(cached::put(cache, &id, &request, body).await),
     };
     let key = table.parse_id(&id)?;
-    let commit = table.put(key, body, headers::condition(&request)).await?;
+    let commit = table
+        .put(key, body, headers::precondition(&request))
+        .await?;
     Ok(write_response(&request, &commit))
 }
 
@@ -126,7 +126,7 @@ pub async fn records_patch(
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
     JsonBody(patch): JsonBody,
-) -> Answer {
+) -> Result<Response, ApiError> {
     let table = local(
         &state.catalog,
         &name,
@@ -136,7 +136,7 @@ pub async fn records_patch(
     )?;
     let key = table.parse_id(&id)?;
     let commit = table
-        .patch(key, patch, headers::condition(&request))
+        .patch(key, patch, headers::precondition(&request))
         .await?;
     Ok(write_response(&request, &commit))
 }
@@ -146,13 +146,13 @@ pub async fn records_delete(
     State(state): State<AppState>,
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
-) -> Answer {
+) -> Result<Response, ApiError> {
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
         Resource::Cached(cache) => return Ok(cached::delete(cache, &id, &request).await),
     };
     let key = table.parse_id(&id)?;
-    table.delete(key, headers::condition(&request)).await?;
+    table.delete(key, headers::precondition(&request)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -161,7 +161,7 @@ pub async fn records_post(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
     JsonBody(body): JsonBody,
-) -> Answer {
+) -> Result<Response, ApiError> {
     let table = local(
         &state.catalog,
         &name,
@@ -195,7 +195,7 @@ pub async fn records_list(
     RawQuery(raw): RawQuery,
     Subscription(subscribe): Subscription,
     request: HeaderMap,
-) -> Answer {
+) -> Result<Response, ApiError> {
     if let Some(transport) = subscribe {
         let table = state.catalog.resource(&name)?.table();
         if raw.is_some_and(|q| !q.is_empty()) {
@@ -203,7 +203,7 @@ pub async fn records_list(
                 "a subscription watches a whole table or one record; it takes no query".to_owned(),
             ));
         }
-        return subscribe::answer(&state, Filter::table(table.name()), transport);
+        return subscribe::answer(&state, TopicFilter::table(table.name()), transport);
     }
     let catalog = state.catalog.clone();
     tokio::task::spawn_blocking(move || list(&catalog, &name, &raw.unwrap_or_default(), &request))
@@ -211,7 +211,12 @@ pub async fn records_list(
         .map_err(|e| Error::Storage(format!("the listing task failed: {e}")))?
 }
 
-fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer {
+fn list(
+    catalog: &Catalog,
+    name: &str,
+    raw: &str,
+    request: &HeaderMap,
+) -> Result<Response, ApiError> {
     let resource = catalog.resource(name)?;
     let table = resource.table();
     let schema = table.schema();
@@ -228,7 +233,7 @@ fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer
     let linked_page = limit
         .filter(|&n| n > 0 && n <= MAX_LINKED_PAGE && executor::key_order(table, &query).is_some());
     let paging = query.paging.clone();
-    let mut rows = executor::execute(table, query)?;
+    let mut listed = executor::execute(table, query)?;
     let mut response_headers = HeaderMap::new();
     let mut returned = total.map(|total| {
         limit
@@ -236,7 +241,7 @@ fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer
             .min(to_usize(total).saturating_sub(offset))
     });
     if let Some(page) = linked_page {
-        let held: Vec<Row> = rows.collect::<crate::error::Result<_>>()?;
+        let held: Vec<ListedRecord> = listed.collect::<crate::error::Result<_>>()?;
         returned = Some(held.len());
         if let Some(last) = held.last().filter(|_| held.len() == page) {
             let link = format!(
@@ -248,7 +253,7 @@ fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer
                 HeaderValue::from_str(&link).expect("percent-encoded link"),
             );
         }
-        rows = Box::new(held.into_iter().map(Ok));
+        listed = Box::new(held.into_iter().map(Ok));
     }
     if let (Some(total), Some(returned)) = (total, returned) {
         let range = match returned {
@@ -276,7 +281,7 @@ fn list(catalog: &Catalog, name: &str, raw: &str, request: &HeaderMap) -> Answer
         };
         cached::set_status(&mut response_headers, &status);
     }
-    let body = listing::body(rows, format).map_err(|e| Error::Storage(e.to_string()))?;
+    let body = listing::body(listed, format).map_err(|e| Error::Storage(e.to_string()))?;
     Ok((response_headers, body).into_response())
 }
 
@@ -327,7 +332,7 @@ fn csv_columns(query: &query::Query, schema: &serde_json::Value) -> Vec<String> 
 pub async fn tables_describe(
     State(state): State<AppState>,
     UrlPath(name): UrlPath<String>,
-) -> Answer {
+) -> Result<Response, ApiError> {
     let resource = state.catalog.resource(&name)?;
     let table = resource.table();
     let schema = table.schema();

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use super::headers;
-use crate::realtime::{Filter, sse, ws};
+use crate::realtime::{TopicFilter, sse, ws};
 
 /// The subscription a `GET` asks for, if it asks for one.
 pub enum Subscribe {
@@ -60,7 +60,7 @@ impl FromRequestParts<AppState> for Subscription {
 /// Starts the subscription to `filter` over the transport asked for.
 pub fn answer(
     state: &AppState,
-    filter: Filter,
+    filter: TopicFilter,
     transport: Subscribe,
 ) -> Result<Response, ApiError> {
     let realtime = &state.realtime;

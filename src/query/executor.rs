@@ -18,7 +18,7 @@ use crate::table::Table;
 pub const MAX_SORTED: usize = 100_000;
 
 /// One record of an answer.
-pub struct Row {
+pub struct ListedRecord {
     /// The record's primary key.
     pub key: Key,
     /// What to send for it.
@@ -33,8 +33,8 @@ pub enum Content {
     Value(Value),
 }
 
-/// The rows of an answer, produced lazily.
-pub type Rows = Box<dyn Iterator<Item = Result<Row>> + Send>;
+/// The records of an answer, produced lazily.
+pub type Listing = Box<dyn Iterator<Item = Result<ListedRecord>> + Send>;
 
 /// A record on its way through the pipeline, parsed when something needs its fields.
 type Candidate = (Key, Bytes, Option<Value>);
@@ -54,7 +54,7 @@ pub fn key_order(table: &Table, query: &Query) -> Option<bool> {
 }
 
 /// Runs `query` (already bound to the table's schema) over `table`.
-pub fn execute(table: &Table, query: Query) -> Result<Rows> {
+pub fn execute(table: &Table, query: Query) -> Result<Listing> {
     let key_order = key_order(table, &query);
     let needs_value = query.filter.is_some() || query.select.is_some() || key_order.is_none();
     let matching = candidates(table, &query, key_order, needs_value)?;
@@ -76,7 +76,7 @@ pub fn execute(table: &Table, query: Query) -> Result<Rows> {
             (Some(select), Some(value)) => Content::Value(project(select, &value)),
             _ => Content::Stored(stored),
         };
-        Ok(Row { key, content })
+        Ok(ListedRecord { key, content })
     })))
 }
 
@@ -193,10 +193,10 @@ fn sorted(
     matching: impl Iterator<Item = Result<Candidate>>,
     sort: &[SortKey],
 ) -> Result<Vec<Candidate>> {
-    let mut rows = Vec::new();
-    for row in matching {
-        rows.push(row?);
-        if rows.len() > MAX_SORTED {
+    let mut held = Vec::new();
+    for candidate in matching {
+        held.push(candidate?);
+        if held.len() > MAX_SORTED {
             return Err(Error::BadQuery(QueryError {
                 position: sort.first().map_or(0, |k| k.position),
                 token: sort.first().map(|k| k.path.join(".")).unwrap_or_default(),
@@ -206,7 +206,7 @@ fn sorted(
             }));
         }
     }
-    rows.sort_by(|(_, _, a), (_, _, b)| {
+    held.sort_by(|(_, _, a), (_, _, b)| {
         let (Some(a), Some(b)) = (a, b) else {
             return Ordering::Equal;
         };
@@ -222,5 +222,5 @@ fn sorted(
             .find(|order| order.is_ne())
             .unwrap_or(Ordering::Equal)
     });
-    Ok(rows)
+    Ok(held)
 }

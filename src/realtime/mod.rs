@@ -5,10 +5,10 @@
 //! first, then each durable change, and the one lag policy (`resync`). `ws.rs` and `sse.rs` are
 //! the HTTP transports; `mqtt/` serves MQTT with rumqttd's packet codecs under our own sessions.
 
-mod filter;
 pub mod mqtt;
 pub mod sse;
 mod subscription;
+mod topic_filter;
 pub mod ws;
 
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use serde::de::IgnoredAny;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-pub use filter::Filter;
 pub use subscription::{Item, Subscription};
+pub use topic_filter::TopicFilter;
 
 use crate::catalog::Catalog;
 use crate::events::{ChangeEvent, ChangeKind, EventBus};

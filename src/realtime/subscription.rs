@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 
-use super::Filter;
+use super::TopicFilter;
 use crate::catalog::Catalog;
 use crate::error::Result;
 use crate::events::{ChangeEvent, ChangeKind};
@@ -33,14 +33,14 @@ pub enum Item {
     Current(ChangeEvent),
     /// Every current value of `filter` has been sent; changes after change-log position `seq`
     /// follow.
-    Synced { filter: Filter, seq: u64 },
+    Synced { filter: TopicFilter, seq: u64 },
     /// The subscriber fell behind and missed changes: what it knew may be stale. The current
     /// value of everything it watches follows (records deleted meanwhile do not appear).
     Resync,
 }
 
 struct Watch {
-    filter: Filter,
+    filter: TopicFilter,
     /// Changes at or before this change-log position are already reflected.
     since: u64,
 }
@@ -49,18 +49,18 @@ struct Watch {
 enum Job {
     /// Current values of `filter`'s records in `table`, after key `after`.
     Snapshot {
-        filter: Filter,
+        filter: TopicFilter,
         table: Table,
         after: Option<Key>,
     },
     /// Logged changes after `after`, up to `until`, that `filter` matches.
     Replay {
-        filter: Filter,
+        filter: TopicFilter,
         after: u64,
         until: u64,
     },
     /// Tell the subscriber the watch is in sync.
-    Synced { filter: Filter, seq: u64 },
+    Synced { filter: TopicFilter, seq: u64 },
 }
 
 /// A live subscription; see the module documentation.
@@ -94,19 +94,19 @@ impl Subscription {
 
     /// Starts watching `filter`: its current values first, then its changes. A filter that
     /// names no table's records simply yields nothing from the tables.
-    pub fn watch(&mut self, filter: Filter) {
+    pub fn watch(&mut self, filter: TopicFilter) {
         let since = self.store.last_seq();
         self.snapshot(&filter, since);
         self.add(filter, since);
     }
 
     /// Starts watching `filter`'s changes from now on, without its current values.
-    pub fn watch_changes(&mut self, filter: Filter) {
+    pub fn watch_changes(&mut self, filter: TopicFilter) {
         let since = self.store.last_seq();
         self.add(filter, since);
     }
 
-    fn add(&mut self, filter: Filter, since: u64) {
+    fn add(&mut self, filter: TopicFilter, since: u64) {
         self.watches.retain(|w| w.filter != filter);
         self.watches.push(Watch { filter, since });
     }
@@ -114,7 +114,7 @@ impl Subscription {
     /// Starts watching `filter` from change-log position `after`: the changes since then,
     /// replayed from the log, then live ones. If the log no longer holds them all, a
     /// [`Item::Resync`] and the current values come instead.
-    pub fn resume(&mut self, filter: Filter, after: u64) -> Result<()> {
+    pub fn resume(&mut self, filter: TopicFilter, after: u64) -> Result<()> {
         let until = self.store.last_seq();
         let available = self.store.changes_after(after, 1)?.is_some();
         if available {
@@ -136,7 +136,7 @@ impl Subscription {
     }
 
     /// Stops watching `filter`, and drops the reads still owed for it.
-    pub fn unwatch(&mut self, filter: &Filter) {
+    pub fn unwatch(&mut self, filter: &TopicFilter) {
         self.watches.retain(|w| &w.filter != filter);
         self.jobs.retain(|job| match job {
             Job::Snapshot { filter: f, .. }
@@ -211,7 +211,7 @@ impl Subscription {
         self.ready.clear();
         self.ready.push_back(Item::Resync);
         let since = self.store.last_seq();
-        let filters: Vec<Filter> = self.watches.iter().map(|w| w.filter.clone()).collect();
+        let filters: Vec<TopicFilter> = self.watches.iter().map(|w| w.filter.clone()).collect();
         for filter in &filters {
             self.snapshot(filter, since);
         }
@@ -221,7 +221,7 @@ impl Subscription {
     }
 
     /// Queues the reads of `filter`'s current values as of change-log position `since`.
-    fn snapshot(&mut self, filter: &Filter, since: u64) {
+    fn snapshot(&mut self, filter: &TopicFilter, since: u64) {
         for resource in self.catalog.resources() {
             let table = resource.table();
             if filter.may_match_table(table.name()) {
@@ -303,7 +303,7 @@ impl Job {
 /// continue after if there may be more.
 fn read_current(
     table: &Table,
-    filter: &Filter,
+    filter: &TopicFilter,
     after: Option<Key>,
 ) -> Result<(Vec<ChangeEvent>, Option<Key>)> {
     let current = |key: Key, record: crate::storage::Envelope| ChangeEvent {

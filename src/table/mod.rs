@@ -4,15 +4,15 @@
 //! preconditions, patches and generated ids are atomic), committed durably, and announced as a
 //! [`ChangeEvent`] in commit order.
 
-mod condition;
 mod merge_patch;
+mod precondition;
 mod record;
 
 use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use condition::{Condition, Tags, Verdict};
+pub use precondition::{Precondition, Tags, Verdict};
 
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, EventBus};
@@ -113,8 +113,8 @@ impl Table {
     }
 
     /// Creates or replaces the record `key` with `record`.
-    pub async fn put(&self, key: Key, record: Value, condition: Condition) -> Result<Commit> {
-        self.put_stamped(key, record, condition, Stamp::default())
+    pub async fn put(&self, key: Key, record: Value, precondition: Precondition) -> Result<Commit> {
+        self.put_stamped(key, record, precondition, Stamp::default())
             .await
     }
 
@@ -123,14 +123,14 @@ impl Table {
         &self,
         key: Key,
         record: Value,
-        condition: Condition,
+        precondition: Precondition,
         stamp: Stamp,
     ) -> Result<Commit> {
         let schema = self.schema.clone();
         self.commit(
             Target::Key(key),
             Box::new(move |current, context| {
-                check(&condition, current)?;
+                check(&precondition, current)?;
                 let created = current.map_or(context.now_ms, |c| c.created);
                 record::compose(&schema, context.key, record, created, context.now_ms)
                     .map(|record| Change::Put(record, stamp))
@@ -204,7 +204,7 @@ impl Table {
             Box::new(move |current, context| {
                 decide(existing(
                     &schema,
-                    &Condition::default(),
+                    &Precondition::default(),
                     current,
                     context.key,
                 )?)
@@ -219,12 +219,17 @@ impl Table {
     }
 
     /// Applies a JSON merge patch (RFC 7396) to the record `key`, then validates the result.
-    pub async fn patch(&self, key: Key, patch: Value, condition: Condition) -> Result<Commit> {
+    pub async fn patch(
+        &self,
+        key: Key,
+        patch: Value,
+        precondition: Precondition,
+    ) -> Result<Commit> {
         let schema = self.schema.clone();
         self.commit(
             Target::Key(key),
             Box::new(move |current, context| {
-                let current = existing(&schema, &condition, current, context.key)?;
+                let current = existing(&schema, &precondition, current, context.key)?;
                 if let Some(value) = patch.get(&schema.settings.primary_key) {
                     record::check_key(&schema, context.key, value)?;
                 }
@@ -249,12 +254,12 @@ impl Table {
     }
 
     /// Removes the record `key`.
-    pub async fn delete(&self, key: Key, condition: Condition) -> Result<Commit> {
+    pub async fn delete(&self, key: Key, precondition: Precondition) -> Result<Commit> {
         let schema = self.schema.clone();
         self.commit(
             Target::Key(key),
             Box::new(move |current, context| {
-                existing(&schema, &condition, current, context.key)?;
+                existing(&schema, &precondition, current, context.key)?;
                 Ok(Change::Delete)
             }),
         )
@@ -291,8 +296,8 @@ impl Table {
     }
 }
 
-fn check(condition: &Condition, current: Option<&Envelope>) -> Result<()> {
-    match condition.evaluate(current.map(|c| c.version), false) {
+fn check(precondition: &Precondition, current: Option<&Envelope>) -> Result<()> {
+    match precondition.evaluate(current.map(|c| c.version), false) {
         Verdict::Proceed => Ok(()),
         Verdict::NotModified | Verdict::Failed => Err(Error::PreconditionFailed(match current {
             Some(_) => {
@@ -307,7 +312,7 @@ fn check(condition: &Condition, current: Option<&Envelope>) -> Result<()> {
 /// are ignored when the answer without them would not be 2xx (RFC 9110 section 13.2.1).
 fn existing<'a>(
     schema: &TableSchema,
-    condition: &Condition,
+    precondition: &Precondition,
     current: Option<&'a Envelope>,
     key: &Key,
 ) -> Result<&'a Envelope> {
@@ -315,6 +320,6 @@ fn existing<'a>(
         table: schema.name.to_string(),
         id: key.to_string(),
     })?;
-    check(condition, Some(current))?;
+    check(precondition, Some(current))?;
     Ok(current)
 }

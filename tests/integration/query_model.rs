@@ -11,7 +11,7 @@ use tablecast::query::executor::{Content, execute};
 use tablecast::query::{filter::bind, parse};
 use tablecast::schema::TableSchema;
 use tablecast::storage::{Key, Store};
-use tablecast::table::{Condition, Table};
+use tablecast::table::{Precondition, Table};
 
 const SCHEMA: &str = r#"{
   "type": "object",
@@ -26,7 +26,7 @@ const SCHEMA: &str = r#"{
   "additionalProperties": false
 }"#;
 
-/// A condition as the test sees it: attribute, operator text, value text.
+/// A precondition as the test sees it: attribute, operator text, value text.
 #[derive(Clone, Debug)]
 struct Cond {
     attr: &'static str,
@@ -84,7 +84,7 @@ fn record() -> impl Strategy<Value = Value> {
         })
 }
 
-fn condition() -> impl Strategy<Value = Cond> {
+fn precondition() -> impl Strategy<Value = Cond> {
     let number = prop_oneof![
         (-3i64..4).prop_map(|n| n.to_string()),
         Just("0.5".to_owned()),
@@ -159,7 +159,7 @@ fn range() -> impl Strategy<Value = Expr> {
 }
 
 fn expr() -> impl Strategy<Value = Expr> {
-    let one = || condition().prop_map(Expr::One).boxed();
+    let one = || precondition().prop_map(Expr::One).boxed();
     let nested = one().prop_recursive(2, 6, 3, |inner| {
         prop_oneof![
             vec(inner.clone(), 2..4).prop_map(Expr::And),
@@ -372,8 +372,8 @@ fn answer(table: &Table, query: &str) -> Vec<i64> {
     let bound = bind(parsed, &table.schema().document).unwrap_or_else(|e| panic!("{query}: {e}"));
     execute(table, bound)
         .expect("executes")
-        .map(|row| {
-            let bytes = match row.expect("row").content {
+        .map(|listed| {
+            let bytes = match listed.expect("listed").content {
                 Content::Stored(bytes) => bytes,
                 Content::Value(_) => unreachable!("no select"),
             };
@@ -404,8 +404,8 @@ proptest! {
         runtime.block_on(async {
             for record in records.iter().flatten() {
                 let key = Key::Int(record["id"].as_i64().unwrap());
-                indexed.put(key.clone(), record.clone(), Condition::default()).await.expect("put");
-                plain.put(key, record.clone(), Condition::default()).await.expect("put");
+                indexed.put(key.clone(), record.clone(), Precondition::default()).await.expect("put");
+                plain.put(key, record.clone(), Precondition::default()).await.expect("put");
             }
             // Replace and delete some, so index entries must move and go.
             for (i, replacement) in updates {
@@ -414,13 +414,13 @@ proptest! {
                 match replacement {
                     Some(mut record) => {
                         record["id"] = json!(i);
-                        indexed.put(key.clone(), record.clone(), Condition::default()).await.expect("put");
-                        plain.put(key, record.clone(), Condition::default()).await.expect("put");
+                        indexed.put(key.clone(), record.clone(), Precondition::default()).await.expect("put");
+                        plain.put(key, record.clone(), Precondition::default()).await.expect("put");
                         *slot = Some(record);
                     }
                     None if slot.is_some() => {
-                        indexed.delete(key.clone(), Condition::default()).await.expect("delete");
-                        plain.delete(key, Condition::default()).await.expect("delete");
+                        indexed.delete(key.clone(), Precondition::default()).await.expect("delete");
+                        plain.delete(key, Precondition::default()).await.expect("delete");
                         *slot = None;
                     }
                     None => {}

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tablecast::error::Error;
 use tablecast::schema::TableSchema;
 use tablecast::storage::{Key, Store};
-use tablecast::table::{Condition, Table};
+use tablecast::table::{Precondition, Table};
 
 const SCHEMA: &str = r#"{
   "type": "object",
@@ -65,14 +65,14 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let committed = match op {
             Op::Put(k, v) => {
                 let commit = table
-                    .put(Key::Int(k), json!({"v": v}), Condition::default())
+                    .put(Key::Int(k), json!({"v": v}), Precondition::default())
                     .await;
                 model.insert(k, json!({"n": k, "v": v}));
                 Some(commit.expect("put"))
             }
             Op::Patch(k, p) => {
                 let commit = table
-                    .patch(Key::Int(k), json!({"p": p}), Condition::default())
+                    .patch(Key::Int(k), json!({"p": p}), Precondition::default())
                     .await;
                 match model.get_mut(&k) {
                     Some(record) => {
@@ -90,7 +90,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Delete(k) => {
-                let commit = table.delete(Key::Int(k), Condition::default()).await;
+                let commit = table.delete(Key::Int(k), Precondition::default()).await;
                 match model.remove(&k) {
                     Some(_) => Some(commit.expect("delete")),
                     None => {

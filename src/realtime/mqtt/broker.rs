@@ -13,7 +13,7 @@ use rumqttd::protocol::QoS;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::realtime::Filter;
+use crate::realtime::TopicFilter;
 
 /// Messages buffered for the slowest session before it misses some.
 const BUFFER: usize = 4096;
@@ -71,7 +71,7 @@ impl Broker {
     }
 
     /// The retained messages whose topics `filter` matches.
-    pub fn retained(&self, filter: &Filter) -> Vec<(String, Bytes)> {
+    pub fn retained(&self, filter: &TopicFilter) -> Vec<(String, Bytes)> {
         let retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
         let range: Box<dyn Iterator<Item = (&String, &Bytes)>> = match filter.first() {
             // Topics of one first level sit together in the ordered map.
@@ -130,7 +130,7 @@ mod tests {
             .publish(message("chat/d", b"relayed only", false))
             .unwrap();
         let topics = |filter: &str| -> Vec<String> {
-            let filter = Filter::parse(filter).unwrap();
+            let filter = TopicFilter::parse(filter).unwrap();
             broker
                 .retained(&filter)
                 .into_iter()

@@ -62,7 +62,7 @@ pub async fn serve(
 mod tests {
     use proptest::prelude::*;
 
-    use crate::realtime::Filter;
+    use crate::realtime::TopicFilter;
 
     fn levels(choices: &'static [&'static str]) -> impl Strategy<Value = Vec<&'static str>> {
         prop::collection::vec(prop::sample::select(choices), 1..5)
@@ -85,7 +85,7 @@ mod tests {
             // rumqttd matches no `$` topic at all; MQTT lets `$SYS/#` match `$SYS/x` (unit-tested
             // in `filter.rs`).
             prop_assume!(!topic.starts_with('$'));
-            let ours = Filter::parse(&filter).expect("a valid filter parses");
+            let ours = TopicFilter::parse(&filter).expect("a valid filter parses");
             prop_assert_eq!(
                 ours.matches(&topic),
                 rumqttd::protocol::matches(&topic, &filter),

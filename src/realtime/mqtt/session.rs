@@ -33,7 +33,7 @@ use super::broker::{Broker, Message};
 use super::codec::{self, Codec, CodecError, Hello, Version};
 use crate::error::Error;
 use crate::events::{ChangeEvent, ChangeKind};
-use crate::realtime::{Filter, Item, Realtime, Subscription};
+use crate::realtime::{Item, Realtime, Subscription, TopicFilter};
 
 /// How long a new connection has to send its CONNECT packet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,7 +56,7 @@ pub struct Shared {
 }
 
 struct Grant {
-    filter: Filter,
+    filter: TopicFilter,
     qos: QoS,
     no_local: bool,
     retain_as_published: bool,
@@ -733,14 +733,14 @@ impl Session {
         &self,
         path: &str,
         catalog: &crate::catalog::Catalog,
-    ) -> Result<Filter, (SubscribeReasonCode, String)> {
+    ) -> Result<TopicFilter, (SubscribeReasonCode, String)> {
         if path.starts_with("$share/") {
             return Err((
                 SubscribeReasonCode::SharedSubscriptionsNotSupported,
                 "shared subscriptions are not supported".to_owned(),
             ));
         }
-        let filter = Filter::parse(path)
+        let filter = TopicFilter::parse(path)
             .map_err(|reason| (SubscribeReasonCode::TopicFilterInvalid, reason))?;
         if let Some(first) = filter.first()
             && reserved_for_tables(first)
@@ -769,7 +769,7 @@ impl Session {
             .filters
             .iter()
             .map(|path| {
-                let Ok(filter) = Filter::parse(path) else {
+                let Ok(filter) = TopicFilter::parse(path) else {
                     return UnsubAckReason::TopicFilterInvalid;
                 };
                 let before = self.grants.len();

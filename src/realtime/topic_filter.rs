@@ -11,7 +11,7 @@ use crate::storage::Key;
 
 /// A topic filter.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Filter {
+pub struct TopicFilter {
     levels: Vec<Level>,
 }
 
@@ -27,9 +27,9 @@ enum Level {
 /// The longest topic filter accepted, in bytes (MQTT's own limit).
 const MAX_FILTER_BYTES: usize = 65_535;
 
-impl Filter {
+impl TopicFilter {
     /// Parses an MQTT topic filter.
-    pub fn parse(text: &str) -> Result<Filter, String> {
+    pub fn parse(text: &str) -> Result<TopicFilter, String> {
         if text.is_empty() {
             return Err("a topic filter cannot be empty".to_owned());
         }
@@ -54,22 +54,22 @@ impl Filter {
                 part => Ok(Level::Exact(part.to_owned())),
             })
             .collect::<Result<_, _>>()?;
-        Ok(Filter { levels })
+        Ok(TopicFilter { levels })
     }
 
     /// The filter watching one record.
-    pub fn record(table: &str, key: &Key) -> Filter {
+    pub fn record(table: &str, key: &Key) -> TopicFilter {
         let id = key.to_string();
         let levels = std::iter::once(table)
             .chain(id.split('/'))
             .map(|level| Level::Exact(level.to_owned()))
             .collect();
-        Filter { levels }
+        TopicFilter { levels }
     }
 
     /// The filter watching every record of a table.
-    pub fn table(table: &str) -> Filter {
-        Filter {
+    pub fn table(table: &str) -> TopicFilter {
+        TopicFilter {
             levels: vec![Level::Exact(table.to_owned()), Level::Rest],
         }
     }
@@ -141,7 +141,7 @@ impl Filter {
     }
 }
 
-impl fmt::Display for Filter {
+impl fmt::Display for TopicFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (at, level) in self.levels.iter().enumerate() {
             if at > 0 {
@@ -161,8 +161,8 @@ impl fmt::Display for Filter {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Filter {
-        Filter::parse(text).expect(text)
+    fn parse(text: &str) -> TopicFilter {
+        TopicFilter::parse(text).expect(text)
     }
 
     #[test]
@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn bad_filters_are_refused_with_a_reason() {
         for bad in ["", "a/#/b", "a+", "a/b#", "#/a"] {
-            assert!(Filter::parse(bad).is_err(), "{bad:?} was accepted");
+            assert!(TopicFilter::parse(bad).is_err(), "{bad:?} was accepted");
         }
         for good in ["#", "+", "a/+/b/#", "/", "$SYS/+"] {
             assert_eq!(parse(good).to_string(), good);
@@ -206,14 +206,14 @@ mod tests {
     #[test]
     fn records_and_tables() {
         let key = Key::Str("a/b".to_owned());
-        let record = Filter::record("T", &key);
+        let record = TopicFilter::record("T", &key);
         assert!(record.matches_record("T", &key));
         assert!(!record.matches_record("T", &Key::Str("a".to_owned())));
         assert_eq!(record.exact_id().as_deref(), Some("a/b"));
         // An id that looks like a wildcard is still one literal record.
-        let plus = Filter::record("T", &Key::Str("+".to_owned()));
+        let plus = TopicFilter::record("T", &Key::Str("+".to_owned()));
         assert!(!plus.matches_record("T", &Key::Str("x".to_owned())));
-        let table = Filter::table("T");
+        let table = TopicFilter::table("T");
         assert!(table.matches_record("T", &Key::Int(5)));
         assert!(table.matches_record("T", &key));
         assert!(!table.matches_record("U", &Key::Int(5)));

@@ -12,7 +12,7 @@ pub enum Tags {
 
 /// The preconditions a request carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Condition {
+pub struct Precondition {
     /// `If-Match`: the write proceeds only if the current version is one of these.
     pub if_match: Option<Tags>,
     /// `If-None-Match`: a write proceeds (a read answers in full) only if the current version is
@@ -20,7 +20,7 @@ pub struct Condition {
     pub if_none_match: Option<Tags>,
 }
 
-/// The outcome of evaluating a [`Condition`].
+/// The outcome of evaluating a [`Precondition`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Go ahead.
@@ -41,13 +41,13 @@ impl Tags {
     }
 }
 
-impl Condition {
+impl Precondition {
     /// Whether there is nothing to check.
     pub fn is_empty(&self) -> bool {
         self.if_match.is_none() && self.if_none_match.is_none()
     }
 
-    /// Evaluates the condition against the current record's version (`None` if there is none), in
+    /// Evaluates the precondition against the current record's version (`None` if there is none), in
     /// the order RFC 9110 section 13.2.2 prescribes. `read` is true for GET and HEAD.
     pub fn evaluate(&self, current: Option<u64>, read: bool) -> Verdict {
         if let Some(tags) = &self.if_match
@@ -97,12 +97,12 @@ mod tests {
             (None, versions(&[4]), Some(5), true, Proceed),
         ];
         for (if_match, if_none_match, current, read, expected) in cases {
-            let condition = Condition {
+            let precondition = Precondition {
                 if_match: if_match.clone(),
                 if_none_match: if_none_match.clone(),
             };
             assert_eq!(
-                condition.evaluate(current, read),
+                precondition.evaluate(current, read),
                 expected,
                 "If-Match {if_match:?}, If-None-Match {if_none_match:?}, current {current:?}, read {read}"
             );
