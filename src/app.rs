@@ -11,7 +11,7 @@ use crate::cache::Sweeper;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Chain, Error};
 use crate::events::EventBus;
 use crate::realtime::{self, Realtime};
 use crate::schema::{self, LoadError};
@@ -39,7 +39,7 @@ impl fmt::Display for StartError {
                 write!(f, "{} bad schema file(s):", errors.len())?;
                 errors.iter().try_for_each(|e| write!(f, "\n  {e}"))
             }
-            StartError::Store(error) => write!(f, "{error}"),
+            StartError::Store(error) => write!(f, "{}", Chain(error)),
         }
     }
 }

@@ -1,7 +1,12 @@
-//! The domain error type. It knows nothing of HTTP or sled: `http::error` maps every variant to a
-//! status, and `storage` turns its own failures into [`Error::Storage`].
+//! The domain error and its stable codes. It knows nothing of HTTP, MQTT or sled.
+//!
+//! [`Error::code`] is the one table from each variant to a stable [`ErrorCode`]; every transport
+//! maps codes with one exhaustive match of its own (`http::error` to statuses, the MQTT publish
+//! path to reason codes). What a client is told is [`Error::public_message`]: the `Display` of the
+//! variant, except for failures inside the server, whose [`Cause`] goes to the log only.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// One schema violation: where in the record, and what is wrong there.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -13,7 +18,7 @@ pub struct Violation {
 }
 
 /// Everything that can go wrong serving a request, as the domain sees it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     #[error("there is no table named `{0}`")]
     UnknownTable(String),
@@ -28,7 +33,7 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("the body is not valid JSON: {reason} (line {line}, column {column})")]
+    #[error("the payload is not JSON: {reason} (line {line}, column {column})")]
     MalformedJson {
         line: usize,
         column: usize,
@@ -57,11 +62,14 @@ pub enum Error {
     #[error("{0}")]
     BadQuery(QueryError),
 
-    #[error("the origin of table `{table}` gave no usable answer for `{id}`: {reason}")]
+    #[error("the payload is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+
+    #[error("the origin of table `{table}` gave no usable answer for `{id}`: {failure}")]
     OriginFailed {
         table: String,
         id: String,
-        reason: String,
+        failure: OriginFailure,
     },
 
     #[error("the origin of table `{table}` did not answer for `{id}` within {after_ms} ms")]
@@ -82,19 +90,294 @@ pub enum Error {
     #[error("`{table}/{id}` is not cached, and the request said only-if-cached")]
     NotCached { table: String, id: String },
 
-    #[error("{method} is not supported on cache table `{table}`: {why}")]
+    #[error("{} is not supported on cache table `{table}`: {}", .write.method(), .write.why())]
     NotOnCacheTable {
         table: String,
-        method: &'static str,
-        why: &'static str,
-        allow: &'static str,
+        write: CacheTableWrite,
     },
+
+    #[error("the server serves its limit of {limit} subscriptions; retry shortly")]
+    TooManySubscribers { limit: usize },
 
     #[error("the server is shutting down")]
     ShuttingDown,
 
-    #[error("storage failure: {0}")]
-    Storage(String),
+    /// The store failed: the disk, or data that does not decode.
+    #[error("storage failure")]
+    Storage(#[source] Cause),
+
+    /// A failure of the server itself: a task that died, an invariant that did not hold.
+    #[error("internal failure")]
+    Internal(#[source] Cause),
+}
+
+/// A write that cache tables do not take: their entries mirror the origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheTableWrite {
+    /// A JSON merge patch.
+    Patch,
+    /// A create under a generated key.
+    Post,
+}
+
+impl CacheTableWrite {
+    /// The HTTP method that asks for it.
+    pub fn method(self) -> &'static str {
+        match self {
+            CacheTableWrite::Patch => "PATCH",
+            CacheTableWrite::Post => "POST",
+        }
+    }
+
+    /// Why a cache table does not take it, and what to do instead.
+    pub fn why(self) -> &'static str {
+        match self {
+            CacheTableWrite::Patch => {
+                "a cache entry mirrors the origin and is replaced whole; PUT pushes a new value"
+            }
+            CacheTableWrite::Post => {
+                "cache entries are keyed by the origin's ids; PUT /<Table>/<id> pushes one"
+            }
+        }
+    }
+}
+
+/// Why an origin gave no usable answer, as a client may be told it: the origin's own text
+/// (a connection error, a redirect's target) goes to the log only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OriginFailure {
+    /// It answered with a status other than 200, 304, 404 or 410.
+    Status(u16),
+    /// It redirected to another host, which is not followed.
+    Redirected,
+    /// Its answer is larger than the body limit.
+    TooLarge { limit: usize },
+    /// It could not be reached, or the connection broke mid-answer.
+    Unreachable,
+}
+
+impl fmt::Display for OriginFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OriginFailure::Status(status) => write!(f, "the origin answered {status}"),
+            OriginFailure::Redirected => {
+                f.write_str("the origin redirected to another host, which is not followed")
+            }
+            OriginFailure::TooLarge { limit } => {
+                write!(f, "the origin's answer is larger than {limit} bytes")
+            }
+            OriginFailure::Unreachable => f.write_str("the origin is unreachable"),
+        }
+    }
+}
+
+/// What failed inside the server, and the underlying error if there is one. Shared, so one
+/// failed commit can be reported to every write it carried.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{context}")]
+pub struct Cause {
+    context: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    /// A failure described by `context` alone.
+    pub fn new(context: impl Into<String>) -> Cause {
+        Cause {
+            context: context.into(),
+            source: None,
+        }
+    }
+
+    /// A failure of `source` while doing what `context` says.
+    pub fn of(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Cause {
+        Cause {
+            context: context.into(),
+            source: Some(Arc::new(source)),
+        }
+    }
+}
+
+/// A stable, transport-neutral name for what went wrong: the last part of a problem's `type` on
+/// HTTP; the source of the reason code on MQTT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    UnknownTable,
+    RecordNotFound,
+    NoRoute,
+    InvalidId,
+    MalformedJson,
+    SchemaViolation,
+    KeyMismatch,
+    KeyInBody,
+    BadQuery,
+    BadRequest,
+    MethodNotAllowed,
+    NotAcceptable,
+    PreconditionFailed,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    OriginFailed,
+    OriginInvalid,
+    OriginTimeout,
+    NotCached,
+    TooManyConnections,
+    TooManySubscribers,
+    ShuttingDown,
+    StorageFailure,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The stable name, e.g. `record-not-found`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownTable => "unknown-table",
+            ErrorCode::RecordNotFound => "record-not-found",
+            ErrorCode::NoRoute => "no-route",
+            ErrorCode::InvalidId => "invalid-id",
+            ErrorCode::MalformedJson => "malformed-json",
+            ErrorCode::SchemaViolation => "schema-violation",
+            ErrorCode::KeyMismatch => "key-mismatch",
+            ErrorCode::KeyInBody => "key-in-body",
+            ErrorCode::BadQuery => "bad-query",
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::MethodNotAllowed => "method-not-allowed",
+            ErrorCode::NotAcceptable => "not-acceptable",
+            ErrorCode::PreconditionFailed => "precondition-failed",
+            ErrorCode::PayloadTooLarge => "payload-too-large",
+            ErrorCode::UnsupportedMediaType => "unsupported-media-type",
+            ErrorCode::OriginFailed => "origin-failed",
+            ErrorCode::OriginInvalid => "origin-invalid",
+            ErrorCode::OriginTimeout => "origin-timeout",
+            ErrorCode::NotCached => "not-cached",
+            ErrorCode::TooManyConnections => "too-many-connections",
+            ErrorCode::TooManySubscribers => "too-many-subscribers",
+            ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::StorageFailure => "storage-failure",
+            ErrorCode::Internal => "internal-error",
+        }
+    }
+
+    /// A short human-readable summary of the code.
+    pub fn title(self) -> &'static str {
+        match self {
+            ErrorCode::UnknownTable => "Unknown table",
+            ErrorCode::RecordNotFound => "Record not found",
+            ErrorCode::NoRoute => "Not found",
+            ErrorCode::InvalidId => "Invalid record id",
+            ErrorCode::MalformedJson => "Malformed JSON",
+            ErrorCode::SchemaViolation => "Schema violation",
+            ErrorCode::KeyMismatch => "Primary key does not match the URL",
+            ErrorCode::KeyInBody => "Primary key given on POST",
+            ErrorCode::BadQuery => "Bad query",
+            ErrorCode::BadRequest => "Bad request",
+            ErrorCode::MethodNotAllowed => "Method not allowed",
+            ErrorCode::NotAcceptable => "Not acceptable",
+            ErrorCode::PreconditionFailed => "Precondition failed",
+            ErrorCode::PayloadTooLarge => "Payload too large",
+            ErrorCode::UnsupportedMediaType => "Unsupported media type",
+            ErrorCode::OriginFailed => "Origin failed",
+            ErrorCode::OriginInvalid => "Invalid origin answer",
+            ErrorCode::OriginTimeout => "Origin timeout",
+            ErrorCode::NotCached => "Not cached",
+            ErrorCode::TooManyConnections => "Too many connections",
+            ErrorCode::TooManySubscribers => "Too many subscribers",
+            ErrorCode::ShuttingDown => "Shutting down",
+            ErrorCode::StorageFailure => "Storage failure",
+            ErrorCode::Internal => "Internal error",
+        }
+    }
+
+    /// For failures inside the server, the one sentence a client is told (the cause is logged);
+    /// `None` for every other code, whose own message is safe to send.
+    pub fn internal_message(self) -> Option<&'static str> {
+        match self {
+            ErrorCode::StorageFailure => {
+                Some("the store failed to complete the request; the server log has the cause")
+            }
+            ErrorCode::Internal => {
+                Some("the server failed to complete the request; the server log has the cause")
+            }
+            ErrorCode::UnknownTable
+            | ErrorCode::RecordNotFound
+            | ErrorCode::NoRoute
+            | ErrorCode::InvalidId
+            | ErrorCode::MalformedJson
+            | ErrorCode::SchemaViolation
+            | ErrorCode::KeyMismatch
+            | ErrorCode::KeyInBody
+            | ErrorCode::BadQuery
+            | ErrorCode::BadRequest
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::NotAcceptable
+            | ErrorCode::PreconditionFailed
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::UnsupportedMediaType
+            | ErrorCode::OriginFailed
+            | ErrorCode::OriginInvalid
+            | ErrorCode::OriginTimeout
+            | ErrorCode::NotCached
+            | ErrorCode::TooManyConnections
+            | ErrorCode::TooManySubscribers
+            | ErrorCode::ShuttingDown => None,
+        }
+    }
+}
+
+impl Error {
+    /// A client's JSON that does not parse, with where.
+    pub fn malformed_json(error: &serde_json::Error) -> Error {
+        let reason = error.to_string();
+        // serde_json appends " at line L column C"; the error carries those as fields.
+        let reason = reason.split(" at line ").next().unwrap_or(&reason);
+        Error::MalformedJson {
+            line: error.line(),
+            column: error.column(),
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// The stable code of this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::UnknownTable(_) => ErrorCode::UnknownTable,
+            Error::RecordNotFound { .. } => ErrorCode::RecordNotFound,
+            Error::InvalidId { .. } => ErrorCode::InvalidId,
+            Error::MalformedJson { .. } => ErrorCode::MalformedJson,
+            Error::SchemaViolation { .. } => ErrorCode::SchemaViolation,
+            Error::KeyMismatch { .. } => ErrorCode::KeyMismatch,
+            Error::KeyInBody { .. } => ErrorCode::KeyInBody,
+            Error::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
+            Error::BadQuery(_) => ErrorCode::BadQuery,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::OriginFailed { .. } => ErrorCode::OriginFailed,
+            Error::OriginTimeout { .. } => ErrorCode::OriginTimeout,
+            Error::OriginInvalid { .. } => ErrorCode::OriginInvalid,
+            Error::NotCached { .. } => ErrorCode::NotCached,
+            Error::NotOnCacheTable { .. } => ErrorCode::MethodNotAllowed,
+            Error::TooManySubscribers { .. } => ErrorCode::TooManySubscribers,
+            Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::Storage(_) => ErrorCode::StorageFailure,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// What a client may be told, on any transport.
+    pub fn public_message(&self) -> String {
+        match self.code().internal_message() {
+            Some(message) => message.to_owned(),
+            None => self.to_string(),
+        }
+    }
+
+    /// Whether the cause belongs in the server log (a failure inside the server).
+    pub fn is_internal(&self) -> bool {
+        self.code().internal_message().is_some()
+    }
 }
 
 /// A query that cannot be parsed: where, which token, and what was expected instead.
@@ -126,5 +409,45 @@ impl fmt::Display for QueryError {
     }
 }
 
+/// An error and every error under it, `: `-separated: how failures are logged.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
 /// Shorthand for results in this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_causes_are_logged_not_told() {
+        let disk = std::io::Error::other("File too large (os error 27)");
+        let error = Error::Storage(Cause::of("the commit failed", disk));
+        assert_eq!(error.code().as_str(), "storage-failure");
+        assert!(error.is_internal());
+        assert!(!error.public_message().contains("os error"));
+        assert_eq!(
+            Chain(&error).to_string(),
+            "storage failure: the commit failed: File too large (os error 27)"
+        );
+        let origin = Error::OriginFailed {
+            table: "Quote".into(),
+            id: "A".into(),
+            failure: OriginFailure::Redirected,
+        };
+        assert!(!origin.is_internal());
+        assert_eq!(origin.public_message(), origin.to_string());
+    }
+}

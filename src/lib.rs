@@ -10,16 +10,17 @@
 //! | --- | --- |
 //! | [`app`] | composition root: [`App::open`](app::App::open) builds everything, [`App::serve`](app::App::serve) runs and shuts down in order |
 //! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json, the connection loop and its limits |
-//! | [`realtime`] | subscriptions over WebSocket, Server-Sent Events and MQTT: one core, one lag policy; MQTT sessions over rumqttd's codecs (its only user) |
+//! | [`realtime`] | subscriptions over WebSocket, Server-Sent Events and MQTT: one core, one lag policy; MQTT sessions over rumqttd's codecs (`realtime/mqtt/`, its only user) |
 //! | [`catalog`] | table name -> [`Resource`](catalog::Resource): a table of our own or a cache table |
-//! | [`cache`] | cache tables: [`freshness()`](cache::freshness), single-flight origin requests, stale control, eviction; the only user of reqwest |
+//! | [`cache`] | cache tables: the read path, [`freshness()`](cache::freshness), the fill path (single-flight origin requests), active caching (push, invalidate, warm, sweep); the only user of reqwest |
 //! | [`query`] | the URL query language of `GET /T/?...`: parser, filter, planner, executor |
 //! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent) |
 //! | [`schema`] | schema files, `x-table` settings, compiled validators |
 //! | [`storage`] | the only user of sled: key and index encodings, record envelope, group commit, change log |
 //! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
 //! | [`warm`] | the `tablecast warm` command: a client of a running server |
-//! | [`config`], [`error`], [`clock`] | leaves |
+//! | [`error`] | the domain [`Error`](error::Error) and its stable [`ErrorCode`](error::ErrorCode), which every transport maps exhaustively |
+//! | [`config`], [`clock`] | leaves |
 //!
 //! # Write path (`PUT /Product/42`)
 //!
@@ -33,8 +34,10 @@
 //!
 //! # Read path (`GET /Product/42`)
 //!
-//! handler -> catalog -> [`Table::get`](table::Table::get) -> sled -> the stored JSON bytes are
-//! the response body as they are (no parse, no re-serialisation), with `ETag` from the version.
+//! handler -> catalog -> [`Table::get`](table::Table::get) -> the hot records (recently read
+//! envelopes, kept decoded in memory and invalidated by the writer before its fsync) or sled ->
+//! the stored JSON bytes are the response body as they are (no parse, no re-serialisation), with
+//! `ETag` from the version.
 //!
 //! # Cache read path (`GET /Quote/ACME`)
 //!
@@ -43,6 +46,21 @@
 //! bytes as they are; usable stale -> served, one background refresh; otherwise one origin
 //! request per key however many wait (conditional when validators are stored) -> stored as a
 //! normal commit -> served; on origin failure within stale-if-error, the stale entry is served.
+//!
+//! # MQTT publish path (`mosquitto_pub -r -t Product/42 -m '{...}'`)
+//!
+//! the session reads the PUBLISH -> `realtime/mqtt/publish.rs` decides what it is: a retained
+//! JSON payload on `<Table>/<id>` -> [`Resource::put`](catalog::Resource::put) ->
+//! [`Table::put`](table::Table::put) (or a push on a cache table) -> the writer, as for a `PUT` ->
+//! PUBACK once durable; a retained empty payload deletes; a non-retained one is a `message` to
+//! the record's subscribers; other topics are a plain broker. A refused PUBLISH is acknowledged
+//! with the reason code of its [`ErrorCode`](error::ErrorCode).
+//!
+//! # Errors
+//!
+//! Every failure is an [`Error`](error::Error) with a stable code; `http/error.rs` maps codes to
+//! statuses and problem details, the MQTT publish path to reason codes, each in one exhaustive
+//! match. Failures inside the server are told as one safe sentence; their cause goes to the log.
 //!
 //! # Change path (`PUT /Product/42` seen by a subscriber)
 //!

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::records::{record_response, set_validators, write_response};
-use crate::cache::{CacheStatus, CachedTable, Entry, Found, RequestDirectives};
+use crate::cache::{CacheStatus, CachedTable, Detail, Entry, Found, RequestDirectives};
 use crate::catalog::Resource;
 use crate::error::Error;
 use crate::storage::Key;
@@ -91,8 +91,7 @@ pub async fn put(cache: &CachedTable, id: &str, request: &HeaderMap, body: Value
     };
     let status = CacheStatus {
         stored: true,
-        detail: Some("pushed"),
-        ..CacheStatus::default()
+        ..CacheStatus::detail(Detail::Pushed)
     };
     match pushed.await {
         Ok(commit) => {
@@ -113,11 +112,10 @@ pub async fn delete(cache: &CachedTable, id: &str, request: &HeaderMap) -> Respo
     match evicted.await {
         Ok(()) => {
             let mut response = StatusCode::NO_CONTENT.into_response();
-            let status = CacheStatus {
-                detail: Some("evicted"),
-                ..CacheStatus::default()
-            };
-            set_status(response.headers_mut(), &status);
+            set_status(
+                response.headers_mut(),
+                &CacheStatus::detail(Detail::Evicted),
+            );
             response
         }
         Err(error) => problem(error, &CacheStatus::default()),

@@ -46,25 +46,16 @@ impl FromRequest<AppState> for JsonBody {
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(state.max_body)
+                    ApiError::Domain(Error::PayloadTooLarge {
+                        limit: state.max_body,
+                    })
                 } else {
                     ApiError::BadRequest(rejection.body_text())
                 }
             })?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            let reason = e.to_string();
-            // serde_json appends " at line L column C"; the problem carries those as fields.
-            let reason = reason
-                .split(" at line ")
-                .next()
-                .unwrap_or(&reason)
-                .to_owned();
-            ApiError::Domain(Error::MalformedJson {
-                line: e.line(),
-                column: e.column(),
-                reason,
-            })
-        })
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|e| ApiError::Domain(Error::malformed_json(&e)))
     }
 }
 

@@ -6,13 +6,12 @@
 //! chunk is produced by the caller, already on the blocking pool, so an answer that fits in one
 //! chunk costs no further hop between threads.
 
-use std::io;
-
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::error::{Cause, Chain, Error, Result};
 use crate::query::executor::{Content, ListedRecord, Listing};
 
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -66,7 +65,7 @@ impl Format {
 
 /// The body of an answer of `records` as `format`. Call it on the blocking pool: it produces the
 /// first chunk at once, so an error there can still be answered with a status.
-pub fn body(records: Listing, format: Format) -> io::Result<Body> {
+pub fn body(records: Listing, format: Format) -> Result<Body> {
     let mut chunks = Chunks::new(records, format);
     let first = chunks.next().transpose()?.unwrap_or_default();
     if chunks.finished {
@@ -77,6 +76,11 @@ pub fn body(records: Listing, format: Format) -> io::Result<Body> {
         let (next, chunks) = tokio::task::spawn_blocking(move || (chunks.next(), chunks))
             .await
             .ok()?;
+        if let Some(Err(error)) = &next {
+            // The status line is long gone: the body is aborted, so the client sees a broken
+            // response rather than a well-formed but truncated one.
+            tracing::error!(error = %Chain(error), "listing aborted");
+        }
         next.map(|chunk| (chunk, Some(chunks)))
     });
     Ok(Body::from_stream(
@@ -116,7 +120,7 @@ impl Chunks {
         }
     }
 
-    fn record(&mut self, chunk: &mut Vec<u8>, record: ListedRecord) -> io::Result<()> {
+    fn record(&mut self, chunk: &mut Vec<u8>, record: ListedRecord) -> Result<()> {
         let first = !std::mem::replace(&mut self.any_record, true);
         match &self.format {
             Format::Json | Format::NdJson => {
@@ -125,7 +129,8 @@ impl Chunks {
                 }
                 match record.content {
                     Content::Stored(bytes) => chunk.extend_from_slice(&bytes),
-                    Content::Value(value) => serde_json::to_writer(&mut *chunk, &value)?,
+                    Content::Value(value) => serde_json::to_writer(&mut *chunk, &value)
+                        .map_err(|e| Error::Internal(Cause::of("a value did not format", e)))?,
                 }
                 if self.format == Format::NdJson {
                     chunk.push(b'\n');
@@ -133,7 +138,8 @@ impl Chunks {
             }
             Format::Csv(columns) => {
                 let value = match record.content {
-                    Content::Stored(bytes) => serde_json::from_slice(&bytes)?,
+                    Content::Stored(bytes) => serde_json::from_slice(&bytes)
+                        .map_err(|e| Error::Storage(Cause::of("a stored record is not JSON", e)))?,
                     Content::Value(value) => value,
                 };
                 match &value {
@@ -147,9 +153,9 @@ impl Chunks {
 }
 
 impl Iterator for Chunks {
-    type Item = io::Result<Bytes>;
+    type Item = Result<Bytes>;
 
-    fn next(&mut self) -> Option<io::Result<Bytes>> {
+    fn next(&mut self) -> Option<Result<Bytes>> {
         if self.finished {
             return None;
         }
@@ -161,11 +167,8 @@ impl Iterator for Chunks {
             let record = match self.records.next() {
                 Some(Ok(record)) => record,
                 Some(Err(error)) => {
-                    // The status line is long gone: abort the body so the client sees a broken
-                    // response rather than a well-formed but truncated one.
-                    tracing::error!(%error, "listing aborted");
                     self.finished = true;
-                    return Some(Err(io::Error::other(error.to_string())));
+                    return Some(Err(error));
                 }
                 None => {
                     self.finished = true;

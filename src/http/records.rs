@@ -13,9 +13,9 @@ use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::listing;
 use super::subscribe::{self, Subscription};
-use crate::cache::CacheStatus;
+use crate::cache::{CacheStatus, Detail};
 use crate::catalog::{Catalog, Resource};
-use crate::error::Error;
+use crate::error::{CacheTableWrite, Cause, Error};
 use crate::query::executor::{self, ListedRecord};
 use crate::query::{self, Select};
 use crate::realtime::TopicFilter;
@@ -46,21 +46,17 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b']')
     .add(b',');
 
-/// The table of our own named `name`; `method` is refused on a cache table, for `why`.
+/// The table of our own named `name`; cache tables refuse `write`.
 fn local<'a>(
     catalog: &'a Catalog,
     name: &str,
-    method: &'static str,
-    why: &'static str,
-    allow: &'static str,
+    write: CacheTableWrite,
 ) -> Result<&'a Table, ApiError> {
     match catalog.resource(name)? {
         Resource::Local(table) => Ok(table),
         Resource::Cached(_) => Err(Error::NotOnCacheTable {
             table: name.to_owned(),
-            method,
-            why,
-            allow,
+            write,
         }
         .into()),
     }
@@ -127,13 +123,7 @@ pub async fn records_patch(
     request: HeaderMap,
     JsonBody(patch): JsonBody,
 ) -> Result<Response, ApiError> {
-    let table = local(
-        &state.catalog,
-        &name,
-        "PATCH",
-        "a cache entry mirrors the origin and is replaced whole; PUT pushes a new value",
-        "GET, HEAD, PUT, DELETE",
-    )?;
+    let table = local(&state.catalog, &name, CacheTableWrite::Patch)?;
     let key = table.parse_id(&id)?;
     let commit = table
         .patch(key, patch, headers::precondition(&request))
@@ -162,13 +152,7 @@ pub async fn records_post(
     UrlPath(name): UrlPath<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let table = local(
-        &state.catalog,
-        &name,
-        "POST",
-        "cache entries are keyed by the origin's ids; PUT /<Table>/<id> pushes one",
-        "GET, HEAD",
-    )?;
+    let table = local(&state.catalog, &name, CacheTableWrite::Post)?;
     let commit = table.create(body).await?;
     let record = commit.record.as_ref().expect("a create stores a record");
     let mut response = record_response(StatusCode::CREATED, record);
@@ -208,7 +192,7 @@ pub async fn records_list(
     let catalog = state.catalog.clone();
     tokio::task::spawn_blocking(move || list(&catalog, &name, &raw.unwrap_or_default(), &request))
         .await
-        .map_err(|e| Error::Storage(format!("the listing task failed: {e}")))?
+        .map_err(|e| Error::Internal(Cause::of("the listing task failed", e)))?
 }
 
 fn list(
@@ -275,13 +259,12 @@ fn list(
     );
     if let Resource::Cached(_) = resource {
         // A listing reads what is stored, fresh or not, and never asks the origin.
-        let status = CacheStatus {
-            detail: Some("stored-entries"),
-            ..CacheStatus::default()
-        };
-        cached::set_status(&mut response_headers, &status);
+        cached::set_status(
+            &mut response_headers,
+            &CacheStatus::detail(Detail::StoredEntries),
+        );
     }
-    let body = listing::body(listed, format).map_err(|e| Error::Storage(e.to_string()))?;
+    let body = listing::body(listed, format)?;
     Ok((response_headers, body).into_response())
 }
 

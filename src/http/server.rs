@@ -13,13 +13,12 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::PROBLEM_JSON;
+use super::{ApiError, PROBLEM_JSON};
 
 /// Limits on connections.
 #[derive(Clone, Copy, Debug)]
@@ -105,15 +104,10 @@ pub async fn serve(
 
 /// Answers a connection over the limit with a 503 problem and closes it.
 async fn refuse(mut stream: TcpStream, limit: usize) {
-    let body = json!({
-        "type": "urn:tablecast:problem:too-many-connections",
-        "title": "Too many connections",
-        "status": 503,
-        "detail": format!("the server is serving its limit of {limit} connections; retry shortly"),
-    })
-    .to_string();
+    // Written by hand: the connection is not handed to hyper.
+    let (status, body) = ApiError::TooManyConnections(limit).problem();
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: {PROBLEM_JSON}\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(response.as_bytes()).await;

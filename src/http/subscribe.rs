@@ -64,9 +64,7 @@ pub fn answer(
     transport: Subscribe,
 ) -> Result<Response, ApiError> {
     let realtime = &state.realtime;
-    let admitted = realtime
-        .admit()
-        .ok_or(ApiError::TooManySubscribers(realtime.max_subscribers()))?;
+    let admitted = realtime.admit()?;
     let mut subscription = realtime.subscribe();
     match transport {
         Subscribe::WebSocket(upgrade) => {

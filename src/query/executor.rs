@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::filter::{lookup, matches, project, sort_order};
 use super::planner::{self, Plan};
 use super::{Filter, Query, SortKey};
-use crate::error::{Error, QueryError, Result};
+use crate::error::{Cause, Error, QueryError, Result};
 use crate::storage::{Envelope, IndexRange, Key};
 use crate::table::Table;
 
@@ -136,7 +136,7 @@ fn candidates(
             let value = match needs_value {
                 true => Some(
                     serde_json::from_slice::<Value>(&record.value)
-                        .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?,
+                        .map_err(|e| Error::Storage(Cause::of("a stored record is not JSON", e)))?,
                 ),
                 false => None,
             };
@@ -159,7 +159,7 @@ fn indexed(
 ) -> Result<impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<>> {
     let entries = table
         .index_keys(path, range)
-        .ok_or_else(|| Error::Storage(format!("no index on {}", path.join("."))))?;
+        .ok_or_else(|| Error::Internal(Cause::new(format!("no index on {}", path.join(".")))))?;
     let after = after.map(Key::encode);
     let past_after = move |key: &[u8]| match &after {
         Some(after) if reverse => key < after.as_slice(),

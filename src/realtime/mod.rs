@@ -21,6 +21,7 @@ pub use subscription::{Item, Subscription};
 pub use topic_filter::TopicFilter;
 
 use crate::catalog::Catalog;
+use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, ChangeKind, EventBus};
 use crate::storage::Store;
 
@@ -55,15 +56,14 @@ impl Realtime {
         }
     }
 
-    /// A place for one more subscriber (a stream or an MQTT connection), held until it ends;
-    /// `None` at the limit.
-    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
-        self.subscribers.clone().try_acquire_owned().ok()
-    }
-
-    /// How many subscribers may be served at once.
-    pub fn max_subscribers(&self) -> usize {
-        self.max_subscribers
+    /// A place for one more subscriber (a stream or an MQTT connection), held until it ends.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit> {
+        self.subscribers
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Error::TooManySubscribers {
+                limit: self.max_subscribers,
+            })
     }
 
     /// A subscription watching nothing yet; it sees every change announced from now on.

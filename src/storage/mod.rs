@@ -31,7 +31,7 @@ pub use envelope::Envelope;
 pub use key::{Key, KeyType};
 pub use writer::{Change, Commit, Decide, OnDurable, Stamp, Target, WriteContext};
 
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use hot::HotRecords;
 use writer::{CLOCK_KEY, ChangeLog, Command, LOG_KEY, Request, Writer};
 
@@ -108,7 +108,10 @@ impl Store {
             match meta.get(key).map_err(storage_error)? {
                 Some(raw) => Ok(u64::from_be_bytes(raw.as_ref().try_into().map_err(
                     |_| {
-                        Error::Storage(format!("corrupt `{}` record", String::from_utf8_lossy(key)))
+                        storage_failure(format!(
+                            "corrupt `{}` record",
+                            String::from_utf8_lossy(key)
+                        ))
                     },
                 )?)),
                 None => Ok(0),
@@ -121,7 +124,7 @@ impl Store {
             Some((seq, _)) => u64::from_be_bytes(
                 seq.as_ref()
                     .try_into()
-                    .map_err(|_| Error::Storage("corrupt change log".to_owned()))?,
+                    .map_err(|_| storage_failure("corrupt change log".to_owned()))?,
             ),
             None => last_seq + 1,
         };
@@ -142,7 +145,7 @@ impl Store {
         let handle = std::thread::Builder::new()
             .name("tablecast-writer".to_owned())
             .spawn(move || writer.run(receiver))
-            .map_err(|e| Error::Storage(format!("cannot start the writer thread: {e}")))?;
+            .map_err(|e| Error::Storage(Cause::of("cannot start the writer thread", e)))?;
         Ok(Store {
             db,
             meta,
@@ -173,10 +176,10 @@ impl Store {
         let meta = match self.meta.get(&meta_key).map_err(storage_error)? {
             Some(raw) => {
                 let (stored_type, meta) = TableMeta::decode(&raw).ok_or_else(|| {
-                    Error::Storage(format!("corrupt metadata for table `{name}`"))
+                    storage_failure(format!("corrupt metadata for table `{name}`"))
                 })?;
                 if stored_type != key_type {
-                    return Err(Error::Storage(format!(
+                    return Err(storage_failure(format!(
                         "table `{name}` holds records with {} keys but its schema now declares {} keys",
                         stored_type.name(),
                         key_type.name()
@@ -209,7 +212,7 @@ impl Store {
                     ids.push(name.into());
                     ids.len() - 1
                 });
-            u32::try_from(id).map_err(|_| Error::Storage("too many tables".to_owned()))?
+            u32::try_from(id).map_err(|_| storage_failure("too many tables".to_owned()))?
         };
         Ok(Records {
             name: name.into(),
@@ -233,8 +236,9 @@ impl Store {
     ) -> Result<Vec<Index>> {
         let list_key = format!("indexes/{table}").into_bytes();
         let built: BTreeSet<String> = match self.meta.get(&list_key).map_err(storage_error)? {
-            Some(raw) => serde_json::from_slice(&raw)
-                .map_err(|e| Error::Storage(format!("corrupt index list of `{table}`: {e}")))?,
+            Some(raw) => serde_json::from_slice(&raw).map_err(|e| {
+                Error::Storage(Cause::of(format!("corrupt index list of `{table}`"), e))
+            })?,
             None => BTreeSet::new(),
         };
         let tree_name = |path: &str| format!("_index/{table}/{path}");
@@ -261,7 +265,8 @@ impl Store {
             build(table, records, &new, count)?;
         }
         let list: BTreeSet<&String> = paths.iter().collect();
-        let list = serde_json::to_vec(&list).map_err(|e| Error::Storage(e.to_string()))?;
+        let list = serde_json::to_vec(&list)
+            .map_err(|e| Error::Internal(Cause::of("the index list did not encode", e)))?;
         self.meta.insert(list_key, list).map_err(storage_error)?;
         self.db.flush().map_err(storage_error)?;
         Ok(indexes)
@@ -309,7 +314,7 @@ impl Store {
             let seq = u64::from_be_bytes(
                 seq.as_ref()
                     .try_into()
-                    .map_err(|_| Error::Storage("corrupt change log".to_owned()))?,
+                    .map_err(|_| storage_failure("corrupt change log".to_owned()))?,
             );
             if seq != expected {
                 // Trimmed past `after`: some changes are gone.
@@ -317,7 +322,7 @@ impl Store {
             }
             changes.push(
                 LoggedChange::decode(seq, &raw)
-                    .ok_or_else(|| Error::Storage(format!("corrupt change log entry {seq}")))?,
+                    .ok_or_else(|| storage_failure(format!("corrupt change log entry {seq}")))?,
             );
         }
         if changes.is_empty() && after < last {
@@ -382,7 +387,7 @@ impl Records {
         entries.map(move |entry| {
             let (raw_key, raw) = entry.map_err(storage_error)?;
             let key = Key::decode(key_type, &raw_key)
-                .ok_or_else(|| Error::Storage("corrupt key".to_owned()))?;
+                .ok_or_else(|| storage_failure("corrupt key".to_owned()))?;
             Ok((key, decode(raw)?))
         })
     }
@@ -407,7 +412,7 @@ impl Records {
         Some(entries.map(|entry| {
             let (entry, _) = entry.map_err(storage_error)?;
             let at = index::value_len(&entry)
-                .ok_or_else(|| Error::Storage("corrupt index entry".to_owned()))?;
+                .ok_or_else(|| storage_failure("corrupt index entry".to_owned()))?;
             Ok(entry[at..].to_vec())
         }))
     }
@@ -418,7 +423,7 @@ impl Records {
             return Ok(None);
         };
         let key = Key::decode(self.key_type, encoded)
-            .ok_or_else(|| Error::Storage("corrupt key".to_owned()))?;
+            .ok_or_else(|| storage_failure("corrupt key".to_owned()))?;
         Ok(Some((key, record)))
     }
 
@@ -436,7 +441,7 @@ impl Records {
             .map(|entry| {
                 let (entry, _) = entry.map_err(storage_error)?;
                 Key::decode(self.key_type, &entry[8..])
-                    .ok_or_else(|| Error::Storage("corrupt expiry entry".to_owned()))
+                    .ok_or_else(|| storage_failure("corrupt expiry entry".to_owned()))
             })
             .collect()
     }
@@ -502,7 +507,7 @@ fn build(table: &str, records: &sled::Tree, indexes: &[&Index], total: u64) -> R
         let (key, raw) = entry.map_err(storage_error)?;
         let record = decode(raw)?;
         let value: serde_json::Value = serde_json::from_slice(&record.value)
-            .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?;
+            .map_err(|e| Error::Storage(Cause::of("a stored record is not JSON", e)))?;
         for (index, batch) in indexes.iter().zip(&mut batches) {
             for indexed in index::values(&value, &index.path) {
                 batch.insert(index::entry(&indexed, &key), &[]);
@@ -543,7 +548,7 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
                 if Instant::now() >= deadline {
-                    return Err(Error::Storage(format!(
+                    return Err(storage_failure(format!(
                         "cannot open {}: another process is using this data directory",
                         dir.display()
                     )));
@@ -551,9 +556,9 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(e) => {
-                return Err(Error::Storage(format!(
-                    "cannot open {}: {e}",
-                    dir.display()
+                return Err(Error::Storage(Cause::of(
+                    format!("cannot open {}", dir.display()),
+                    e,
                 )));
             }
         }
@@ -566,9 +571,14 @@ fn meta_key(table: &str) -> Vec<u8> {
 
 fn decode(raw: sled::IVec) -> Result<Envelope> {
     Envelope::decode(Bytes::from_owner(raw))
-        .ok_or_else(|| Error::Storage("corrupt record envelope".to_owned()))
+        .ok_or_else(|| storage_failure("corrupt record envelope".to_owned()))
 }
 
 fn storage_error(error: sled::Error) -> Error {
-    Error::Storage(error.to_string())
+    Error::Storage(Cause::of("the database failed", error))
+}
+
+/// A storage failure described by `context` alone (corrupt data, typically).
+fn storage_failure(context: impl Into<String>) -> Error {
+    Error::Storage(Cause::new(context))
 }

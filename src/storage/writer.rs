@@ -16,14 +16,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde_json::Value;
 use sled::Transactional;
-use sled::transaction::ConflictableTransactionError;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::oneshot;
 
 use super::changelog::LoggedChange;
 use super::clock::Hlc;
 use super::key::Key;
 use super::{Envelope, Records, TableMeta, index, storage_error};
-use crate::error::{Error, Result};
+use crate::error::{Cause, Chain, Error, Result};
 
 /// The most requests one flush acknowledges; bounds the latency of the first in a long queue.
 const MAX_BATCH: usize = 4096;
@@ -256,10 +256,10 @@ impl Writer {
                 let decision =
                     panic::catch_unwind(AssertUnwindSafe(|| decide(current.as_ref(), &context)))
                         .unwrap_or_else(|_| {
-                            Err(Error::Storage(format!(
+                            Err(Error::Internal(Cause::new(format!(
                                 "a write to {}/{key} panicked",
                                 records.name
-                            )))
+                            ))))
                         });
                 decision.map(|change| (current, change))
             });
@@ -368,9 +368,9 @@ impl Writer {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "commit failed; {} writes rejected", pending.len());
+                tracing::error!(error = %Chain(&error), "commit failed; {} writes rejected", pending.len());
                 for (_, reply) in pending {
-                    let _ = reply.send(Err(Error::Storage(error.to_string())));
+                    let _ = reply.send(Err(error.clone()));
                 }
             }
         }
@@ -411,7 +411,12 @@ impl Writer {
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
-            .map_err(|error| Error::Storage(format!("{error:?}")))?;
+            .map_err(|error| match error {
+                TransactionError::Storage(error) => storage_error(error),
+                TransactionError::Abort(()) => {
+                    Error::Internal(Cause::new("the commit's transaction aborted"))
+                }
+            })?;
         // Before the fsync, so no acknowledged write can be shadowed by an older copy.
         for table in staged {
             for key in table.written.keys() {
@@ -466,7 +471,7 @@ mod tests {
                 Box::new(|_, _| panic!("bug")),
             )
             .await;
-        assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
+        assert!(matches!(failed, Err(Error::Internal(_))), "{failed:?}");
         let next = store
             .commit(
                 &records,

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub use precondition::{Precondition, Tags, Verdict};
+pub use record::Rejection;
 
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::events::{ChangeEvent, EventBus};
 use crate::schema::TableSchema;
 use crate::storage::{
@@ -68,7 +69,7 @@ impl Table {
     }
 
     /// Completes and validates `record` as a write of `key` at `now` would, without storing it.
-    pub fn check(&self, key: &Key, record: Value, now: u64) -> Result<Value> {
+    pub fn check(&self, key: &Key, record: Value, now: u64) -> Result<Value, Rejection> {
         record::compose(&self.schema, key, record, now, now)
     }
 
@@ -132,7 +133,7 @@ impl Table {
             Box::new(move |current, context| {
                 check(&precondition, current)?;
                 let created = current.map_or(context.now_ms, |c| c.created);
-                record::compose(&schema, context.key, record, created, context.now_ms)
+                compose(&schema, context.key, record, created, context.now_ms)
                     .map(|record| Change::Put(record, stamp))
             }),
         )
@@ -148,8 +149,7 @@ impl Table {
             Target::Key(key),
             Box::new(move |current, context| {
                 let created = current.map_or(context.now_ms, |c| c.created);
-                let record =
-                    record::compose(&schema, context.key, record, created, context.now_ms)?;
+                let record = compose(&schema, context.key, record, created, context.now_ms)?;
                 let unchanged = current.is_some_and(|current| {
                     serde_json::from_slice::<Value>(&current.value).is_ok_and(|v| v == record)
                 });
@@ -231,16 +231,17 @@ impl Table {
             Box::new(move |current, context| {
                 let current = existing(&schema, &precondition, current, context.key)?;
                 if let Some(value) = patch.get(&schema.settings.primary_key) {
-                    record::check_key(&schema, context.key, value)?;
+                    record::check_key(&schema, context.key, value)
+                        .map_err(|rejection| rejection.into_error(&schema.name))?;
                 }
                 let mut record: Value = serde_json::from_slice(&current.value)
-                    .map_err(|e| Error::Storage(format!("stored record is not JSON: {e}")))?;
+                    .map_err(|e| Error::Storage(Cause::of("a stored record is not JSON", e)))?;
                 merge_patch::apply(&mut record, &patch);
                 let stamp = Stamp {
                     expires_at: current.expires_at,
                     meta: current.meta.clone(),
                 };
-                record::compose(
+                compose(
                     &schema,
                     context.key,
                     record,
@@ -284,7 +285,7 @@ impl Table {
         self.commit(
             target,
             Box::new(move |_, context| {
-                record::compose(&schema, context.key, record, context.now_ms, context.now_ms)
+                compose(&schema, context.key, record, context.now_ms, context.now_ms)
                     .map(|record| Change::Put(record, Stamp::default()))
             }),
         )
@@ -294,6 +295,18 @@ impl Table {
     async fn commit(&self, target: Target, decide: Decide) -> Result<Commit> {
         self.store.commit(&self.records, target, decide).await
     }
+}
+
+/// [`record::compose`], rejected as the domain error of a write to the table.
+fn compose(
+    schema: &TableSchema,
+    key: &Key,
+    record: Value,
+    created: u64,
+    now: u64,
+) -> Result<Value> {
+    record::compose(schema, key, record, created, now)
+        .map_err(|rejection| rejection.into_error(&schema.name))
 }
 
 fn check(precondition: &Precondition, current: Option<&Envelope>) -> Result<()> {

@@ -234,7 +234,6 @@ impl Process {
     pub fn spawn_with(mut command: Command) -> Process {
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
             .spawn()
             .expect("tablecast starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));

@@ -8,183 +8,10 @@ use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5 as v5p;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::mpsc;
 
 use crate::common::{Fixture, TestServer, put, put_counters};
+use crate::mqtt_client::{Client5, Client311, MqttClient, WAIT};
 use crate::subscribe::{ws_connect, ws_next};
-
-const WAIT: Duration = Duration::from_secs(30);
-
-/// An MQTT 3.1.1 client whose incoming packets arrive on a channel. The channel holds one
-/// packet: a test that stops reading stops the client polling its connection (and acking).
-struct Client311 {
-    client: rumqttc::AsyncClient,
-    incoming: mpsc::Receiver<Result<rumqttc::Packet, String>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Client311 {
-    async fn connect(server: &TestServer, id: &str) -> Client311 {
-        Client311::connect_with(server, id, |_| {}).await
-    }
-
-    async fn connect_with(
-        server: &TestServer,
-        id: &str,
-        configure: impl FnOnce(&mut rumqttc::MqttOptions),
-    ) -> Client311 {
-        let mut options = rumqttc::MqttOptions::new(id, "127.0.0.1", server.mqtt.port());
-        options.set_keep_alive(Duration::from_secs(30));
-        configure(&mut options);
-        let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 64);
-        let (sender, incoming) = mpsc::channel(1);
-        let task = tokio::spawn(async move {
-            loop {
-                let event = match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(packet)) => Ok(packet),
-                    Ok(rumqttc::Event::Outgoing(_)) => continue,
-                    Err(error) => Err(error.to_string()),
-                };
-                let failed = event.is_err();
-                if sender.send(event).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        let mut connected = Client311 {
-            client,
-            incoming,
-            task,
-        };
-        match connected.next().await {
-            rumqttc::Packet::ConnAck(ack) => {
-                assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success)
-            }
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-        connected
-    }
-
-    async fn next(&mut self) -> rumqttc::Packet {
-        tokio::time::timeout(WAIT, self.incoming.recv())
-            .await
-            .expect("a packet in time")
-            .expect("the client runs")
-            .expect("no connection error")
-    }
-
-    async fn next_publish(&mut self) -> rumqttc::Publish {
-        loop {
-            if let rumqttc::Packet::Publish(publish) = self.next().await {
-                return publish;
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str) -> rumqttc::SubscribeReasonCode {
-        self.client
-            .subscribe(filter, rumqttc::QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-        loop {
-            if let rumqttc::Packet::SubAck(ack) = self.next().await {
-                return ack.return_codes[0];
-            }
-        }
-    }
-
-    async fn publish(&mut self, topic: &str, payload: &[u8], retain: bool) {
-        self.client
-            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload.to_vec())
-            .await
-            .expect("publish");
-        loop {
-            if let rumqttc::Packet::PubAck(_) = self.next().await {
-                return;
-            }
-        }
-    }
-}
-
-/// An MQTT 5 client, as [`Client311`].
-struct Client5 {
-    client: rumqttc::v5::AsyncClient,
-    incoming: mpsc::Receiver<Result<v5p::Packet, String>>,
-}
-
-impl Client5 {
-    async fn connect(server: &TestServer, id: &str) -> Client5 {
-        let mut options = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", server.mqtt.port());
-        options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
-        let (sender, incoming) = mpsc::channel(16);
-        tokio::spawn(async move {
-            loop {
-                let event = match eventloop.poll().await {
-                    Ok(rumqttc::v5::Event::Incoming(packet)) => Ok(packet),
-                    Ok(rumqttc::v5::Event::Outgoing(_)) => continue,
-                    Err(error) => Err(error.to_string()),
-                };
-                let failed = event.is_err();
-                if sender.send(event).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        let mut connected = Client5 { client, incoming };
-        match connected.next().await {
-            v5p::Packet::ConnAck(ack) => assert_eq!(ack.code, v5p::ConnectReturnCode::Success),
-            other => panic!("expected CONNACK, got {other:?}"),
-        }
-        connected
-    }
-
-    async fn next(&mut self) -> v5p::Packet {
-        tokio::time::timeout(WAIT, self.incoming.recv())
-            .await
-            .expect("a packet in time")
-            .expect("the client runs")
-            .expect("no connection error")
-    }
-
-    async fn next_publish(&mut self) -> v5p::Publish {
-        loop {
-            if let v5p::Packet::Publish(publish) = self.next().await {
-                return publish;
-            }
-        }
-    }
-
-    /// Publishes at QoS 1 and returns the PUBACK.
-    async fn publish(&mut self, topic: &str, payload: &[u8], retain: bool) -> v5p::PubAck {
-        self.client
-            .publish(
-                topic,
-                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                retain,
-                payload.to_vec(),
-            )
-            .await
-            .expect("publish");
-        loop {
-            if let v5p::Packet::PubAck(ack) = self.next().await {
-                return ack;
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str) -> v5p::SubAck {
-        self.client
-            .subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-        loop {
-            if let v5p::Packet::SubAck(ack) = self.next().await {
-                return ack;
-            }
-        }
-    }
-}
 
 async fn get(server: &TestServer, path: &str) -> (u16, String) {
     let response = server
@@ -207,7 +34,7 @@ async fn v311_subscribers_get_current_records_then_changes() {
     let server = fixture.start().await;
     put(&server, "/Item/b", json!({"name": "bee"})).await;
     put(&server, "/Item/a", json!({"name": "ay"})).await;
-    let mut mqtt = Client311::connect(&server, "reader").await;
+    let mut mqtt = Client311::connect(server.mqtt, "reader").await;
     assert_eq!(
         mqtt.subscribe("Item/+").await,
         rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
@@ -244,7 +71,7 @@ async fn v5_retained_publishes_write_records_and_bad_ones_get_reason_codes() {
     let server = fixture.start().await;
     let mut ws = ws_connect(&server, "/Item/x").await;
     assert_eq!(ws_next(&mut ws).await["type"], "synced");
-    let mut mqtt = Client5::connect(&server, "writer").await;
+    let mut mqtt = Client5::connect(server.mqtt, "writer").await;
 
     let ack = mqtt
         .publish("Item/x", br#"{"name":"from mqtt"}"#, true)
@@ -356,7 +183,7 @@ async fn v5_retained_publishes_write_records_and_bad_ones_get_reason_codes() {
 async fn a_v311_client_whose_publish_is_refused_stays_connected() {
     let fixture = Fixture::new();
     let server = fixture.start().await;
-    let mut mqtt = Client311::connect(&server, "clumsy").await;
+    let mut mqtt = Client311::connect(server.mqtt, "clumsy").await;
     mqtt.publish("Item/q", br#"{"name": 42}"#, true).await;
     mqtt.publish("Item/q", br#"{"name": "fixed"}"#, true).await;
     assert_eq!(
@@ -382,11 +209,11 @@ async fn a_non_retained_publish_to_a_record_is_relayed_as_a_message() {
     let mut ws = ws_connect(&server, "/Item/m").await;
     ws_next(&mut ws).await;
     assert_eq!(ws_next(&mut ws).await["type"], "synced");
-    let mut listener = Client311::connect(&server, "listener").await;
+    let mut listener = Client311::connect(server.mqtt, "listener").await;
     listener.subscribe("Item/m").await;
     listener.next_publish().await; // the current value
 
-    let mut talker = Client5::connect(&server, "talker").await;
+    let mut talker = Client5::connect(server.mqtt, "talker").await;
     talker.publish("Item/m", br#"{"hello":1}"#, false).await;
     let message = ws_next(&mut ws).await;
     assert_eq!(message["type"], "message");
@@ -405,9 +232,9 @@ async fn a_non_retained_publish_to_a_record_is_relayed_as_a_message() {
 async fn topics_outside_tables_are_a_plain_broker() {
     let fixture = Fixture::new();
     let server = fixture.start().await;
-    let mut alice = Client311::connect(&server, "alice").await;
+    let mut alice = Client311::connect(server.mqtt, "alice").await;
     alice.subscribe("chat/#").await;
-    let mut bob = Client5::connect(&server, "bob").await;
+    let mut bob = Client5::connect(server.mqtt, "bob").await;
     bob.publish("chat/room1", b"hi", false).await;
     let heard = alice.next_publish().await;
     assert_eq!(
@@ -417,7 +244,7 @@ async fn topics_outside_tables_are_a_plain_broker() {
 
     bob.publish("chat/topic", b"rust", true).await;
     assert_eq!(&alice.next_publish().await.payload[..], b"rust");
-    let mut carol = Client311::connect(&server, "carol").await;
+    let mut carol = Client311::connect(server.mqtt, "carol").await;
     carol.subscribe("chat/+").await;
     let retained = carol.next_publish().await;
     assert_eq!(
@@ -432,9 +259,9 @@ async fn topics_outside_tables_are_a_plain_broker() {
 async fn the_last_will_is_published_when_a_client_vanishes() {
     let fixture = Fixture::new();
     let server = fixture.start().await;
-    let mut watcher = Client311::connect(&server, "watcher").await;
+    let mut watcher = Client311::connect(server.mqtt, "watcher").await;
     watcher.subscribe("status/#").await;
-    let doomed = Client311::connect_with(&server, "doomed", |options| {
+    let doomed = Client311::connect_with(server.mqtt, "doomed", |options| {
         options.set_last_will(rumqttc::LastWill::new(
             "status/doomed",
             "gone",
@@ -563,7 +390,7 @@ async fn a_100k_record_table_is_delivered_whole_and_a_stalled_client_resyncs() {
     let server = fixture.start().await;
     load_counters(&server, RECORDS, "first").await;
 
-    let mut reader = Client311::connect_with(&server, "everything", |options| {
+    let mut reader = Client311::connect_with(server.mqtt, "everything", |options| {
         options.set_max_packet_size(1 << 20, 1 << 20);
     })
     .await;
@@ -577,7 +404,7 @@ async fn a_100k_record_table_is_delivered_whole_and_a_stalled_client_resyncs() {
     // A client that stops reading while every record changes again.
     // It sends no PINGREQ while it is stalled: a keep-alive longer than the load keeps the
     // server from (rightly) dropping it as silent.
-    let mut stalled = Client311::connect_with(&server, "stalled", |options| {
+    let mut stalled = Client311::connect_with(server.mqtt, "stalled", |options| {
         options.set_keep_alive(Duration::from_secs(3600));
     })
     .await;
@@ -684,7 +511,7 @@ async fn raw_clients_closing_early_or_sending_garbage() {
         "only the CONNACK"
     );
     // The server serves on.
-    let mut mqtt = Client311::connect(&server, "after").await;
+    let mut mqtt = Client311::connect(server.mqtt, "after").await;
     assert_eq!(
         mqtt.subscribe("Item/f").await,
         rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
@@ -697,7 +524,7 @@ async fn pipelined_writes_apply_and_are_acknowledged_in_order() {
     const WRITES: usize = 300;
     let fixture = Fixture::new();
     let server = fixture.start().await;
-    let mut mqtt = Client311::connect(&server, "pipeliner").await;
+    let mut mqtt = Client311::connect(server.mqtt, "pipeliner").await;
     // Publish without waiting for acknowledgements: the session applies them together.
     let client = mqtt.client.clone();
     let publishing = tokio::spawn(async move {

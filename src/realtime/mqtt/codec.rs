@@ -81,6 +81,7 @@ pub fn hello(bytes: &[u8]) -> Hello {
 }
 
 /// Reads and writes the packets of one connection.
+#[derive(Clone, Copy)]
 pub struct Codec {
     version: Version,
     max_packet: usize,

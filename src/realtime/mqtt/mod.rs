@@ -1,9 +1,24 @@
-//! MQTT 3.1.1 and 5 on their own port: rumqttd's packet codecs (`codec.rs`, the only use of
-//! rumqttd) under our own sessions (`session.rs`), which subscribe to the same core as WebSocket
-//! and SSE. Topics `<Table>/<id>` are records; other topics form a plain broker (`broker.rs`).
+//! MQTT 3.1.1 and 5 on their own port: rumqttd's packet codecs under our own sessions, which
+//! subscribe to the same core as WebSocket and SSE. Topics `<Table>/<id>` are records; other
+//! topics form a plain broker.
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | `mod.rs` | the listener: one session per connection, closed in order at shutdown |
+//! | `connect.rs` | CONNECT: read in time, refused with a CONNACK code, admitted, accepted |
+//! | `session.rs` | the session loop: packets in, acknowledgements and deliveries out |
+//! | `publish.rs` | where a PUBLISH becomes a record write, a delete or a relayed message; its reason codes |
+//! | `grants.rs` | the subscriptions a connection holds |
+//! | `outbox.rs` | what a session sends, and its QoS 1 window |
+//! | `broker.rs` | the plain broker: topics that are not tables, retained messages, client ids |
+//! | `codec.rs` | MQTT framing, with rumqttd's codecs for both versions |
 
 mod broker;
 pub mod codec;
+mod connect;
+mod grants;
+mod outbox;
+mod publish;
 mod session;
 
 use std::sync::Arc;
@@ -15,7 +30,21 @@ use tokio::task::JoinSet;
 
 use super::Realtime;
 use broker::Broker;
-use session::Shared;
+
+/// What every session shares.
+struct Shared {
+    realtime: Realtime,
+    broker: Broker,
+    /// Largest record payload accepted, as for HTTP bodies.
+    max_body: usize,
+}
+
+/// Topics whose first level starts with an upper-case letter belong to tables (table names
+/// conventionally do), so a typo in a table name is refused rather than silently becoming a
+/// plain topic.
+fn reserved_for_tables(first_level: &str) -> bool {
+    first_level.starts_with(|c: char| c.is_ascii_uppercase())
+}
 
 /// Serves MQTT on `listener` until the server starts shutting down, then closes every session
 /// (waiting at most `drain_timeout` for them to finish what they are applying).

@@ -1,0 +1,192 @@
+//! CONNECT: read it in time, refuse what cannot be served (with the CONNACK code the client's
+//! protocol has for it), admit the client under the subscriber limit, and accept it.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, Packet};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::Shared;
+use super::codec::{self, Codec, Hello, Version};
+
+/// How long a new connection has to send its CONNECT packet.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client that connected and was admitted.
+pub struct Client {
+    pub codec: Codec,
+    /// The client's id, or the one assigned to it.
+    pub id: String,
+    /// Whether the server chose the id (the client sent none).
+    pub assigned_id: bool,
+    /// The keep-alive the client asked for (zero: none).
+    pub keep_alive: Duration,
+    /// The client's Receive Maximum (MQTT 5), if it gave one.
+    pub receive_maximum: Option<u16>,
+    /// The message to publish if the connection ends without a clean DISCONNECT.
+    pub will: Option<LastWill>,
+    /// The client's place among the subscribers, held while it is connected.
+    pub admitted: OwnedSemaphorePermit,
+}
+
+/// What a CONNECT said that the session needs.
+struct Connected {
+    client_id: String,
+    keep_alive: u16,
+    receive_maximum: Option<u16>,
+    will: Option<LastWill>,
+}
+
+/// Why a CONNECT is not accepted: with the codec and code to answer with, or `None` when the
+/// connection is closed without an answer (not MQTT, or a malformed CONNECT).
+type Refused = Option<(Codec, ConnectReturnCode)>;
+
+/// Reads the CONNECT of connection `number` and admits the client; `None` if it is refused
+/// (answered, where the protocol allows, with a CONNACK saying why) or sends no CONNECT in time.
+pub async fn admit(
+    reader: &mut OwnedReadHalf,
+    writer: &mut OwnedWriteHalf,
+    input: &mut BytesMut,
+    shared: &Shared,
+    number: u64,
+) -> Option<Client> {
+    let read = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(reader, input, shared));
+    let (codec, connected) = match read.await {
+        Ok(Ok(connected)) => connected,
+        Ok(Err(refused)) => {
+            if let Some((codec, code)) = refused {
+                refuse(&codec, writer, code).await;
+            }
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!("an MQTT connection sent no CONNECT in time");
+            return None;
+        }
+    };
+    let admitted = match shared.realtime.admit() {
+        Ok(admitted) => admitted,
+        Err(error) => {
+            tracing::warn!("refusing an MQTT connection: {error}");
+            let busy = match codec.version() {
+                Version::V311 => ConnectReturnCode::ServiceUnavailable,
+                Version::V5 => ConnectReturnCode::ServerBusy,
+            };
+            refuse(&codec, writer, busy).await;
+            return None;
+        }
+    };
+    let assigned_id = connected.client_id.is_empty();
+    Some(Client {
+        codec,
+        id: if assigned_id {
+            format!("tablecast-{number}")
+        } else {
+            connected.client_id
+        },
+        assigned_id,
+        keep_alive: Duration::from_secs(u64::from(connected.keep_alive)),
+        receive_maximum: connected.receive_maximum,
+        will: connected.will,
+        admitted,
+    })
+}
+
+/// The CONNACK that accepts `client`; an MQTT 5 client is told what the server supports.
+pub fn accepted(client: &Client, max_body: usize) -> Packet {
+    let properties = (client.codec.version() == Version::V5).then(|| ConnAckProperties {
+        assigned_client_identifier: client.assigned_id.then(|| client.id.clone()),
+        retain_available: Some(1),
+        wildcard_subscription_available: Some(1),
+        subscription_identifiers_available: Some(0),
+        shared_subscription_available: Some(0),
+        max_packet_size: u32::try_from(max_packet(max_body)).ok(),
+        ..ConnAckProperties::default()
+    });
+    Packet::ConnAck(
+        ConnAck {
+            session_present: false,
+            code: ConnectReturnCode::Success,
+        },
+        properties,
+    )
+}
+
+/// The largest packet read: a payload of the body limit, a topic of MQTT's longest, and headers.
+pub fn max_packet(max_body: usize) -> usize {
+    max_body + 65_536 + 16
+}
+
+/// Answers a CONNECT with a refusal; the connection then closes.
+async fn refuse(codec: &Codec, writer: &mut OwnedWriteHalf, code: ConnectReturnCode) {
+    let mut out = BytesMut::new();
+    let refused = Packet::ConnAck(
+        ConnAck {
+            session_present: false,
+            code,
+        },
+        None,
+    );
+    if codec.write(refused, &mut out).is_ok() {
+        let _ = writer.write_all(&out).await;
+    }
+}
+
+/// Reads the CONNECT packet, and the codec of the protocol it speaks.
+async fn read_connect(
+    reader: &mut OwnedReadHalf,
+    input: &mut BytesMut,
+    shared: &Shared,
+) -> Result<(Codec, Connected), Refused> {
+    let max_packet = max_packet(shared.max_body);
+    let codec = loop {
+        match codec::hello(input) {
+            Hello::Incomplete => {}
+            Hello::Connect(version) => break Codec::new(version, max_packet),
+            Hello::UnsupportedLevel(level) => {
+                tracing::debug!(level, "refusing an MQTT protocol level other than 4 or 5");
+                return Err(Some((
+                    Codec::new(Version::V311, max_packet),
+                    ConnectReturnCode::RefusedProtocolVersion,
+                )));
+            }
+            Hello::NotMqtt => return Err(None),
+        }
+        if reader.read_buf(input).await.unwrap_or(0) == 0 {
+            return Err(None);
+        }
+    };
+    loop {
+        match codec.read(input) {
+            Ok(Some(Packet::Connect(connect, properties, will, _, _))) => {
+                if connect.client_id.is_empty() && !connect.clean_session {
+                    // MQTT 3.1.1: a persistent session needs a client id.
+                    return Err(Some((codec, ConnectReturnCode::ClientIdentifierNotValid)));
+                }
+                if let Some(will) = &will
+                    && std::str::from_utf8(&will.topic)
+                        .map_or(true, |t| t.is_empty() || t.contains(['+', '#']))
+                {
+                    // A malformed CONNECT: the connection is closed without an answer.
+                    return Err(None);
+                }
+                let connected = Connected {
+                    client_id: connect.client_id,
+                    keep_alive: connect.keep_alive,
+                    receive_maximum: properties.and_then(|p| p.receive_maximum),
+                    will,
+                };
+                return Ok((codec, connected));
+            }
+            Ok(Some(_)) | Err(_) => return Err(None),
+            Ok(None) => {
+                if reader.read_buf(input).await.unwrap_or(0) == 0 {
+                    return Err(None);
+                }
+            }
+        }
+    }
+}

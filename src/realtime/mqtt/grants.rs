@@ -1,0 +1,117 @@
+//! Subscription grants: the topic filters a connection holds, each at a QoS and with its MQTT 5
+//! options, and which of them a delivery matches.
+
+use rumqttd::protocol::{Filter, QoS, RetainForwardRule, SubscribeReasonCode};
+
+use crate::catalog::Catalog;
+use crate::realtime::TopicFilter;
+
+/// Subscriptions one connection may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 100;
+
+/// One granted subscription.
+pub struct Grant {
+    pub filter: TopicFilter,
+    pub qos: QoS,
+    /// MQTT 5 No Local: the connection's own plain-topic messages are not delivered back.
+    pub no_local: bool,
+    /// MQTT 5 Retain As Published: deliveries keep the retain flag they were published with.
+    pub retain_as_published: bool,
+}
+
+/// The grants of one connection, at most one per filter.
+#[derive(Default)]
+pub struct Grants {
+    grants: Vec<Grant>,
+}
+
+impl Grants {
+    /// Checks a requested filter: its syntax, a table topic naming a table, and the limit of
+    /// subscriptions per connection.
+    pub fn check(
+        &self,
+        path: &str,
+        catalog: &Catalog,
+    ) -> Result<TopicFilter, (SubscribeReasonCode, String)> {
+        if path.starts_with("$share/") {
+            return Err((
+                SubscribeReasonCode::SharedSubscriptionsNotSupported,
+                "shared subscriptions are not supported".to_owned(),
+            ));
+        }
+        let filter = TopicFilter::parse(path)
+            .map_err(|reason| (SubscribeReasonCode::TopicFilterInvalid, reason))?;
+        if let Some(first) = filter.first()
+            && super::reserved_for_tables(first)
+            && catalog.resource(first).is_err()
+        {
+            return Err((
+                SubscribeReasonCode::TopicFilterInvalid,
+                format!(
+                    "there is no table named `{first}` (topics whose first level starts with an \
+                     upper-case letter are reserved for tables)"
+                ),
+            ));
+        }
+        if !self.holds(&filter) && self.grants.len() >= MAX_SUBSCRIPTIONS {
+            return Err((
+                SubscribeReasonCode::QuotaExceeded,
+                format!("a connection may hold at most {MAX_SUBSCRIPTIONS} subscriptions"),
+            ));
+        }
+        Ok(filter)
+    }
+
+    /// Whether a grant for `filter` is held.
+    pub fn holds(&self, filter: &TopicFilter) -> bool {
+        self.grants.iter().any(|g| g.filter == *filter)
+    }
+
+    /// Grants what `request` asks for `filter` (already checked), replacing a grant for the same
+    /// filter. Returns the QoS granted (at most 1), and whether the current values are to be
+    /// sent (MQTT 5's Retain Handling; always under 3.1.1).
+    pub fn grant(&mut self, filter: TopicFilter, request: &Filter, v5: bool) -> (QoS, bool) {
+        let qos = lower(request.qos, QoS::AtLeastOnce);
+        let send_current = match request.retain_forward_rule {
+            RetainForwardRule::OnEverySubscribe => true,
+            RetainForwardRule::OnNewSubscribe => !self.holds(&filter),
+            RetainForwardRule::Never => false,
+        };
+        self.remove(&filter);
+        self.grants.push(Grant {
+            filter,
+            qos,
+            no_local: v5 && request.nolocal,
+            retain_as_published: v5 && request.preserve_retain,
+        });
+        (qos, send_current)
+    }
+
+    /// Removes the grant for `filter`; false if there was none.
+    pub fn remove(&mut self, filter: &TopicFilter) -> bool {
+        let before = self.grants.len();
+        self.grants.retain(|g| g.filter != *filter);
+        self.grants.len() < before
+    }
+
+    /// The highest QoS granted by the grants that pass `matches`, and whether any of them keeps
+    /// the retain flag as published: overlapping subscriptions get one delivery.
+    pub fn best(&self, matches: impl Fn(&Grant) -> bool) -> Option<(QoS, bool)> {
+        self.grants
+            .iter()
+            .filter(|g| matches(g))
+            .fold(None, |best, g| match best {
+                None => Some((g.qos, g.retain_as_published)),
+                Some((qos, rap)) => Some((higher(qos, g.qos), rap || g.retain_as_published)),
+            })
+    }
+}
+
+/// The lower of two QoS levels.
+pub fn lower(a: QoS, b: QoS) -> QoS {
+    if a < b { a } else { b }
+}
+
+fn higher(a: QoS, b: QoS) -> QoS {
+    if a < b { b } else { a }
+}
