@@ -11,7 +11,7 @@ use serde_json::json;
 use tablecast::query::executor::execute;
 use tablecast::query::{filter::bind, parse};
 use tablecast::schema::TableSchema;
-use tablecast::storage::{Key, Store};
+use tablecast::storage::{Key, Options, Store};
 use tablecast::table::{Precondition, Table};
 
 const SCHEMA: &str = r#"{
@@ -66,8 +66,10 @@ fn main() {
     let store = Arc::new(
         Store::open(
             &dir.path().join("data"),
-            STORE_CACHE,
-            1000,
+            Options {
+                cache_bytes: STORE_CACHE,
+                ..Options::default()
+            },
             Box::new(|_| {}),
         )
         .expect("store"),

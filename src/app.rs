@@ -3,8 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
-
 use tokio::net::TcpListener;
 
 use crate::cache::Sweeper;
@@ -15,13 +13,11 @@ use crate::error::{Chain, Error};
 use crate::events::EventBus;
 use crate::realtime::{self, Realtime};
 use crate::schema::{self, LoadError};
-use crate::storage::Store;
+use crate::storage::{self, Store};
 use crate::{http, table};
 
 /// Events buffered for the slowest in-process subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 4096;
-/// How often cache tables are swept of entries past their last usable moment.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -94,18 +90,19 @@ impl App {
         App::open_with_clock(config, Clock::system())
     }
 
-    /// [`App::open`], with cache freshness decided by `clock` (a manual clock in tests).
+    /// [`App::open`], with time read from `clock` (a manual clock in tests): cache freshness and
+    /// commit times.
     pub fn open_with_clock(config: Config, clock: Clock) -> Result<App, StartError> {
         let schemas = schema::load_dir(&config.schemas).map_err(StartError::Schemas)?;
         let events = EventBus::new(EVENT_BUFFER);
+        let options = storage::Options {
+            cache_bytes: config.store_cache,
+            change_log: config.change_log,
+            clock: clock.clone(),
+        };
         let store = Arc::new(
-            Store::open(
-                &config.data,
-                config.store_cache,
-                config.change_log,
-                table::publish_to(events.clone()),
-            )
-            .map_err(StartError::Store)?,
+            Store::open(&config.data, options, table::publish_to(events.clone()))
+                .map_err(StartError::Store)?,
         );
         let catalog = Arc::new(
             Catalog::open(schemas, &store, &clock, config.max_body).map_err(StartError::Store)?,
@@ -172,7 +169,10 @@ impl App {
             max_connections: self.config.max_connections,
             drain_timeout: self.config.drain_timeout,
         };
-        let sweeper = Sweeper::start(self.catalog.caches().cloned().collect(), SWEEP_INTERVAL);
+        let sweeper = Sweeper::start(
+            self.catalog.caches().cloned().collect(),
+            self.config.sweep_interval,
+        );
         http::serve(listeners.http, router, limits, shutdown).await;
         if let Some(mqtt) = mqtt {
             let _ = mqtt.await;

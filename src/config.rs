@@ -22,6 +22,8 @@ pub const DEFAULT_CHANGE_LOG: u64 = 100_000;
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between sweeps of cache entries past their last usable moment.
+pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How a server is configured.
 #[derive(Clone, Debug, clap::Args)]
@@ -77,6 +79,10 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
     pub max_subscribers: usize,
 
+    /// How often cache tables are swept of entries past their last usable moment, e.g. `1s`.
+    #[arg(long, env = "TABLECAST_SWEEP_INTERVAL", default_value = "1s", value_parser = parse_interval)]
+    pub sweep_interval: Duration,
+
     /// Origins whose web pages may use the API from a browser (CORS), comma-separated, e.g.
     /// `https://app.example.com`; `*` allows any origin. None by default.
     #[arg(long, env = "TABLECAST_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
@@ -99,6 +105,7 @@ impl Config {
             change_log: DEFAULT_CHANGE_LOG,
             cors_origins: Vec::new(),
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
         }
     }
 }
@@ -156,6 +163,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .checked_mul(millis_per_unit)
         .map(Duration::from_millis)
         .ok_or_else(|| format!("`{text}` is too long"))
+}
+
+/// A duration longer than zero (a timer's period).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    parse_duration(text).and_then(|interval| {
+        if interval.is_zero() {
+            Err(format!("`{text}` must be longer than 0"))
+        } else {
+            Ok(interval)
+        }
+    })
 }
 
 /// Checks a `--cors-origins` entry: `*`, or an origin such as `https://app.example.com:8443`.

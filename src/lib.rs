@@ -16,7 +16,7 @@
 //! | [`query`] | the URL query language of `GET /T/?...`: parser, filter, planner, executor |
 //! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent) |
 //! | [`schema`] | schema files, `x-table` settings, compiled validators |
-//! | [`storage`] | the only user of sled: key and index encodings, record envelope, group commit, change log |
+//! | [`storage`] | the only user of sled: a table's records, the mutation contract and the group-commit writer, the change log, table metadata and indexes, the hot records, key and index encodings |
 //! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
 //! | [`warm`] | the `tablecast warm` command: a client of a running server |
 //! | [`error`] | the domain [`Error`](error::Error) and its stable [`ErrorCode`](error::ErrorCode), which every transport maps exhaustively |
@@ -26,11 +26,11 @@
 //!
 //! handler -> [`Table::put`](table::Table::put) -> the storage writer thread takes every queued
 //! write, decides each against the current record (precondition, merge patch, primary key,
-//! timestamps, schema validation), assigns a hybrid-logical-clock version, applies the batch
-//! (records, their index entries, change-log entries, table metadata) in one sled transaction and
-//! fsyncs once ->
-//! publishes one `ChangeEvent` per commit in commit order -> replies. A 2xx on a write means the
-//! write survives `kill -9`.
+//! timestamps from the [`Clock`](clock::Clock), schema validation), assigns a
+//! hybrid-logical-clock version, applies the batch (records, their index entries, change-log
+//! entries, table metadata) in one sled transaction and fsyncs once -> publishes one
+//! `ChangeEvent` per commit in commit order -> replies. A 2xx on a write means the write
+//! survives `kill -9`.
 //!
 //! # Read path (`GET /Product/42`)
 //!

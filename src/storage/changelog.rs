@@ -2,13 +2,18 @@
 //! number of entries so a subscriber that was away can be told what it missed.
 //!
 //! Entries are `seq (u64 BE) -> table | key type | key | version | value`, written in the same
-//! transaction as the change itself, so the log never disagrees with the tables.
+//! transaction as the change itself, so the log never disagrees with the tables. The writer
+//! appends ([`ChangeLog`]); readers ask for what came after a sequence number
+//! ([`changes_after`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::key::{Key, KeyType};
+use super::{storage_error, storage_failure};
+use crate::error::Result;
 
 /// Name of the change log's tree.
 pub(crate) const TREE: &str = "_changes";
@@ -74,6 +79,130 @@ impl LoggedChange {
             value,
         })
     }
+}
+
+/// The writer's end of the change log.
+pub(crate) struct ChangeLog {
+    tree: sled::Tree,
+    /// The last sequence number written, shared with readers.
+    last: Arc<AtomicU64>,
+    /// The oldest sequence number possibly still in the tree.
+    first: u64,
+    /// How many entries to keep.
+    retention: u64,
+}
+
+/// The log entries of one batch: those it appends, and those it trims.
+pub(crate) struct LogBatch {
+    pub entries: sled::Batch,
+    /// The sequence number of the batch's last entry.
+    pub last: u64,
+    /// The oldest entry kept once the batch is applied.
+    keep_from: u64,
+}
+
+impl ChangeLog {
+    /// The log in `tree`, whose last written sequence number is in `last`, keeping the latest
+    /// `retention` entries.
+    pub fn open(tree: sled::Tree, last: Arc<AtomicU64>, retention: u64) -> Result<ChangeLog> {
+        let first = match tree.first().map_err(storage_error)? {
+            Some((seq, _)) => decode_seq(&seq)?,
+            None => last.load(Ordering::Acquire) + 1,
+        };
+        Ok(ChangeLog {
+            tree,
+            last,
+            first,
+            retention,
+        })
+    }
+
+    /// The log's tree, for the batch's transaction.
+    pub fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// An empty batch, continuing after the last entry written.
+    pub fn begin(&self) -> LogBatch {
+        let last = self.last.load(Ordering::Relaxed);
+        LogBatch {
+            entries: sled::Batch::default(),
+            last,
+            keep_from: self.first,
+        }
+    }
+
+    /// Adds to `batch` the removal of the entries beyond the retention, once it holds them all.
+    pub fn trim(&self, batch: &mut LogBatch) {
+        batch.keep_from = (batch.last + 1).saturating_sub(self.retention).max(1);
+        for old in self.first..batch.keep_from {
+            batch.entries.remove(&old.to_be_bytes());
+        }
+    }
+
+    /// `batch` is durable: readers may see its entries.
+    pub fn applied(&mut self, batch: &LogBatch) {
+        self.first = self.first.max(batch.keep_from);
+        self.last.store(batch.last, Ordering::Release);
+    }
+}
+
+impl LogBatch {
+    /// Appends a change of `key` in `table` at `version` (`value`: the record after it, `None`
+    /// for a delete); returns its sequence number.
+    pub fn append(&mut self, table: Arc<str>, key: Key, version: u64, value: Option<Bytes>) -> u64 {
+        self.last += 1;
+        let logged = LoggedChange {
+            seq: self.last,
+            table,
+            key,
+            version,
+            value,
+        };
+        self.entries
+            .insert(&self.last.to_be_bytes(), logged.encode());
+        self.last
+    }
+}
+
+/// The changes in `tree` after sequence number `after`, oldest first, at most `limit`, when the
+/// last one written is `last`; `None` if the log no longer holds every change after `after` (or
+/// never held them).
+pub(crate) fn changes_after(
+    tree: &sled::Tree,
+    last: u64,
+    after: u64,
+    limit: usize,
+) -> Result<Option<Vec<LoggedChange>>> {
+    if after > last {
+        return Ok(None);
+    }
+    let mut changes = Vec::new();
+    let entries = tree
+        .range((after + 1).to_be_bytes()..=last.to_be_bytes())
+        .take(limit);
+    for (expected, entry) in (after + 1..).zip(entries) {
+        let (seq, raw) = entry.map_err(storage_error)?;
+        let seq = decode_seq(&seq)?;
+        if seq != expected {
+            // Trimmed past `after`: some changes are gone.
+            return Ok(None);
+        }
+        changes.push(
+            LoggedChange::decode(seq, &raw)
+                .ok_or_else(|| storage_failure(format!("corrupt change log entry {seq}")))?,
+        );
+    }
+    if changes.is_empty() && after < last {
+        return Ok(None);
+    }
+    Ok(Some(changes))
+}
+
+fn decode_seq(raw: &[u8]) -> Result<u64> {
+    raw.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| storage_failure("corrupt change log"))
 }
 
 #[cfg(test)]

@@ -46,12 +46,19 @@ struct Setup {
 }
 
 async fn setup(extra: &str) -> Setup {
+    setup_with(extra, |_| {}).await
+}
+
+/// [`setup`], with the server's configuration changed by `configure`.
+async fn setup_with(extra: &str, configure: impl FnOnce(&mut tablecast::Config)) -> Setup {
     // SAFETY: every test sets the same value, and only the schema loader reads it.
     unsafe { std::env::set_var("TABLECAST_TEST_ORIGIN_KEY", "abc") };
     let origin = Origin::start().await;
     let fixture = Fixture::with_schemas(&[("Quote", &quote_schema(&origin, extra))]);
     let clock = Clock::manual(START);
-    let server = TestServer::start_with_clock(fixture.config(), clock.clone()).await;
+    let mut config = fixture.config();
+    configure(&mut config);
+    let server = TestServer::start_with_clock(config, clock.clone()).await;
     Setup {
         origin,
         fixture,
@@ -602,10 +609,14 @@ async fn max_entries_evicts_the_least_recently_used() {
 
 #[tokio::test]
 async fn the_sweeper_removes_entries_past_their_last_usable_moment() {
-    let mut s = setup("").await;
+    let sweep_often = |config: &mut tablecast::Config| {
+        config.sweep_interval = Duration::from_millis(20);
+    };
+    let mut s = setup_with("", sweep_often).await;
     assert_eq!(s.get("A").await.status(), 200);
     s.clock.advance(Duration::from_secs(60 + 599));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Ten sweeps or so.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(s.record_count().await, 1, "still within stale-if-error");
     s.clock.advance(Duration::from_secs(2));
     eventually("the sweeper did not remove the expired entry", async || {

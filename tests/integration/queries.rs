@@ -321,7 +321,7 @@ async fn exact_counts_and_cursor_paging() {
 async fn indexes_are_built_and_dropped_on_restart() {
     use std::sync::Arc;
     use tablecast::schema::TableSchema;
-    use tablecast::storage::{IndexRange, Store};
+    use tablecast::storage::{IndexRange, Options, Store};
     use tablecast::table::Table;
 
     let unindexed = PRODUCT.replace(r#""indexes": ["category", "price"]"#, r#""indexes": []"#);
@@ -332,7 +332,7 @@ async fn indexes_are_built_and_dropped_on_restart() {
     let index_entries = |path: &str| {
         let schema = TableSchema::load(&schema_file).expect("schema");
         let store = Arc::new(
-            Store::open(fixture.data.path(), 16 << 20, 1000, Box::new(|_| {})).expect("store"),
+            Store::open(fixture.data.path(), Options::default(), Box::new(|_| {})).expect("store"),
         );
         let table = Table::open(schema, store).expect("table");
         let everything =

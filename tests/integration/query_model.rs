@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tablecast::query::executor::{Content, execute};
 use tablecast::query::{filter::bind, parse};
 use tablecast::schema::TableSchema;
-use tablecast::storage::{Key, Store};
+use tablecast::storage::{Key, Options, Store};
 use tablecast::table::{Precondition, Table};
 
 const SCHEMA: &str = r#"{
@@ -362,8 +362,9 @@ fn open(dir: &std::path::Path, indexes: &str) -> Table {
     let file = dir.join("Model.json");
     std::fs::write(&file, SCHEMA.replace("INDEXES", indexes)).unwrap();
     let schema = TableSchema::load(&file).expect("schema");
-    let store =
-        Arc::new(Store::open(&dir.join("data"), 16 << 20, 1000, Box::new(|_| {})).expect("store"));
+    let store = Arc::new(
+        Store::open(&dir.join("data"), Options::default(), Box::new(|_| {})).expect("store"),
+    );
     Table::open(schema, store).expect("table")
 }
 

@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tablecast::error::Error;
 use tablecast::schema::TableSchema;
-use tablecast::storage::{Key, Store};
+use tablecast::storage::{Key, Options, Store};
 use tablecast::table::{Precondition, Table};
 
 const SCHEMA: &str = r#"{
@@ -44,7 +44,8 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn open(schema_file: &Path, data: &Path) -> Table {
     let schema = TableSchema::load(schema_file).expect("schema loads");
-    let store = Arc::new(Store::open(data, 16 << 20, 1000, Box::new(|_| {})).expect("store opens"));
+    let store =
+        Arc::new(Store::open(data, Options::default(), Box::new(|_| {})).expect("store opens"));
     Table::open(schema, store).expect("table opens")
 }
 

@@ -1,0 +1,98 @@
+//! Table metadata in the `_meta` tree: each table's key type, record count and highest integer
+//! key (`table/<name>`), the list of its built indexes (`indexes/<name>`), and the store's own
+//! counters: the highest version issued (`clock`) and the last change-log sequence number
+//! (`change-seq`).
+
+use super::key::KeyType;
+use super::{storage_error, storage_failure};
+use crate::error::Result;
+
+/// The metadata tree's name.
+pub(crate) const TREE: &str = "_meta";
+/// Key of the highest issued version.
+pub(crate) const CLOCK_KEY: &[u8] = b"clock";
+/// Key of the last change-log sequence number.
+pub(crate) const LOG_KEY: &[u8] = b"change-seq";
+
+/// Per-table facts kept current by the writer and persisted with every commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct TableMeta {
+    pub count: u64,
+    /// The highest integer key ever written (deleted keys included), so generated ids are never
+    /// reused.
+    pub max_int: Option<i64>,
+}
+
+impl TableMeta {
+    /// Reads the metadata of table `name`, creating it for a new table; fails if the table
+    /// holds records under another key type.
+    pub fn open(meta: &sled::Tree, name: &str, key_type: KeyType) -> Result<TableMeta> {
+        let key = table_key(name);
+        let Some(raw) = meta.get(&key).map_err(storage_error)? else {
+            let fresh = TableMeta::default();
+            meta.insert(&key, fresh.encode(key_type))
+                .map_err(storage_error)?;
+            return Ok(fresh);
+        };
+        let (stored_type, found) = TableMeta::decode(&raw)
+            .ok_or_else(|| storage_failure(format!("corrupt metadata for table `{name}`")))?;
+        if stored_type != key_type {
+            return Err(storage_failure(format!(
+                "table `{name}` holds records with {} keys but its schema now declares {} keys",
+                stored_type.name(),
+                key_type.name()
+            )));
+        }
+        Ok(found)
+    }
+
+    pub fn encode(&self, key_type: KeyType) -> Vec<u8> {
+        let mut out = vec![key_type.tag()];
+        out.extend_from_slice(&self.count.to_be_bytes());
+        if let Some(max) = self.max_int {
+            out.extend_from_slice(&max.to_be_bytes());
+        }
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Option<(KeyType, TableMeta)> {
+        let (&tag, rest) = raw.split_first()?;
+        let (count, rest) = rest.split_first_chunk::<8>()?;
+        let max_int = match rest {
+            [] => None,
+            _ => Some(i64::from_be_bytes(rest.try_into().ok()?)),
+        };
+        let meta = TableMeta {
+            count: u64::from_be_bytes(*count),
+            max_int,
+        };
+        Some((KeyType::from_tag(tag)?, meta))
+    }
+}
+
+/// The key of table `name`'s metadata.
+pub(crate) fn table_key(name: &str) -> Vec<u8> {
+    format!("table/{name}").into_bytes()
+}
+
+/// The key of table `name`'s list of built indexes.
+pub(crate) fn indexes_key(name: &str) -> Vec<u8> {
+    format!("indexes/{name}").into_bytes()
+}
+
+/// A counter of the store (0 if never written).
+pub(crate) fn read_counter(meta: &sled::Tree, key: &[u8]) -> Result<u64> {
+    match meta.get(key).map_err(storage_error)? {
+        Some(raw) => raw
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| {
+                storage_failure(format!(
+                    "corrupt `{}` counter",
+                    String::from_utf8_lossy(key)
+                ))
+            }),
+        None => Ok(0),
+    }
+}

@@ -1,0 +1,84 @@
+//! The mutation contract: what a caller hands the writer (a target and a decision) and what it
+//! gets back once the write is durable (a [`Commit`]).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use super::{Envelope, Key, Records};
+use crate::error::Result;
+
+/// Which record a mutation targets.
+pub enum Target {
+    /// The record with this key.
+    Key(Key),
+    /// A new record keyed one above the highest integer key the table has ever had.
+    NextInteger,
+}
+
+/// What the writer tells a mutation's decision about the moment of the commit.
+pub struct WriteContext<'a> {
+    /// The record's key.
+    pub key: &'a Key,
+    /// Commit time, ms since the Unix epoch.
+    pub now_ms: u64,
+}
+
+/// When a record may be removed, and what its table's resource keeps beside it (opaque here).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    /// When the record may be removed (ms since the Unix epoch); listed in the expiry tree.
+    pub expires_at: Option<u64>,
+    /// Resource metadata, stored in the envelope.
+    pub meta: Bytes,
+}
+
+/// The outcome a decision asks for.
+pub enum Change {
+    /// Store this (validated) record with this stamp.
+    Put(Value, Stamp),
+    /// Keep the record, its version and its `updated` time; replace only its stamp. The record
+    /// does not change, so no event is announced.
+    Restamp(Stamp),
+    /// Remove the record.
+    Delete,
+}
+
+/// Decides a mutation given the current record; runs on the writer thread, so it must be quick.
+pub type Decide = Box<dyn FnOnce(Option<&Envelope>, &WriteContext) -> Result<Change> + Send>;
+
+/// A durable commit, reported to `on_durable` and to the caller.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    /// The table written.
+    pub table: Arc<str>,
+    /// The record's key.
+    pub key: Key,
+    /// The commit's version.
+    pub version: u64,
+    /// The record after the commit; `None` for a delete.
+    pub record: Option<Envelope>,
+    /// The commit's position in the change log; `None` if it only restamped the record.
+    pub seq: Option<u64>,
+}
+
+/// Called on the writer thread for each commit that changed a record, in commit order, once it
+/// is on disk.
+pub type OnDurable = Box<dyn Fn(&Commit) + Send>;
+
+/// One queued mutation and where its outcome goes.
+pub(crate) struct Request {
+    pub records: Records,
+    pub target: Target,
+    pub decide: Decide,
+    pub reply: oneshot::Sender<Result<Commit>>,
+}
+
+/// What the writer is asked to do.
+pub(crate) enum Command {
+    Write(Request),
+    /// Finish what is queued before this, then stop.
+    Close,
+}
