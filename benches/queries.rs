@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tablecast::query::executor::execute;
-use tablecast::query::{filter::bind, parse};
+use tablecast::query::{bind, parse};
 use tablecast::schema::TableSchema;
 use tablecast::storage::{Key, Options, Store};
 use tablecast::table::{Precondition, Table};

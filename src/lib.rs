@@ -13,7 +13,7 @@
 //! | [`realtime`] | subscriptions over WebSocket, Server-Sent Events and MQTT: one core, one lag policy; MQTT sessions over rumqttd's codecs (`realtime/mqtt/`, its only user) |
 //! | [`catalog`] | table name -> [`Resource`](catalog::Resource): a table of our own or a cache table |
 //! | [`cache`] | cache tables: the read path, [`freshness()`](cache::freshness), the fill path (single-flight origin requests), active caching (push, invalidate, warm, sweep); the only user of reqwest |
-//! | [`query`] | the URL query language of `GET /T/?...`: parser, filter, planner, executor |
+//! | [`query`] | the URL query language of `GET /T/?...`: parser, binding to the schema, planner, executor, evaluation |
 //! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent) |
 //! | [`schema`] | schema files, `x-table` settings, compiled validators |
 //! | [`storage`] | the only user of sled: a table's records, the mutation contract and the group-commit writer, the change log, table metadata and indexes, the hot records, key and index encodings |
@@ -72,7 +72,7 @@
 //!
 //! # Query path (`GET /Product/?category=lighting&price=lt=50`)
 //!
-//! handler (on the blocking pool) -> [`query::parse`] -> [`query::filter::bind`] to the schema ->
+//! handler (on the blocking pool) -> [`query::parse`] -> [`query::bind`] to the schema ->
 //! [`query::planner`] picks an index range or a scan -> [`query::executor`] streams records in key
 //! order through the filter, paging and `select` -> JSON, NDJSON or CSV chunks, each produced when
 //! the client can take it.

@@ -7,7 +7,7 @@ use std::sync::Once;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use tablecast::realtime::Filter;
+use tablecast::realtime::TopicFilter;
 use tablecast::realtime::mqtt::codec::{Codec, Version, hello};
 
 static QUIET: Once = Once::new();
@@ -23,9 +23,9 @@ fuzz_target!(|bytes: &[u8]| {
         while let Ok(Some(_)) = codec.read(&mut buffer) {}
     }
     if let Ok(text) = std::str::from_utf8(bytes)
-        && let Ok(filter) = Filter::parse(text)
+        && let Ok(filter) = TopicFilter::parse(text)
     {
-        assert_eq!(Filter::parse(&filter.to_string()), Ok(filter.clone()));
+        assert_eq!(TopicFilter::parse(&filter.to_string()), Ok(filter.clone()));
         let _ = filter.matches(text);
     }
 });

@@ -205,7 +205,7 @@ fn list(
     let table = resource.table();
     let schema = table.schema();
     let query = query::parse(raw)
-        .and_then(|query| query::filter::bind(query, &schema.document))
+        .and_then(|query| query::bind(query, &schema.document))
         .map_err(Error::BadQuery)?;
     let format = listing::negotiate(request, || csv_columns(&query, &schema.document))
         .ok_or(ApiError::NotAcceptable)?;

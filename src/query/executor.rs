@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::filter::{lookup, matches, project, sort_order};
+use super::evaluate::{lookup, matches, project, sort_order};
 use super::planner::{self, Plan};
 use super::{Filter, Query, SortKey};
 use crate::error::{Cause, Error, QueryError, Result};

@@ -1,7 +1,8 @@
 //! The URL query language of `GET /T/?...`, compatible with Harper's where Harper is right.
 //!
-//! [`parse`] turns the raw query string into a [`Query`]; [`filter`] binds its conditions to the
-//! table's schema and evaluates them on records; [`executor`] streams the answer.
+//! [`parse`] turns the raw query string into a [`Query`]; [`bind`] converts its values by the
+//! table's schema; the [`planner`] picks an index range or a scan; the [`executor`] streams the
+//! answer, with conditions, sort order and `select` [`evaluate`]d on records.
 //!
 //! ```text
 //! name=Lamp&price=gt=10&lt=20          conditions joined by & (and); range chaining
@@ -11,11 +12,14 @@
 //! select(name,price)   sort(-price,+name)   limit(10)   limit(20,30)   after(42)
 //! ```
 
+mod bind;
+mod date;
+pub mod evaluate;
 pub mod executor;
-pub mod filter;
 mod parser;
 pub mod planner;
 
+pub use bind::bind;
 pub use parser::parse;
 
 /// A parsed query.

@@ -8,7 +8,7 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use tablecast::query::executor::{Content, execute};
-use tablecast::query::{filter::bind, parse};
+use tablecast::query::{bind, parse};
 use tablecast::schema::TableSchema;
 use tablecast::storage::{Key, Options, Store};
 use tablecast::table::{Precondition, Table};

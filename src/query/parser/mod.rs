@@ -2,11 +2,17 @@
 //!
 //! Structure (`& | ( ) [ ] = ! ,` and the call syntax) is read from the raw string, so a
 //! percent-encoded `%26` inside a value is a literal `&`; names and values are percent-decoded.
+//! This file reads conditions and their grouping; `calls.rs` reads `select()`, `sort()`,
+//! `limit()` and `after()`, and `values.rs` the value of a condition.
+
+mod calls;
+mod values;
 
 use percent_encoding::percent_decode_str;
 
-use super::{Condition, Field, Filter, Literal, Op, Query, Select, SortKey};
+use super::{Condition, Filter, Op, Query};
 use crate::error::QueryError;
+use calls::Calls;
 
 type Parsed<T> = Result<T, QueryError>;
 
@@ -50,21 +56,6 @@ struct Parser<'a> {
 /// The deepest nesting of groups or `select` braces accepted: parsing, binding and evaluating
 /// recurse once per level, so the bound keeps any query string from exhausting a thread's stack.
 const MAX_DEPTH: usize = 32;
-
-/// The calls seen so far at the top level, to reject duplicates.
-#[derive(Default)]
-struct Calls {
-    select: bool,
-    sort: bool,
-    limit: bool,
-    after: bool,
-}
-
-impl Calls {
-    fn any(&self) -> bool {
-        self.select || self.sort || self.limit || self.after
-    }
-}
 
 impl<'a> Parser<'a> {
     fn peek(&self) -> Option<u8> {
@@ -279,70 +270,6 @@ impl<'a> Parser<'a> {
         Ok(*op)
     }
 
-    fn literal(&self, op: Op, at: usize, text: String) -> Parsed<(Op, Literal)> {
-        if text.is_empty() {
-            return Err(self.error(at, "", "a value"));
-        }
-        if text.starts_with('*') {
-            return Err(self.error(
-                at,
-                &text,
-                "a value without a leading * (only a trailing * is a wildcard: starts with)",
-            ));
-        }
-        if let Some(prefix) = text.strip_suffix('*') {
-            if op != Op::Eq {
-                return Err(self.error(
-                    at,
-                    &text,
-                    "a value without * (a trailing * is a wildcard only after = or ==)",
-                ));
-            }
-            return Ok((Op::StartsWith, Literal::String(prefix.to_owned())));
-        }
-        if text == "null" {
-            if !matches!(op, Op::Eq | Op::Ne) {
-                return Err(self.error(
-                    at,
-                    &text,
-                    "a value other than null (null compares only with =, == and !=)",
-                ));
-            }
-            return Ok((op, Literal::Null));
-        }
-        let typed = |prefix: &str| text.strip_prefix(prefix).map(str::to_owned);
-        let literal = if let Some(number) = typed("number:") {
-            Literal::Number(
-                parse_number(&number)
-                    .ok_or_else(|| self.error(at, &text, "a number after number:"))?,
-            )
-        } else if let Some(flag) = typed("boolean:") {
-            Literal::Bool(match flag.as_str() {
-                "true" => true,
-                "false" => false,
-                _ => return Err(self.error(at, &text, "true or false after boolean:")),
-            })
-        } else if let Some(string) = typed("string:") {
-            Literal::String(string)
-        } else if let Some(date) = typed("date:") {
-            Literal::Date(super::filter::parse_date(&date).ok_or_else(|| {
-                self.error(
-                    at,
-                    &text,
-                    "a date after date: (2001-01-01, 2001-01-01T12:00:00Z, ...)",
-                )
-            })?)
-        } else {
-            Literal::Text(text)
-        };
-        if matches!(op, Op::StartsWith | Op::Contains | Op::EndsWith)
-            && !matches!(literal, Literal::Text(_) | Literal::String(_))
-        {
-            return Err(self.error(at, "", "text (=sw=, =ct= and =ew= compare strings)"));
-        }
-        Ok((op, literal))
-    }
-
     fn path(&self, at: usize, raw: &str) -> Parsed<Vec<String>> {
         let text = self.decode(at, raw)?;
         let path: Vec<String> = text.split('.').map(str::to_owned).collect();
@@ -357,194 +284,6 @@ impl<'a> Parser<'a> {
         let rest: &'a str = &self.src[self.pos..];
         let len = rest.char_indices().nth(1).map_or(rest.len(), |(i, _)| i);
         (self.pos, &rest[..len])
-    }
-
-    fn call(
-        &mut self,
-        start: usize,
-        name: String,
-        query: &mut Query,
-        calls: &mut Calls,
-    ) -> Parsed<()> {
-        self.pos += 1; // (
-        let (seen, what) = match name.as_str() {
-            "select" => (&mut calls.select, "select"),
-            "sort" => (&mut calls.sort, "sort"),
-            "limit" => (&mut calls.limit, "limit"),
-            "after" => (&mut calls.after, "after"),
-            _ => {
-                return Err(self.error(
-                    start,
-                    &name,
-                    "a condition, select(...), sort(...), limit(...) or after(...)",
-                ));
-            }
-        };
-        if std::mem::replace(seen, true) {
-            return Err(self.error(start, &name, format!("at most one {what}()")));
-        }
-        match what {
-            "select" => query.select = Some(self.select()?),
-            "sort" => query.sort = self.sort()?,
-            "limit" => {
-                (query.offset, query.limit) = self.limit()?;
-                query.paging.push(start..self.pos);
-            }
-            _ => {
-                query.after = Some(self.after()?);
-                query.paging.push(start..self.pos);
-            }
-        }
-        Ok(())
-    }
-
-    fn close_call(&mut self) -> Parsed<()> {
-        match self.peek() {
-            Some(b')') => {
-                self.pos += 1;
-                Ok(())
-            }
-            _ => {
-                let (at, token) = self.peek_token();
-                Err(self.error(at, token, "`)` closing the call"))
-            }
-        }
-    }
-
-    fn select(&mut self) -> Parsed<Select> {
-        let start = self.pos;
-        let arguments = &self.src[start..];
-        let single = arguments
-            .find(')')
-            .map(|end| &arguments[..end])
-            .filter(|a| !a.is_empty() && !a.contains([',', '{', '}']));
-        if let Some(single) = single {
-            // select(a) and select(a.b): the bare value.
-            let path = self.path(start, single)?;
-            self.pos += single.len();
-            self.close_call()?;
-            return Ok(Select::Value(path));
-        }
-        let (fields, _) = self.fields(b')')?;
-        self.close_call()?;
-        if fields.is_empty() {
-            return Err(self.error(start, "", "a property name in select()"));
-        }
-        Ok(Select::Fields(fields))
-    }
-
-    /// `a,b{c,d},e.f` up to `close` (not consumed); dotted names become nested fields.
-    fn fields(&mut self, close: u8) -> Parsed<(Vec<Field>, bool)> {
-        let mut fields = Vec::new();
-        let mut trailing_comma = false;
-        while self.peek() != Some(close) {
-            let (at, raw) = self.take_until(b",(){}&|[]");
-            if raw.is_empty() {
-                let (at, token) = self.peek_token();
-                return Err(self.error(at, token, "a property name"));
-            }
-            let path = self.path(at, raw)?;
-            let mut children = Vec::new();
-            if self.peek() == Some(b'{') {
-                self.pos += 1;
-                self.enter(self.pos - 1)?;
-                children = self.fields(b'}')?.0;
-                self.depth -= 1;
-                self.pos += 1; // }
-            }
-            fields.push(nest(&path, children));
-            trailing_comma = false;
-            match self.peek() {
-                Some(b',') => {
-                    self.pos += 1;
-                    trailing_comma = true;
-                }
-                Some(c) if c == close => {}
-                _ => {
-                    let (at, token) = self.peek_token();
-                    return Err(self.error(at, token, format!("`,` or `{}`", close as char)));
-                }
-            }
-        }
-        Ok((fields, trailing_comma))
-    }
-
-    fn sort(&mut self) -> Parsed<Vec<SortKey>> {
-        let mut keys = Vec::new();
-        loop {
-            let (at, raw) = self.take_until(b",)&|");
-            let text = self.decode(at, raw)?;
-            let (descending, name) = match text.as_bytes().first() {
-                Some(b'-') => (true, &text[1..]),
-                Some(b'+' | b' ') => (false, &text[1..]),
-                _ => (false, text.as_str()),
-            };
-            if name.is_empty() {
-                return Err(self.error(
-                    at,
-                    &text,
-                    "an attribute to sort by, optionally after + or -",
-                ));
-            }
-            let path = self.path(at, name)?;
-            keys.push(SortKey {
-                path,
-                descending,
-                position: at,
-            });
-            if self.peek() == Some(b',') {
-                self.pos += 1;
-            } else {
-                break;
-            }
-        }
-        self.close_call()?;
-        Ok(keys)
-    }
-
-    /// `after(id)`: the primary key a page continues after (percent-decoded, parsed by the table).
-    fn after(&mut self) -> Parsed<(String, usize)> {
-        let (at, raw) = self.take_until(b")&|");
-        if raw.is_empty() {
-            return Err(self.error(at, "", "the id of the last record of the previous page"));
-        }
-        let id = self.decode(at, raw)?;
-        self.close_call()?;
-        Ok((id, at))
-    }
-
-    fn limit(&mut self) -> Parsed<(usize, Option<usize>)> {
-        let start = self.pos;
-        let mut numbers = Vec::new();
-        loop {
-            let (at, raw) = self.take_until(b",)&|");
-            let number = raw
-                .parse::<usize>()
-                .ok()
-                .filter(|_| raw.bytes().all(|b| b.is_ascii_digit()))
-                .ok_or_else(|| self.error(at, raw, "a non-negative integer"))?;
-            numbers.push((at, number));
-            if self.peek() == Some(b',') {
-                self.pos += 1;
-            } else {
-                break;
-            }
-        }
-        self.close_call()?;
-        match numbers[..] {
-            [(_, limit)] => Ok((0, Some(limit))),
-            [(_, start), (_, end)] if end >= start => Ok((start, Some(end - start))),
-            [(_, start), (at, end)] => Err(self.error(
-                at,
-                &end.to_string(),
-                format!("an end of at least the start ({start})"),
-            )),
-            _ => Err(self.error(
-                start,
-                &self.src[start..self.pos - 1],
-                "one or two numbers: limit(n) or limit(start,end)",
-            )),
-        }
     }
 }
 
@@ -569,27 +308,5 @@ fn chain(condition: Condition, terms: &[Filter], joiner: Option<u8>) -> Filter {
             ..condition
         }),
         None => Filter::Condition(condition),
-    }
-}
-
-fn nest(path: &[String], children: Vec<Field>) -> Field {
-    match path {
-        [name] => Field {
-            name: name.clone(),
-            children,
-        },
-        [name, rest @ ..] => Field {
-            name: name.clone(),
-            children: vec![nest(rest, children)],
-        },
-        [] => unreachable!("paths have at least one segment"),
-    }
-}
-
-/// A decimal number, or `$` and base-36 digits (Harper's `number:$1jl`).
-fn parse_number(text: &str) -> Option<f64> {
-    match text.strip_prefix('$') {
-        Some(digits) => u32::from_str_radix(digits, 36).ok().map(f64::from),
-        None => text.parse::<f64>().ok().filter(|n| n.is_finite()),
     }
 }
