@@ -12,12 +12,11 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
-use super::records::{record_response, set_validators, write_response};
+use super::response::{self, set, set_cache_status};
 use crate::cache::{CacheStatus, CachedTable, Detail, Entry, Found, RequestDirectives};
 use crate::catalog::Resource;
 use crate::error::Error;
 use crate::storage::Key;
-use crate::table::Verdict;
 
 /// `GET /T/id` on a cache table.
 pub async fn get(cache: &CachedTable, id: &str, request: &HeaderMap) -> Response {
@@ -29,18 +28,7 @@ pub async fn get(cache: &CachedTable, id: &str, request: &HeaderMap) -> Response
     let mut response = match served.outcome {
         Ok(Found::Stored(record, entry)) => {
             let mut response =
-                match headers::precondition(request).evaluate(Some(record.version), true) {
-                    Verdict::Proceed => record_response(StatusCode::OK, &record),
-                    Verdict::NotModified => {
-                        let mut response = StatusCode::NOT_MODIFIED.into_response();
-                        set_validators(response.headers_mut(), &record);
-                        response
-                    }
-                    Verdict::Failed => ApiError::from(Error::PreconditionFailed(
-                        "the record's current ETag does not satisfy If-Match".to_owned(),
-                    ))
-                    .into_response(),
-                };
+                response::read(request, &record).unwrap_or_else(IntoResponse::into_response);
             let control = freshness_control(&entry, served.status.ttl.unwrap_or(0));
             set(response.headers_mut(), header::CACHE_CONTROL, &control);
             response
@@ -75,7 +63,7 @@ pub async fn get(cache: &CachedTable, id: &str, request: &HeaderMap) -> Response
     if let Some(took) = served.origin_time {
         set(headers, "server-timing", &server_timing(took));
     }
-    set_status(headers, &served.status);
+    set_cache_status(headers, &served.status);
     response
 }
 
@@ -95,8 +83,8 @@ pub async fn put(cache: &CachedTable, id: &str, request: &HeaderMap, body: Value
     };
     match pushed.await {
         Ok(commit) => {
-            let mut response = write_response(request, &commit);
-            set_status(response.headers_mut(), &status);
+            let mut response = response::written(request, &commit);
+            set_cache_status(response.headers_mut(), &status);
             response
         }
         Err(error) => problem(error, &CacheStatus::default()),
@@ -112,7 +100,7 @@ pub async fn delete(cache: &CachedTable, id: &str, request: &HeaderMap) -> Respo
     match evicted.await {
         Ok(()) => {
             let mut response = StatusCode::NO_CONTENT.into_response();
-            set_status(
+            set_cache_status(
                 response.headers_mut(),
                 &CacheStatus::detail(Detail::Evicted),
             );
@@ -208,17 +196,6 @@ fn server_timing(took: Duration) -> String {
 
 fn problem(error: Error, status: &CacheStatus) -> Response {
     let mut response = ApiError::from(error).into_response();
-    set_status(response.headers_mut(), status);
+    set_cache_status(response.headers_mut(), status);
     response
-}
-
-/// Adds `Cache-Status` (RFC 9211).
-pub fn set_status(headers: &mut HeaderMap, status: &CacheStatus) {
-    set(headers, "cache-status", &status.to_string());
-}
-
-fn set(headers: &mut HeaderMap, name: impl header::IntoHeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
-        headers.insert(name, value);
-    }
 }

@@ -1,4 +1,16 @@
 //! The HTTP interface: the axum router, its handlers and the problem+json error mapping.
+//!
+//! | file | holds |
+//! | --- | --- |
+//! | `mod.rs` | the router |
+//! | `records.rs` | handlers of `/T`, `/T/` and `/T/id` |
+//! | `cached.rs` | cache tables: reads with RFC 9111/9211 headers, pushes, evictions, `/_cache/T/...` |
+//! | `response.rs` | response builders the handlers share |
+//! | `listing.rs` | listings streamed as JSON, NDJSON or CSV |
+//! | `subscribe.rs` | subscriptions over HTTP: WebSocket upgrades and Server-Sent Events |
+//! | `extract.rs`, `headers.rs` | extractors with problem+json rejections; header conventions |
+//! | `error.rs` | problem details: error codes to statuses |
+//! | `server.rs`, `cors.rs` | the connection loop and its limits; CORS |
 
 mod cached;
 pub mod cors;
@@ -7,6 +19,7 @@ mod extract;
 mod headers;
 mod listing;
 mod records;
+mod response;
 mod server;
 mod subscribe;
 

@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::listing;
+use super::response;
 use super::subscribe::{self, Subscription};
 use crate::cache::{CacheStatus, Detail};
 use crate::catalog::{Catalog, Resource};
@@ -19,8 +20,8 @@ use crate::error::{CacheTableWrite, Cause, Error};
 use crate::query::executor::{self, ListedRecord};
 use crate::query::{self, Select};
 use crate::realtime::TopicFilter;
-use crate::storage::{Commit, Envelope, Key};
-use crate::table::{Table, Verdict};
+use crate::storage::Key;
+use crate::table::Table;
 
 /// Characters escaped in a path segment (RFC 3986 `pchar` keeps the rest).
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -84,18 +85,7 @@ pub async fn records_get(
     let record = table
         .get(&key)?
         .ok_or(Error::RecordNotFound { table: name, id })?;
-    match headers::precondition(request).evaluate(Some(record.version), true) {
-        Verdict::Proceed => Ok(record_response(StatusCode::OK, &record)),
-        Verdict::NotModified => {
-            let mut response = StatusCode::NOT_MODIFIED.into_response();
-            set_validators(response.headers_mut(), &record);
-            Ok(response)
-        }
-        Verdict::Failed => Err(Error::PreconditionFailed(
-            "the record's current ETag does not satisfy If-Match".to_owned(),
-        )
-        .into()),
-    }
+    response::read(request, &record)
 }
 
 /// `PUT /T/id`: create or replace; on a cache table, push a value.
@@ -113,7 +103,7 @@ pub async fn records_put(
     let commit = table
         .put(key, body, headers::precondition(&request))
         .await?;
-    Ok(write_response(&request, &commit))
+    Ok(response::written(&request, &commit))
 }
 
 /// `PATCH /T/id`: JSON merge patch, then validation.
@@ -128,7 +118,7 @@ pub async fn records_patch(
     let commit = table
         .patch(key, patch, headers::precondition(&request))
         .await?;
-    Ok(write_response(&request, &commit))
+    Ok(response::written(&request, &commit))
 }
 
 /// `DELETE /T/id`; on a cache table, evict the entry.
@@ -155,7 +145,7 @@ pub async fn records_post(
     let table = local(&state.catalog, &name, CacheTableWrite::Post)?;
     let commit = table.create(body).await?;
     let record = commit.record.as_ref().expect("a create stores a record");
-    let mut response = record_response(StatusCode::CREATED, record);
+    let mut response = response::record(StatusCode::CREATED, record);
     let location = format!(
         "/{name}/{}",
         utf8_percent_encode(&commit.key.to_string(), SEGMENT)
@@ -259,7 +249,7 @@ fn list(
     );
     if let Resource::Cached(_) = resource {
         // A listing reads what is stored, fresh or not, and never asks the origin.
-        cached::set_status(
+        response::set_cache_status(
             &mut response_headers,
             &CacheStatus::detail(Detail::StoredEntries),
         );
@@ -336,40 +326,4 @@ pub async fn tables_describe(
         "schema": schema.document,
     });
     Ok(axum::Json(description).into_response())
-}
-
-pub(super) fn record_response(status: StatusCode, record: &Envelope) -> Response {
-    let mut response = (status, record.value.clone()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    set_validators(headers, record);
-    response
-}
-
-pub(super) fn set_validators(headers: &mut HeaderMap, record: &Envelope) {
-    headers.insert(header::ETAG, headers::etag(record.version));
-    headers.insert(header::LAST_MODIFIED, headers::last_modified(record));
-}
-
-/// 204 with the new validators, or 200 with the record under `Prefer: return=representation`.
-pub(super) fn write_response(request: &HeaderMap, commit: &Commit) -> Response {
-    let record = commit
-        .record
-        .as_ref()
-        .expect("a put or patch stores a record");
-    if headers::prefers(request, "return=representation") {
-        let mut response = record_response(StatusCode::OK, record);
-        response.headers_mut().insert(
-            "preference-applied",
-            HeaderValue::from_static("return=representation"),
-        );
-        response
-    } else {
-        let mut response = StatusCode::NO_CONTENT.into_response();
-        set_validators(response.headers_mut(), record);
-        response
-    }
 }
