@@ -10,7 +10,7 @@ use tablecast::clock::Clock;
 use tablecast::events::ChangeKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{Fixture, TestServer, expect_problem};
+use crate::common::{Fixture, TestServer, delete, eventually, expect_problem, post_json};
 use crate::origin::{Mode, Origin};
 
 const START: u64 = 1_800_000_000_000;
@@ -92,17 +92,6 @@ impl Setup {
             .as_u64()
             .expect("count")
     }
-}
-
-/// Polls `holds` every 10 ms for up to 3 s; panics with `failure` if it never holds.
-async fn eventually(failure: &str, mut holds: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if holds().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{failure}");
 }
 
 fn header(response: &reqwest::Response, name: &str) -> String {
@@ -465,25 +454,13 @@ async fn pushes_evictions_and_invalidation() {
         .expect("PUT");
     expect_problem(bad_push, 422, "schema-violation").await;
 
-    let evicted = s
-        .server
-        .client
-        .delete(s.server.url("/Quote/P"))
-        .send()
-        .await
-        .expect("DELETE");
+    let evicted = delete(&s.server, "/Quote/P").await;
     assert_eq!(evicted.status(), 204);
     assert_eq!(
         header(&evicted, "cache-status"),
         "tablecast; detail=evicted"
     );
-    let again = s
-        .server
-        .client
-        .delete(s.server.url("/Quote/P"))
-        .send()
-        .await
-        .expect("DELETE");
+    let again = delete(&s.server, "/Quote/P").await;
     expect_problem(again, 404, "record-not-found").await;
 
     for method in [reqwest::Method::PATCH, reqwest::Method::POST] {
@@ -510,16 +487,9 @@ async fn pushes_evictions_and_invalidation() {
         assert_eq!(s.get(id).await.status(), 200);
     }
     let before = s.origin.requests();
-    let invalidate = |body: Value| {
-        s.server
-            .client
-            .post(s.server.url("/_cache/Quote/invalidate"))
-            .json(&body)
-            .send()
-    };
+    let invalidate = |body| post_json(&s.server, "/_cache/Quote/invalidate", body);
     let marked: Value = invalidate(json!({"ids": ["A", "nope"]}))
         .await
-        .expect("POST")
         .json()
         .await
         .expect("JSON");
@@ -529,13 +499,12 @@ async fn pushes_evictions_and_invalidation() {
     s.origin.wait_for_requests(before + 1).await;
     let all: Value = invalidate(json!({"all": true}))
         .await
-        .expect("POST")
         .json()
         .await
         .expect("JSON");
     assert_eq!(all, json!({"invalidated": 3}));
     assert!(header(&s.get("C").await, "cache-status").contains("stale-while-revalidate"));
-    let bad = invalidate(json!({"ids": [1]})).await.expect("POST");
+    let bad = invalidate(json!({"ids": [1]})).await;
     let problem = expect_problem(bad, 400, "bad-request").await;
     assert!(
         problem["detail"].as_str().unwrap().contains("/ids/0"),
@@ -546,16 +515,9 @@ async fn pushes_evictions_and_invalidation() {
 #[tokio::test]
 async fn warm_fetches_what_is_not_fresh() {
     let s = setup("").await;
-    let warm = |ids: Value| {
-        s.server
-            .client
-            .post(s.server.url("/_cache/Quote/warm"))
-            .json(&json!({ "ids": ids }))
-            .send()
-    };
+    let warm = |ids: Value| post_json(&s.server, "/_cache/Quote/warm", json!({ "ids": ids }));
     let report: Value = warm(json!(["a", "b", "c"]))
         .await
-        .expect("POST")
         .json()
         .await
         .expect("JSON");
@@ -565,7 +527,6 @@ async fn warm_fetches_what_is_not_fresh() {
     );
     let report: Value = warm(json!(["a", "b", "c", "d"]))
         .await
-        .expect("POST")
         .json()
         .await
         .expect("JSON");
@@ -575,7 +536,7 @@ async fn warm_fetches_what_is_not_fresh() {
     );
     assert_eq!(s.origin.requests(), 4);
     assert_eq!(s.record_count().await, 4);
-    let plain = warm(json!(["a"])).await.expect("POST");
+    let plain = warm(json!(["a"])).await;
     assert_eq!(plain.status(), 200);
     let unknown = s
         .server

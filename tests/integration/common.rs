@@ -152,26 +152,62 @@ impl TestServer {
     }
 }
 
-/// `PUT path` with a JSON body, which must succeed; returns the new version (the ETag's value).
-pub async fn put(server: &TestServer, path: &str, body: Value) -> String {
-    let response = server
-        .client
-        .put(server.url(path))
-        .json(&body)
-        .send()
-        .await
-        .expect("PUT");
-    assert!(response.status().is_success(), "{}", response.status());
-    etag_version(&response)
+/// `PUT path` with a JSON body and these request headers.
+pub async fn put_with(
+    server: &TestServer,
+    path: &str,
+    body: Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = server.client.put(server.url(path)).json(&body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.expect("PUT")
 }
 
-/// The version an answer's `ETag` names.
-pub fn etag_version(response: &reqwest::Response) -> String {
+/// `PUT path` with a JSON body, which must succeed; returns the new version.
+pub async fn put(server: &TestServer, path: &str, body: Value) -> u64 {
+    let response = put_with(server, path, body, &[]).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    version(&response)
+}
+
+/// `POST path` with a JSON body.
+pub async fn post_json(server: &TestServer, path: &str, body: Value) -> reqwest::Response {
+    let request = server.client.post(server.url(path)).json(&body);
+    request.send().await.expect("POST")
+}
+
+/// `DELETE path`.
+pub async fn delete(server: &TestServer, path: &str) -> reqwest::Response {
+    let request = server.client.delete(server.url(path));
+    request.send().await.expect("DELETE")
+}
+
+/// An answer's `ETag`, as a client sends it back in `If-Match` or `If-None-Match`.
+pub fn etag(response: &reqwest::Response) -> String {
     response.headers()["etag"]
         .to_str()
-        .expect("ETag")
-        .trim_matches('"')
+        .expect("an ETag")
         .to_owned()
+}
+
+/// The record version an answer's `ETag` names (change events carry it in hex, as the tag does).
+pub fn version(response: &reqwest::Response) -> u64 {
+    let tag = etag(response);
+    u64::from_str_radix(tag.trim_matches('"'), 16).expect("a hex version in quotes")
+}
+
+/// Polls `holds` every 10 ms for up to 10 s; panics with `failure` if it never holds.
+pub async fn eventually(failure: &str, mut holds: impl AsyncFnMut() -> bool) {
+    for _ in 0..1000 {
+        if holds().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{failure}");
 }
 
 /// PUTs `count` writes from 32 concurrent clients: write `n` (0-based) is `(id, label)` to

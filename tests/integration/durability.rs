@@ -6,48 +6,28 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Fixture, client};
+use crate::common::{Fixture, TestServer, client, delete, etag, post_json, put, version};
 
 #[tokio::test]
 async fn records_persist_across_a_restart() {
     let fixture = Fixture::new();
     let server = fixture.start().await;
     for i in 0..50 {
-        let response = server
-            .client
-            .put(server.url(&format!("/Item/k{i:02}")))
-            .json(&json!({"name": format!("n{i}")}))
-            .send()
-            .await
-            .expect("PUT");
-        assert_eq!(response.status(), 204);
+        put(
+            &server,
+            &format!("/Item/k{i:02}"),
+            json!({"name": format!("n{i}")}),
+        )
+        .await;
     }
-    let deleted = server
-        .client
-        .delete(server.url("/Item/k07"))
-        .send()
+    assert_eq!(delete(&server, "/Item/k07").await.status(), 204);
+    let counter: Value = post_json(&server, "/Counter/", json!({}))
         .await
-        .expect("DELETE");
-    assert_eq!(deleted.status(), 204);
-    let counter: Value = server
-        .client
-        .post(server.url("/Counter/"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST")
         .json()
         .await
         .expect("JSON");
     let before: Value = server.get_json("/Item/").await;
-    let etag = server
-        .client
-        .get(server.url("/Item/k01"))
-        .send()
-        .await
-        .expect("GET")
-        .headers()["etag"]
-        .clone();
+    let stored = get(&server, "/Item/k01").await;
     server.stop().await;
 
     let server = fixture.start().await;
@@ -56,41 +36,32 @@ async fn records_persist_across_a_restart() {
     assert_eq!(after.as_array().map(Vec::len), Some(49));
     let described: Value = server.get_json("/Item").await;
     assert_eq!(described["recordCount"], 49);
-    let same = server
-        .client
-        .get(server.url("/Item/k01"))
-        .send()
-        .await
-        .expect("GET");
+    let same = get(&server, "/Item/k01").await;
     assert_eq!(
-        same.headers()["etag"],
-        etag,
+        etag(&same),
+        etag(&stored),
         "versions are stored, not recomputed"
     );
     // Versions keep increasing after a restart, and generated ids continue.
-    let rewritten = server
-        .client
-        .put(server.url("/Item/k01"))
-        .json(&json!({"name":"again"}))
-        .send()
+    let rewritten = put(&server, "/Item/k01", json!({"name":"again"})).await;
+    assert!(rewritten > version(&stored));
+    let next: Value = post_json(&server, "/Counter/", json!({}))
         .await
-        .expect("PUT");
-    let version = |tag: &reqwest::header::HeaderValue| {
-        u64::from_str_radix(tag.to_str().unwrap().trim_matches('"'), 16).unwrap()
-    };
-    assert!(version(&rewritten.headers()["etag"]) > version(&etag));
-    let next: Value = server
-        .client
-        .post(server.url("/Counter/"))
-        .json(&json!({}))
-        .send()
-        .await
-        .expect("POST")
         .json()
         .await
         .expect("JSON");
     assert_eq!(next["n"].as_i64(), counter["n"].as_i64().map(|n| n + 1));
     server.stop().await;
+}
+
+/// `GET path`.
+async fn get(server: &TestServer, path: &str) -> reqwest::Response {
+    server
+        .client
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("GET")
 }
 
 /// Several clients write while the process is killed with SIGKILL; after a restart on the same

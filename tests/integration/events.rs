@@ -3,12 +3,7 @@
 use serde_json::{Value, json};
 use tablecast::events::ChangeKind;
 
-use crate::common::Fixture;
-
-fn version(response: &reqwest::Response) -> u64 {
-    let tag = response.headers()["etag"].to_str().expect("etag");
-    u64::from_str_radix(tag.trim_matches('"'), 16).expect("hex version")
-}
+use crate::common::{Fixture, version};
 
 #[tokio::test]
 async fn one_event_per_commit_none_for_failures() {

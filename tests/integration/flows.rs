@@ -2,33 +2,13 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Fixture, TestServer, expect_problem};
-
-fn etag(response: &reqwest::Response) -> String {
-    response.headers()["etag"]
-        .to_str()
-        .expect("etag")
-        .to_owned()
-}
-
-async fn put(
-    server: &TestServer,
-    path: &str,
-    body: Value,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = server.client.put(server.url(path)).json(&body);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.expect("PUT")
-}
+use crate::common::{Fixture, TestServer, delete, etag, expect_problem, post_json, put_with};
 
 #[tokio::test]
 async fn conditional_requests() {
     let fixture = Fixture::new();
     let server = fixture.start().await;
-    let created = put(&server, "/Item/a", json!({"name":"one"}), &[]).await;
+    let created = put_with(&server, "/Item/a", json!({"name":"one"}), &[]).await;
     assert_eq!(created.status(), 204);
     let first = etag(&created);
     assert!(created.headers().contains_key("last-modified"));
@@ -73,7 +53,7 @@ async fn conditional_requests() {
     assert_eq!(stale.status(), 200);
 
     // If-Match: the write proceeds only on the current version, and a failed one changes nothing.
-    let second = put(
+    let second = put_with(
         &server,
         "/Item/a",
         json!({"name":"two"}),
@@ -83,7 +63,7 @@ async fn conditional_requests() {
     assert_eq!(second.status(), 204);
     let second = etag(&second);
     assert_ne!(second, first);
-    let lost_update = put(
+    let lost_update = put_with(
         &server,
         "/Item/a",
         json!({"name":"three"}),
@@ -91,7 +71,7 @@ async fn conditional_requests() {
     )
     .await;
     expect_problem(lost_update, 412, "precondition-failed").await;
-    let weak = put(
+    let weak = put_with(
         &server,
         "/Item/a",
         json!({"name":"three"}),
@@ -128,7 +108,7 @@ async fn conditional_requests() {
     assert_eq!(body, json!({"id":"a","name":"two"}));
 
     // If-None-Match: * creates only; If-Match on a missing record fails.
-    let exists = put(
+    let exists = put_with(
         &server,
         "/Item/a",
         json!({"name":"x"}),
@@ -136,7 +116,7 @@ async fn conditional_requests() {
     )
     .await;
     expect_problem(exists, 412, "precondition-failed").await;
-    let fresh = put(
+    let fresh = put_with(
         &server,
         "/Item/new",
         json!({"name":"x"}),
@@ -144,7 +124,7 @@ async fn conditional_requests() {
     )
     .await;
     assert_eq!(fresh.status(), 204);
-    let missing = put(
+    let missing = put_with(
         &server,
         "/Item/none",
         json!({"name":"x"}),
@@ -187,13 +167,7 @@ async fn post_answers_location_and_never_reuses_integer_ids() {
     let server = fixture.start().await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let created = server
-            .client
-            .post(server.url("/Counter/"))
-            .json(&json!({"label":"x"}))
-            .send()
-            .await
-            .expect("POST");
+        let created = post_json(&server, "/Counter/", json!({"label":"x"})).await;
         assert_eq!(created.status(), 201);
         let location = created.headers()["location"]
             .to_str()
@@ -207,32 +181,16 @@ async fn post_answers_location_and_never_reuses_integer_ids() {
         ids.push(body["n"].as_i64().expect("integer id"));
     }
     assert_eq!(ids, [1, 2, 3]);
-    let deleted = server
-        .client
-        .delete(server.url("/Counter/3"))
-        .send()
-        .await
-        .expect("DELETE");
+    let deleted = delete(&server, "/Counter/3").await;
     assert_eq!(deleted.status(), 204);
-    let next: Value = server
-        .client
-        .post(server.url("/Counter/"))
-        .json(&json!({}))
-        .send()
+    let next: Value = post_json(&server, "/Counter/", json!({}))
         .await
-        .expect("POST")
         .json()
         .await
         .expect("JSON");
     assert_eq!(next["n"], 4, "a deleted id is not handed out again");
 
-    let item = server
-        .client
-        .post(server.url("/Item/"))
-        .json(&json!({"name":"gen"}))
-        .send()
-        .await
-        .expect("POST");
+    let item = post_json(&server, "/Item/", json!({"name":"gen"})).await;
     let location = item.headers()["location"]
         .to_str()
         .expect("location")
@@ -248,7 +206,7 @@ async fn post_answers_location_and_never_reuses_integer_ids() {
 async fn timestamps_keep_created_and_advance_updated() {
     let fixture = Fixture::new();
     let server = fixture.start().await;
-    let first: Value = put(
+    let first: Value = put_with(
         &server,
         "/Counter/1",
         json!({"label":"a","createdAt":5}),
@@ -283,7 +241,7 @@ async fn body_over_the_limit_is_413_and_not_written() {
     config.max_body = 1024;
     let server = TestServer::start(config).await;
     let big = json!({"name": "x".repeat(2000)});
-    let response = put(&server, "/Item/big", big.clone(), &[]).await;
+    let response = put_with(&server, "/Item/big", big.clone(), &[]).await;
     let problem = expect_problem(response, 413, "payload-too-large").await;
     assert_eq!(problem["limit"], 1024);
     // Without Content-Length (chunked), the limit still holds.
@@ -304,7 +262,7 @@ async fn body_over_the_limit_is_413_and_not_written() {
         .await
         .expect("GET");
     assert_eq!(absent.status(), 404);
-    let small = put(&server, "/Item/small", json!({"name":"ok"}), &[]).await;
+    let small = put_with(&server, "/Item/small", json!({"name":"ok"}), &[]).await;
     assert_eq!(small.status(), 204);
     server.stop().await;
 }

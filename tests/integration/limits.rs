@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Fixture, TestServer};
+use crate::common::{Fixture, TestServer, eventually};
 
 /// Reads until the server closes the connection; fails if it stays open for `patience`.
 async fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> String {
@@ -116,21 +116,11 @@ async fn connections_over_the_limit_get_503() {
 
     // Once a connection closes, a new one is served.
     drop(held.pop());
-    let mut served = false;
-    for _ in 0..100 {
-        let client = crate::common::client();
-        if client
-            .get(server.url("/_health"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            served = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(served, "a freed slot is reused");
+    eventually("a freed slot is not reused", async || {
+        let health = crate::common::client().get(server.url("/_health"));
+        health.send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     drop(held);
     server.stop().await;
 }

@@ -9,7 +9,7 @@ use rumqttc::v5::mqttbytes::v5 as v5p;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::common::{Fixture, TestServer, put, put_counters};
+use crate::common::{Fixture, TestServer, delete, eventually, put, put_counters};
 use crate::mqtt_client::{Client5, Client311, MqttClient, WAIT};
 use crate::subscribe::{ws_connect, ws_next};
 
@@ -52,12 +52,7 @@ async fn v311_subscribers_get_current_records_then_changes() {
     assert_eq!((change.topic.as_str(), change.retain), ("Item/c", false));
     assert_eq!(json_of(&change.payload), json!({"id": "c", "name": "sea"}));
 
-    server
-        .client
-        .delete(server.url("/Item/a"))
-        .send()
-        .await
-        .expect("DELETE");
+    delete(&server, "/Item/a").await;
     let deleted = mqtt.next_publish().await;
     assert_eq!(deleted.topic, "Item/a");
     assert!(deleted.payload.is_empty(), "a delete is an empty payload");
@@ -480,16 +475,12 @@ async fn raw_clients_closing_early_or_sending_garbage() {
     ));
     let answer = raw(&server, &bytes).await;
     assert_eq!(answer[..4], [0x20, 2, 0, 0], "CONNACK accepted");
-    let mut written = (0, String::new());
-    for _ in 0..100 {
-        written = get(&server, "/Item/f").await;
-        if written.0 == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the publish was not written", async || {
+        get(&server, "/Item/f").await.0 == 200
+    })
+    .await;
     assert_eq!(
-        written,
+        get(&server, "/Item/f").await,
         (200, r#"{"id":"f","name":"sent and gone"}"#.to_owned())
     );
 

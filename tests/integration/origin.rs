@@ -13,6 +13,8 @@ use axum::routing::get;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::common::eventually;
+
 /// How the origin answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -130,13 +132,8 @@ impl Origin {
 
     /// Waits until the origin has received `n` requests.
     pub async fn wait_for_requests(&self, n: usize) {
-        for _ in 0..500 {
-            if self.requests() >= n {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the origin saw {} requests, not {n}", self.requests());
+        let failure = format!("the origin did not see {n} requests");
+        eventually(&failure, async || self.requests() >= n).await;
     }
 }
 

@@ -3,7 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Fixture, TestServer, expect_problem};
+use tablecast::http::PROBLEM_JSON;
+
+use crate::common::{Fixture, TestServer};
 
 enum Expect {
     /// The body is exactly this JSON.
@@ -542,21 +544,46 @@ fn scenarios() -> Vec<Scenario> {
 
 #[tokio::test]
 async fn rest_scenarios() {
+    let mut failures = Vec::new();
     for scenario in scenarios() {
-        run(scenario).await;
+        failures.extend(run(scenario).await);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+/// What did not hold in one scenario, each line naming the scenario.
+struct Mismatches {
+    scenario: &'static str,
+    lines: Vec<String>,
+}
+
+impl Mismatches {
+    fn expect(&mut self, holds: bool, what: impl std::fmt::Display) {
+        if !holds {
+            self.lines.push(format!("{}: {what}", self.scenario));
+        }
     }
 }
 
-async fn run(scenario: Scenario) {
-    let name = scenario.name;
+/// Runs `scenario` on a fresh server; returns what did not hold, every row of it.
+async fn run(scenario: Scenario) -> Vec<String> {
+    let mut mismatches = Mismatches {
+        scenario: scenario.name,
+        lines: Vec::new(),
+    };
     let fixture = Fixture::new();
     let mut server = fixture.start().await;
     for (method, path, body) in scenario.setup {
         let response = request(&server, method, path, &[], Some(body)).await;
-        assert!(
-            response.status().is_success(),
-            "{name}: setup {method} {path}: {}",
-            response.status()
+        let status = response.status();
+        mismatches.expect(
+            status.is_success(),
+            format!("setup {method} {path} answered {status}"),
         );
     }
     server.drain_events();
@@ -569,18 +596,20 @@ async fn run(scenario: Scenario) {
         scenario.body,
     )
     .await;
-    assert_eq!(
-        response.status().as_u16(),
-        scenario.status,
-        "{name}: status"
-    );
     if scenario.status == 405 {
-        assert!(
+        mismatches.expect(
             response.headers().contains_key("allow"),
-            "{name}: Allow header"
+            "405 without an Allow header",
         );
     }
-    check(name, response, scenario.status, &scenario.expect).await;
+    check(
+        &mut mismatches,
+        "",
+        response,
+        scenario.status,
+        &scenario.expect,
+    )
+    .await;
 
     let events: Vec<String> = server
         .drain_events()
@@ -594,29 +623,28 @@ async fn run(scenario: Scenario) {
             )
         })
         .collect();
-    assert_eq!(
-        events.len(),
-        scenario.events.len(),
-        "{name}: events {events:?}"
+    let matches = |(event, expected): (&String, &&str)| match expected.strip_suffix('*') {
+        Some(prefix) => event.starts_with(prefix),
+        None => event == expected,
+    };
+    mismatches.expect(
+        events.len() == scenario.events.len() && events.iter().zip(scenario.events).all(matches),
+        format!("events {events:?}, expected {:?}", scenario.events),
     );
-    for (event, expected) in events.iter().zip(scenario.events) {
-        let matches = match expected.strip_suffix('*') {
-            Some(prefix) => event.starts_with(prefix),
-            None => event == expected,
-        };
-        assert!(matches, "{name}: event {event}, expected {expected}");
-    }
 
     if let Some((path, status, expect)) = &scenario.then {
         let response = request(&server, "GET", path, &[], None).await;
-        assert_eq!(
-            response.status().as_u16(),
+        check(
+            &mut mismatches,
+            &format!("then GET {path}: "),
+            response,
             *status,
-            "{name}: then GET {path}"
-        );
-        check(name, response, *status, expect).await;
+            expect,
+        )
+        .await;
     }
     server.stop().await;
+    mismatches.lines
 }
 
 async fn request(
@@ -641,28 +669,62 @@ async fn request(
     builder.send().await.expect("request")
 }
 
-async fn check(name: &str, response: reqwest::Response, status: u16, expect: &Expect) {
+/// Checks an answer's status and body against what the scenario expects; `what` says which
+/// request of the scenario it answered.
+async fn check(
+    mismatches: &mut Mismatches,
+    what: &str,
+    response: reqwest::Response,
+    status: u16,
+    expect: &Expect,
+) {
+    let found = response.status().as_u16();
+    mismatches.expect(
+        found == status,
+        format!("{what}status {found}, expected {status}"),
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = response.bytes().await.expect("body");
+    let json = || serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null);
     match expect {
-        Expect::Empty => {
-            let body = response.bytes().await.expect("body");
-            assert!(body.is_empty(), "{name}: expected no body, got {body:?}");
-        }
+        Expect::Empty => mismatches.expect(
+            body.is_empty(),
+            format!("{what}expected no body, got {body:?}"),
+        ),
         Expect::Exact(expected) => {
-            let body: Value = response.json().await.expect("JSON body");
-            assert_eq!(&body, expected, "{name}: body");
+            let body = json();
+            mismatches.expect(
+                body == *expected,
+                format!("{what}body {body}, expected {expected}"),
+            );
         }
         Expect::Subset(expected) => {
-            let body: Value = response.json().await.expect("JSON body");
-            assert!(
+            let body = json();
+            mismatches.expect(
                 subset(expected, &body),
-                "{name}: {body} does not contain {expected}"
+                format!("{what}{body} does not contain {expected}"),
             );
         }
         Expect::Problem(code, fields) => {
-            let body = expect_problem(response, status, code).await;
-            assert!(
-                subset(fields, &body),
-                "{name}: {body} does not contain {fields}"
+            mismatches.expect(
+                content_type == PROBLEM_JSON,
+                format!("{what}Content-Type {content_type:?}, expected {PROBLEM_JSON}"),
+            );
+            let problem =
+                json!({"type": format!("urn:tablecast:problem:{code}"), "status": status});
+            let body = json();
+            mismatches.expect(
+                subset(&problem, &body) && subset(fields, &body),
+                format!("{what}{body} is not a {code} problem with {fields}"),
+            );
+            mismatches.expect(
+                body["title"].is_string() && body["detail"].is_string(),
+                format!("{what}{body} lacks a title or a detail"),
             );
         }
     }
