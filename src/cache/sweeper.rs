@@ -6,6 +6,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::CachedTable;
+use crate::error::Chain;
 
 /// The running sweeper; stop it with [`Sweeper::stop`].
 pub struct Sweeper {
@@ -37,7 +38,7 @@ impl Sweeper {
                             );
                         }
                         Err(error) => {
-                            tracing::warn!(table = table.table().name(), %error, "sweep failed");
+                            tracing::warn!(table = table.table().name(), error = %Chain(&error), "sweep failed");
                         }
                     }
                 }

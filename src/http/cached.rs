@@ -45,12 +45,13 @@ pub async fn get(cache: &CachedTable, id: &str, request: &HeaderMap) -> Response
         }
         Err(error) => {
             // A remembered 404 may be cached downstream as long as it is remembered here.
-            let control = match (&error, served.status.ttl) {
-                (Error::RecordNotFound { .. }, Some(ttl)) if ttl > 0 => {
-                    format!("max-age={}", ttl / 1000)
-                }
-                _ => "no-store".to_owned(),
-            };
+            let remembered = served
+                .status
+                .ttl
+                .filter(|&ttl| ttl > 0 && matches!(error, Error::RecordNotFound { .. }));
+            let control = remembered.map_or("no-store".to_owned(), |ttl| {
+                format!("max-age={}", ttl / 1000)
+            });
             let mut response = ApiError::from(error).into_response();
             set(response.headers_mut(), header::CACHE_CONTROL, &control);
             response

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use super::TopicFilter;
 use crate::catalog::Catalog;
-use crate::error::Result;
+use crate::error::{Chain, Result};
 use crate::events::{ChangeEvent, ChangeKind};
 use crate::storage::{Key, Store};
 use crate::table::Table;
@@ -166,7 +166,7 @@ impl Subscription {
                     }
                     Ok(Ok(Step::Trimmed)) => self.resync(),
                     Ok(Err(error)) => {
-                        tracing::error!(%error, "a subscription could not read current values");
+                        tracing::error!(error = %Chain(&error), "a subscription could not read current values");
                         return None;
                     }
                     Err(error) => {

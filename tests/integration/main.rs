@@ -2,6 +2,7 @@
 
 mod browser;
 mod cache;
+mod cache_active;
 mod cli;
 mod common;
 mod durability;
@@ -10,10 +11,12 @@ mod flows;
 mod limits;
 mod mqtt;
 mod mqtt_client;
+mod mqtt_raw;
 mod origin;
 mod queries;
 mod query_model;
 mod rest;
+mod rest_scenarios;
 mod storage_failure;
 mod store_model;
 mod subscribe;

@@ -465,7 +465,7 @@ async fn subscribers_beyond_the_limit_are_refused_until_one_leaves() {
         .expect("GET");
     expect_problem(refused, 503, "too-many-subscribers").await;
     // MQTT connections count too: CONNACK "server unavailable" (3.1.1 return code 3).
-    let mqtt = crate::mqtt::raw_connect(&server, "over the limit").await;
+    let mqtt = crate::mqtt_raw::raw_connect(&server, "over the limit").await;
     assert_eq!(mqtt, [0x20, 2, 0, 3]);
     // Plain reads are not subscriptions.
     assert_eq!(
