@@ -75,7 +75,7 @@ pub async fn records_get(
     if let Some(transport) = subscribe {
         let table = state.catalog.resource(&name)?.table();
         let key = table.parse_id(&id)?;
-        return subscribe::answer(&state, TopicFilter::record(table.name(), &key), transport);
+        return subscribe::start(&state, TopicFilter::record(table.name(), &key), transport);
     }
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
@@ -177,7 +177,7 @@ pub async fn records_list(
                 "a subscription watches a whole table or one record; it takes no query".to_owned(),
             ));
         }
-        return subscribe::answer(&state, TopicFilter::table(table.name()), transport);
+        return subscribe::start(&state, TopicFilter::table(table.name()), transport);
     }
     let catalog = state.catalog.clone();
     tokio::task::spawn_blocking(move || list(&catalog, &name, &raw.unwrap_or_default(), &request))

@@ -58,7 +58,7 @@ impl FromRequestParts<AppState> for Subscription {
 }
 
 /// Starts the subscription to `filter` over the transport asked for.
-pub fn answer(
+pub fn start(
     state: &AppState,
     filter: TopicFilter,
     transport: Subscribe,

@@ -127,10 +127,12 @@ impl Writer {
             .entry(records.name.clone())
             .or_insert_with(|| Staged::new(&records));
         let staged = table.key(target).and_then(|key| {
-            let current = table.current(&key)?;
+            let encoded = key.encode();
+            let current = table.current(&encoded)?;
             let change = decide_guarded(decide, current.as_ref(), &key, now_ms, &records.name)?;
             let announce = !matches!(change, Change::Restamp(_));
-            let (version, record) = table.change(&key, current, change, now_ms, &mut self.hlc)?;
+            let changed = table.change(&key, encoded, current, change, now_ms, &mut self.hlc)?;
+            let (version, record) = changed;
             Ok((key, announce, version, record))
         });
         let (key, announce, version, record) = match staged {
@@ -283,26 +285,25 @@ impl Staged {
         }
     }
 
-    /// The record under `key` as the batch leaves it so far.
-    fn current(&self, key: &Key) -> Result<Option<Envelope>> {
-        let encoded = key.encode();
-        match self.written.get(&encoded) {
+    /// The record under `encoded` as the batch leaves it so far.
+    fn current(&self, encoded: &[u8]) -> Result<Option<Envelope>> {
+        match self.written.get(encoded) {
             Some(staged) => Ok(staged.clone()),
-            None => self.records.read(&encoded),
+            None => self.records.read(encoded),
         }
     }
 
-    /// Stages `change` of the record `key` (now `current`); returns the commit's version and the
-    /// record after it.
+    /// Stages `change` of the record `key` (encoded as `encoded`, now `current`); returns the
+    /// commit's version and the record after it.
     fn change(
         &mut self,
         key: &Key,
+        encoded: Vec<u8>,
         current: Option<Envelope>,
         change: Change,
         now_ms: u64,
         hlc: &mut Hlc,
     ) -> Result<(u64, Option<Envelope>)> {
-        let encoded = key.encode();
         let old_expiry = current.as_ref().and_then(|c| c.expires_at);
         let (version, record) = match (change, current) {
             (Change::Put(value, stamp), current) => {

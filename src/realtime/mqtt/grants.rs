@@ -1,7 +1,7 @@
 //! Subscription grants: the topic filters a connection holds, each at a QoS and with its MQTT 5
 //! options, and which of them a delivery matches.
 
-use rumqttd::protocol::{Filter, QoS, RetainForwardRule, SubscribeReasonCode};
+use rumqttd::protocol::{Filter as Requested, QoS, RetainForwardRule, SubscribeReasonCode};
 
 use crate::catalog::Catalog;
 use crate::realtime::TopicFilter;
@@ -70,7 +70,7 @@ impl Grants {
     /// Grants what `request` asks for `filter` (already checked), replacing a grant for the same
     /// filter. Returns the QoS granted (at most 1), and whether the current values are to be
     /// sent (MQTT 5's Retain Handling; always under 3.1.1).
-    pub fn grant(&mut self, filter: TopicFilter, request: &Filter, v5: bool) -> (QoS, bool) {
+    pub fn grant(&mut self, filter: TopicFilter, request: &Requested, v5: bool) -> (QoS, bool) {
         let qos = lower(request.qos, QoS::AtLeastOnce);
         let send_current = match request.retain_forward_rule {
             RetainForwardRule::OnEverySubscribe => true,
