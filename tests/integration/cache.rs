@@ -274,10 +274,17 @@ async fn origin_failures_on_a_miss_are_clear_problems_and_store_nothing() {
     expect_problem(s.get("A").await, 502, "origin-failed").await;
     s.origin.set_mode(Mode::Close);
     let closed = expect_problem(s.get("A").await, 502, "origin-failed").await;
+    let detail = closed["detail"].as_str().unwrap();
+    assert!(detail.ends_with("the origin is unreachable"), "{closed}");
+    // What the origin said is logged, never sent: no client library's text, no redirect target.
+    s.origin.set_mode(Mode::Redirect);
+    let redirected = expect_problem(s.get("A").await, 502, "origin-failed").await;
+    let detail = redirected["detail"].as_str().unwrap();
     assert!(
-        closed["detail"].as_str().unwrap().contains("unreachable"),
-        "{closed}"
+        detail.ends_with("redirected to another host, which is not followed"),
+        "{detail}"
     );
+    assert!(!redirected.to_string().contains("s3cret"), "{redirected}");
     s.origin.set_mode(Mode::Garbage);
     let garbage = expect_problem(s.get("A").await, 502, "origin-invalid").await;
     assert!(
@@ -301,7 +308,7 @@ async fn origin_failures_on_a_miss_are_clear_problems_and_store_nothing() {
     let body = expect_problem(timeout, 504, "origin-timeout").await;
     assert_eq!(body["timeoutMs"], 500);
     assert_eq!(s.record_count().await, 0);
-    assert_eq!(s.describe().await["cache"]["stats"]["originErrors"], 5);
+    assert_eq!(s.describe().await["cache"]["stats"]["originErrors"], 6);
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ pub enum Mode {
     Garbage,
     /// 200 with JSON that lacks the required `name`.
     Invalid,
+    /// 302 to another host, with a secret in the URL.
+    Redirect,
 }
 
 struct Behaviour {
@@ -86,7 +88,9 @@ impl Origin {
                 }
                 let service = hyper_util::service::TowerToHyperService::new(router.clone());
                 tokio::spawn(async move {
+                    // One request per connection, so `Mode::Close` always meets a new one.
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(false)
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
                 });
@@ -178,6 +182,14 @@ async fn answer(
         Mode::Missing => (StatusCode::NOT_FOUND, "no such item").into_response(),
         Mode::Garbage => (StatusCode::OK, "<html>not json</html>").into_response(),
         Mode::Invalid => axum::Json(json!({ "id": id, "version": version })).into_response(),
+        Mode::Redirect => (
+            StatusCode::FOUND,
+            [(
+                header::LOCATION,
+                "http://elsewhere.example/items?token=s3cret",
+            )],
+        )
+            .into_response(),
         Mode::Close => unreachable!("closed at accept"),
     };
     let headers = response.headers_mut();
