@@ -24,7 +24,7 @@ const EVENT_BUFFER: usize = 4096;
 pub enum StartError {
     /// One or more schema files are bad.
     Schemas(Vec<LoadError>),
-    /// The database could not be opened.
+    /// The store, or one of its tables, could not be opened.
     Store(Error),
 }
 

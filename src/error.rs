@@ -17,7 +17,8 @@ pub struct Violation {
     pub message: String,
 }
 
-/// Everything that can go wrong serving a request, as the domain sees it.
+/// Everything that can go wrong serving a request, as the domain sees it. Each variant's message
+/// (its `Display`) says what was wrong and where, for the client.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     #[error("there is no table named `{0}`")]
@@ -202,7 +203,8 @@ impl Cause {
 }
 
 /// A stable, transport-neutral name for what went wrong: the last part of a problem's `type` on
-/// HTTP; the source of the reason code on MQTT.
+/// HTTP; the source of the reason code on MQTT. Each variant is described by its
+/// [`title`](ErrorCode::title) and named by [`as_str`](ErrorCode::as_str).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     UnknownTable,

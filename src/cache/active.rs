@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{CachedTable, Entry, RequestDirectives, Stats};
-use crate::error::{Error, Result};
+use crate::error::{Chain, Error, Result};
 use crate::storage::{Commit, Key};
 use crate::table::Precondition;
 
@@ -122,9 +122,16 @@ impl CachedTable {
                         Ok(_) if served.status.hit => report.fresh += 1,
                         Ok(_) => report.fetched += 1,
                         Err(Error::RecordNotFound { .. }) => report.not_found += 1,
-                        Err(error) => report
-                            .failed
-                            .push(json!({ "id": key.to_json(), "detail": error.public_message() })),
+                        Err(error) => {
+                            if error.is_internal() {
+                                let error = Chain(&error);
+                                tracing::error!(id = %key, %error, "a warm-up failed");
+                            }
+                            let detail = error.public_message();
+                            report
+                                .failed
+                                .push(json!({ "id": key.to_json(), "detail": detail }));
+                        }
                     }
                     report
                 },

@@ -11,7 +11,7 @@ use super::control::OriginDirectives;
 use super::flight::Boarding;
 use super::origin::{OriginError, Reply, Validators};
 use super::{CachedTable, Entry, Stats};
-use crate::error::{Cause, Error, OriginFailure, Violation};
+use crate::error::{Cause, Chain, Error, OriginFailure, Violation};
 use crate::storage::{Commit, Envelope, Key};
 use crate::table::Precondition;
 
@@ -111,9 +111,23 @@ impl CachedTable {
             })
     }
 
+    /// One origin request for `key` and what becomes of its answer (see [`Self::fill`]). A
+    /// failure here rather than at the origin is logged with its cause: a background refresh has
+    /// no one else to tell.
+    pub(super) async fn fetch(self, key: Key, validators: Validators, store: bool) -> Flown {
+        let table = self.shared.table.name().to_owned();
+        let flown = self.fill(key.clone(), validators, store).await;
+        if let Err(Failure::Local(error)) = &flown
+            && error.is_internal()
+        {
+            tracing::error!(table, id = %key, error = %Chain(error), "a cache fill failed");
+        }
+        flown
+    }
+
     /// One origin request for `key` and what becomes of its answer: stored (if `store`),
     /// restamped on a 304, or the stored entry evicted on a 404.
-    pub(super) async fn fetch(self, key: Key, validators: Validators, store: bool) -> Flown {
+    async fn fill(self, key: Key, validators: Validators, store: bool) -> Flown {
         let shared = &self.shared;
         let url = shared.origin.url(&key.to_string()).map_err(|reason| {
             Failure::Local(Error::Internal(Cause::new(format!(
@@ -137,17 +151,17 @@ impl CachedTable {
         match reply {
             Reply::Record {
                 body,
-                validators: sent,
+                validators: received,
                 directives,
                 age,
             } => {
-                let received = OriginRecord {
+                let origin = OriginRecord {
                     body: &body,
-                    validators: sent,
+                    validators: received,
                     directives: &directives,
                     age,
                 };
-                let stored = self.store(&key, received, now, store).await;
+                let stored = self.store(&key, origin, now, store).await;
                 if stored.is_err() {
                     Stats::count(&shared.stats.origin_errors);
                 }
@@ -174,7 +188,7 @@ impl CachedTable {
                     Ok(commit) => Ok(filled(Fetched::Stored(stored_record(commit)?, entry), 304)),
                     // Evicted while the origin was asked: ask again, unconditionally.
                     Err(Error::RecordNotFound { .. }) => {
-                        Box::pin(self.clone().fetch(key, Validators::default(), store)).await
+                        Box::pin(self.clone().fill(key, Validators::default(), store)).await
                     }
                     Err(error) => Err(Failure::Local(error)),
                 }
@@ -202,12 +216,12 @@ impl CachedTable {
     async fn store(
         &self,
         key: &Key,
-        received: OriginRecord<'_>,
+        origin: OriginRecord<'_>,
         now: u64,
         store: bool,
     ) -> Result<Fetched, Failure> {
         let shared = &self.shared;
-        let value: Value = serde_json::from_slice(received.body).map_err(|e| Failure::Invalid {
+        let value: Value = serde_json::from_slice(origin.body).map_err(|e| Failure::Invalid {
             reason: format!("is not JSON ({e})"),
             violations: Vec::new(),
         })?;
@@ -221,7 +235,7 @@ impl CachedTable {
             })?;
         let entry = shared
             .policy
-            .entry(received.directives, now, received.age)
+            .entry(origin.directives, now, origin.age)
             .filter(|_| store);
         let Some(mut entry) = entry else {
             let bytes = serde_json::to_vec(&record).map_err(|e| {
@@ -229,8 +243,8 @@ impl CachedTable {
             })?;
             return Ok(Fetched::Unstored(bytes.into()));
         };
-        entry.etag = received.validators.etag;
-        entry.last_modified = received.validators.last_modified;
+        entry.etag = origin.validators.etag;
+        entry.last_modified = origin.validators.last_modified;
         let commit = shared
             .table
             .refresh(key.clone(), record, entry.stamp())

@@ -13,10 +13,12 @@
 //! | --- | --- |
 //! | `mod.rs` | [`CachedTable`]: open, the read path, close, describe |
 //! | `fill.rs` | the fill path: one origin request per key, and what becomes of its answer |
+//! | `flight.rs` | single-flight: concurrent requests for one key share one piece of work |
 //! | `active.rs` | push, evict, invalidate, warm, sweep |
 //! | `status.rs` | [`CacheStatus`], the `Cache-Status` header value |
 //! | `freshness.rs`, `control.rs`, `entry.rs` | pure decisions, `Cache-Control` directives, the stored metadata |
 //! | `not_found.rs`, `recency.rs` | the memory of origin 404s; the `maxEntries` bound |
+//! | `stats.rs`, `sweeper.rs` | counters for `GET /T`; the task that removes expired entries |
 //! | `origin.rs` | the HTTP client (the only user of reqwest) |
 
 mod active;

@@ -171,8 +171,8 @@ impl Origin {
         validators: &Validators,
     ) -> (Result<Reply, OriginError>, Duration) {
         let started = Instant::now();
-        let answer = self.exchange(url, validators).await;
-        (answer, started.elapsed())
+        let reply = self.exchange(url, validators).await;
+        (reply, started.elapsed())
     }
 
     async fn exchange(&self, url: Url, validators: &Validators) -> Result<Reply, OriginError> {

@@ -12,11 +12,17 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 /// An error answered over HTTP: a domain error, or one only the HTTP layer can detect.
 #[derive(Debug)]
 pub enum ApiError {
+    /// What the domain refused or failed to do.
     Domain(Error),
+    /// A body that is not JSON, of this media type.
     UnsupportedMediaType(String),
+    /// A method the route does not serve (the router adds `Allow`).
     MethodNotAllowed,
+    /// A listing in a format not offered.
     NotAcceptable,
+    /// A path that names no resource.
     NoRoute,
+    /// A request the HTTP layer cannot read (an undecodable path, a malformed upgrade), with why.
     BadRequest(String),
     /// The server serves its limit of connections (the limit given).
     TooManyConnections(usize),

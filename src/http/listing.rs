@@ -1,7 +1,7 @@
 //! Streaming query answers as JSON arrays, NDJSON or CSV.
 //!
-//! Listing are produced lazily and sent in chunks of about [`CHUNK_BYTES`]: memory stays flat however
-//! large the answer. Each chunk is produced on the blocking pool (a filter may scan far to fill
+//! Records are produced lazily and sent in chunks of about [`CHUNK_BYTES`]: memory stays flat
+//! however large the answer. Each chunk is produced on the blocking pool (a filter may scan far to fill
 //! one), and only when the socket can take more, so a slow client holds no thread. The first
 //! chunk is produced by the caller, already on the blocking pool, so an answer that fits in one
 //! chunk costs no further hop between threads.

@@ -4,6 +4,13 @@
 //! table's schema; the [`planner`] picks an index range or a scan; the [`executor`] streams the
 //! answer, with conditions, sort order and `select` [`evaluate`]d on records.
 //!
+//! | file | holds |
+//! | --- | --- |
+//! | `mod.rs` | the parsed [`Query`] and its parts |
+//! | `parser/` | the query string: conditions and grouping (`mod.rs`), calls (`calls.rs`), values (`values.rs`) |
+//! | `bind.rs`, `date.rs` | values converted by the schema's types; ISO 8601 dates |
+//! | `planner.rs`, `executor.rs`, `evaluate.rs` | index range or scan; the streamed answer; conditions, sort and `select` on records |
+//!
 //! ```text
 //! name=Lamp&price=gt=10&lt=20          conditions joined by & (and); range chaining
 //! [category=lighting|category=desk]     | (or) inside ( ) or [ ] groups; & and | never mix unless grouped

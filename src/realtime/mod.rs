@@ -3,7 +3,8 @@
 //!
 //! Every transport goes through one [`Subscription`] core (`subscription.rs`): current values
 //! first, then each durable change, and the one lag policy (`resync`). `ws.rs` and `sse.rs` are
-//! the HTTP transports; `mqtt/` serves MQTT with rumqttd's packet codecs under our own sessions.
+//! the HTTP transports; `mqtt/` serves MQTT with rumqttd's packet codecs under our own sessions;
+//! `topic_filter.rs` holds the [`TopicFilter`] every subscription watches.
 
 pub mod mqtt;
 pub mod sse;

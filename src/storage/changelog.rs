@@ -94,6 +94,7 @@ pub(crate) struct ChangeLog {
 
 /// The log entries of one batch: those it appends, and those it trims.
 pub(crate) struct LogBatch {
+    /// The writes to the log's tree.
     pub entries: sled::Batch,
     /// The sequence number of the batch's last entry.
     pub last: u64,

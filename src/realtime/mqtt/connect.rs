@@ -17,6 +17,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client that connected and was admitted.
 pub struct Client {
+    /// The codec of the protocol version the client speaks.
     pub codec: Codec,
     /// The client's id, or the one assigned to it.
     pub id: String,

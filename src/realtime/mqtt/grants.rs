@@ -11,7 +11,9 @@ pub const MAX_SUBSCRIPTIONS: usize = 100;
 
 /// One granted subscription.
 pub struct Grant {
+    /// The topics it covers.
     pub filter: TopicFilter,
+    /// The QoS granted: deliveries go at the lower of this and their own.
     pub qos: QoS,
     /// MQTT 5 No Local: the connection's own plain-topic messages are not delivered back.
     pub no_local: bool,
@@ -47,10 +49,7 @@ impl Grants {
         {
             return Err((
                 SubscribeReasonCode::TopicFilterInvalid,
-                format!(
-                    "there is no table named `{first}` (topics whose first level starts with an \
-                     upper-case letter are reserved for tables)"
-                ),
+                super::no_such_table(first),
             ));
         }
         if !self.holds(&filter) && self.grants.len() >= MAX_SUBSCRIPTIONS {

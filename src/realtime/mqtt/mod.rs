@@ -46,6 +46,14 @@ fn reserved_for_tables(first_level: &str) -> bool {
     first_level.starts_with(|c: char| c.is_ascii_uppercase())
 }
 
+/// Why a topic whose first level is reserved for tables names none.
+fn no_such_table(first_level: &str) -> String {
+    format!(
+        "there is no table named `{first_level}` (topics whose first level starts with an \
+         upper-case letter are reserved for tables)"
+    )
+}
+
 /// Serves MQTT on `listener` until the server starts shutting down, then closes every session
 /// (waiting at most `drain_timeout` for them to finish what they are applying).
 pub async fn serve(
@@ -112,7 +120,7 @@ mod tests {
             }
             prop_assume!(rumqttd::protocol::valid_filter(&filter));
             // rumqttd matches no `$` topic at all; MQTT lets `$SYS/#` match `$SYS/x` (unit-tested
-            // in `filter.rs`).
+            // in `topic_filter.rs`).
             prop_assume!(!topic.starts_with('$'));
             let ours = TopicFilter::parse(&filter).expect("a valid filter parses");
             prop_assert_eq!(

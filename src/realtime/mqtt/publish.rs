@@ -83,10 +83,7 @@ pub fn accept(
     };
     let Ok(resource) = catalog.resource(first) else {
         if super::reserved_for_tables(first) {
-            return refuse(Refusal::Topic(format!(
-                "there is no table named `{first}` (topics whose first level starts with an \
-                 upper-case letter are reserved for tables)"
-            )));
+            return refuse(Refusal::Topic(super::no_such_table(first)));
         }
         return relay(Relay::Broker(Message {
             topic: topic.to_owned(),
