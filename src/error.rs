@@ -343,6 +343,11 @@ impl Error {
         }
     }
 
+    /// A stored record that does not parse: the store holds corrupt data.
+    pub fn stored_not_json(error: serde_json::Error) -> Error {
+        Error::Storage(Cause::of("a stored record is not JSON", error))
+    }
+
     /// The stable code of this error.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -115,12 +115,13 @@ impl CachedTable {
     /// failure here rather than at the origin is logged with its cause: a background refresh has
     /// no one else to tell.
     pub(super) async fn fetch(self, key: Key, validators: Validators, store: bool) -> Flown {
-        let table = self.shared.table.name().to_owned();
+        let shared = self.shared.clone();
         let flown = self.fill(key.clone(), validators, store).await;
         if let Err(Failure::Local(error)) = &flown
             && error.is_internal()
         {
-            tracing::error!(table, id = %key, error = %Chain(error), "a cache fill failed");
+            let (table, error) = (shared.table.name(), Chain(error));
+            tracing::error!(table, id = %key, %error, "a cache fill failed");
         }
         flown
     }

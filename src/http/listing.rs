@@ -138,8 +138,9 @@ impl Chunks {
             }
             Format::Csv(columns) => {
                 let value = match record.content {
-                    Content::Stored(bytes) => serde_json::from_slice(&bytes)
-                        .map_err(|e| Error::Storage(Cause::of("a stored record is not JSON", e)))?,
+                    Content::Stored(bytes) => {
+                        serde_json::from_slice(&bytes).map_err(Error::stored_not_json)?
+                    }
                     Content::Value(value) => value,
                 };
                 match &value {

@@ -136,7 +136,7 @@ fn candidates(
             let value = match needs_value {
                 true => Some(
                     serde_json::from_slice::<Value>(&record.value)
-                        .map_err(|e| Error::Storage(Cause::of("a stored record is not JSON", e)))?,
+                        .map_err(Error::stored_not_json)?,
                 ),
                 false => None,
             };

@@ -84,8 +84,8 @@ fn build(table: &str, records: &sled::Tree, indexes: &[&Index], total: u64) -> R
     for entry in records.iter() {
         let (key, raw) = entry.map_err(storage_error)?;
         let record = decode(raw)?;
-        let value: serde_json::Value = serde_json::from_slice(&record.value)
-            .map_err(|e| Error::Storage(Cause::of("a stored record is not JSON", e)))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&record.value).map_err(Error::stored_not_json)?;
         for (index, batch) in indexes.iter().zip(&mut batches) {
             for indexed in index::values(&value, &index.path) {
                 batch.insert(index::entry(&indexed, &key), &[]);

@@ -15,7 +15,7 @@ use serde_json::Value;
 pub use precondition::{Precondition, Tags, Verdict};
 pub use record::Rejection;
 
-use crate::error::{Cause, Error, Result};
+use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, EventBus};
 use crate::schema::TableSchema;
 use crate::storage::{
@@ -234,8 +234,8 @@ impl Table {
                     record::check_key(&schema, context.key, value)
                         .map_err(|rejection| rejection.into_error(&schema.name))?;
                 }
-                let mut record: Value = serde_json::from_slice(&current.value)
-                    .map_err(|e| Error::Storage(Cause::of("a stored record is not JSON", e)))?;
+                let mut record: Value =
+                    serde_json::from_slice(&current.value).map_err(Error::stored_not_json)?;
                 merge_patch::apply(&mut record, &patch);
                 let stamp = Stamp {
                     expires_at: current.expires_at,
