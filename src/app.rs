@@ -98,6 +98,7 @@ impl App {
         let options = storage::Options {
             cache_bytes: config.store_cache,
             change_log: config.change_log,
+            max_index_entries: config.max_index_entries,
             clock: clock.clone(),
         };
         let store = Arc::new(

@@ -18,6 +18,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
 /// Default number of commits kept in the change log (for SSE `Last-Event-ID` resume).
 pub const DEFAULT_CHANGE_LOG: u64 = 100_000;
+/// Default of the most index entries one record may have, over all its table's indexes.
+pub const DEFAULT_MAX_INDEX_ENTRIES: usize = 1_000;
 /// Default address of the MQTT listener.
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
@@ -74,6 +76,11 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_CHANGE_LOG", default_value_t = DEFAULT_CHANGE_LOG)]
     pub change_log: u64,
 
+    /// The most index entries one record may have, over all its table's indexes (an array
+    /// attribute has one per distinct element); a write past it is refused (422).
+    #[arg(long, env = "TABLECAST_MAX_INDEX_ENTRIES", default_value_t = DEFAULT_MAX_INDEX_ENTRIES)]
+    pub max_index_entries: usize,
+
     /// WebSocket and SSE streams plus MQTT connections served at once; more are refused (503,
     /// or an MQTT CONNACK "server busy").
     #[arg(long, env = "TABLECAST_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
@@ -103,6 +110,7 @@ impl Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             mqtt: Listener(None),
             change_log: DEFAULT_CHANGE_LOG,
+            max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
             cors_origins: Vec::new(),
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,

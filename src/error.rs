@@ -66,6 +66,15 @@ pub enum Error {
     #[error("the payload is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
 
+    #[error(
+        "the record would have {entries} entries in the indexes of table `{table}`; a record may have at most {limit} (--max-index-entries)"
+    )]
+    TooManyIndexEntries {
+        table: String,
+        entries: usize,
+        limit: usize,
+    },
+
     #[error("the origin of table `{table}` gave no usable answer for `{id}`: {failure}")]
     OriginFailed {
         table: String,
@@ -221,6 +230,7 @@ pub enum ErrorCode {
     NotAcceptable,
     PreconditionFailed,
     PayloadTooLarge,
+    TooManyIndexEntries,
     UnsupportedMediaType,
     OriginFailed,
     OriginInvalid,
@@ -251,6 +261,7 @@ impl ErrorCode {
             ErrorCode::NotAcceptable => "not-acceptable",
             ErrorCode::PreconditionFailed => "precondition-failed",
             ErrorCode::PayloadTooLarge => "payload-too-large",
+            ErrorCode::TooManyIndexEntries => "too-many-index-entries",
             ErrorCode::UnsupportedMediaType => "unsupported-media-type",
             ErrorCode::OriginFailed => "origin-failed",
             ErrorCode::OriginInvalid => "origin-invalid",
@@ -281,6 +292,7 @@ impl ErrorCode {
             ErrorCode::NotAcceptable => "Not acceptable",
             ErrorCode::PreconditionFailed => "Precondition failed",
             ErrorCode::PayloadTooLarge => "Payload too large",
+            ErrorCode::TooManyIndexEntries => "Too many index entries",
             ErrorCode::UnsupportedMediaType => "Unsupported media type",
             ErrorCode::OriginFailed => "Origin failed",
             ErrorCode::OriginInvalid => "Invalid origin answer",
@@ -318,6 +330,7 @@ impl ErrorCode {
             | ErrorCode::NotAcceptable
             | ErrorCode::PreconditionFailed
             | ErrorCode::PayloadTooLarge
+            | ErrorCode::TooManyIndexEntries
             | ErrorCode::UnsupportedMediaType
             | ErrorCode::OriginFailed
             | ErrorCode::OriginInvalid
@@ -361,6 +374,7 @@ impl Error {
             Error::PreconditionFailed(_) => ErrorCode::PreconditionFailed,
             Error::BadQuery(_) => ErrorCode::BadQuery,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::TooManyIndexEntries { .. } => ErrorCode::TooManyIndexEntries,
             Error::OriginFailed { .. } => ErrorCode::OriginFailed,
             Error::OriginTimeout { .. } => ErrorCode::OriginTimeout,
             Error::OriginInvalid { .. } => ErrorCode::OriginInvalid,

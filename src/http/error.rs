@@ -50,7 +50,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::PreconditionFailed => S::PRECONDITION_FAILED,
         ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
-        ErrorCode::SchemaViolation => S::UNPROCESSABLE_ENTITY,
+        ErrorCode::SchemaViolation | ErrorCode::TooManyIndexEntries => S::UNPROCESSABLE_ENTITY,
         ErrorCode::OriginFailed | ErrorCode::OriginInvalid => S::BAD_GATEWAY,
         ErrorCode::OriginTimeout | ErrorCode::NotCached => S::GATEWAY_TIMEOUT,
         ErrorCode::TooManyConnections | ErrorCode::TooManySubscribers | ErrorCode::ShuttingDown => {
@@ -141,6 +141,10 @@ fn add_fields(body: &mut Map<String, Value>, error: &Error) {
             add("expected", json!(query.expected));
         }
         Error::PayloadTooLarge { limit } => add("limit", json!(limit)),
+        Error::TooManyIndexEntries { entries, limit, .. } => {
+            add("entries", json!(entries));
+            add("limit", json!(limit));
+        }
         Error::OriginTimeout { after_ms, .. } => add("timeoutMs", json!(after_ms)),
         Error::UnknownTable(_)
         | Error::RecordNotFound { .. }

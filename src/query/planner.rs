@@ -100,7 +100,19 @@ fn range<'a>(conditions: impl Iterator<Item = &'a Condition>) -> Option<IndexRan
             _ => continue,
         };
         let (value, bounds) = encoded;
-        match condition.op {
+        // A value as long as an index entry holds of a string, or longer, shares its entry value
+        // with longer strings just above or below it: the strict bounds become inclusive, and
+        // the filter decides.
+        let held_in_full = match &condition.value {
+            Literal::String(s) => s.len() < index::MAX_STRING_BYTES,
+            _ => true,
+        };
+        let op = match condition.op {
+            Op::Gt if !held_in_full => Op::Ge,
+            Op::Lt if !held_in_full => Op::Le,
+            op => op,
+        };
+        match op {
             Op::Eq => return Some(IndexRange::Value(value)),
             Op::Gt => lower = tighter_lower(lower, Bound::Included(prefix_end(&value))),
             Op::Ge => lower = tighter_lower(lower, Bound::Included(value)),

@@ -1,7 +1,9 @@
 //! The change log: every commit that changed a record, by sequence number, kept for a bounded
 //! number of entries so a subscriber that was away can be told what it missed.
 //!
-//! Entries are `seq (u64 BE) -> table | key type | key | version | value`, written in the same
+//! Entries are `seq (u64 BE) -> table | key type | key | version | value`, where `value` is
+//! `0` after a delete, `1 | JSON`, or `2 | reference` for JSON kept in [`pieces`](super::pieces);
+//! each is written in the same
 //! transaction as the change itself, so the log never disagrees with the tables. The writer
 //! appends ([`ChangeLog`]); readers ask for what came after a sequence number
 //! ([`changes_after`]).
@@ -12,11 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::key::{Key, KeyType};
+use super::pieces::{self, PIECE, Pieces, Reference};
 use super::{storage_error, storage_failure};
 use crate::error::Result;
 
 /// Name of the change log's tree.
 pub(crate) const TREE: &str = "_changes";
+
+const DELETED: u8 = 0;
+const WHOLE: u8 = 1;
+const IN_PIECES: u8 = 2;
 
 /// One logged change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,10 +41,14 @@ pub struct LoggedChange {
 }
 
 impl LoggedChange {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The log's entry for this change; a value longer than a piece goes to `pieces`, and the
+    /// entry holds its reference, returned beside it.
+    pub(crate) fn encode(&self, pieces: &mut Pieces) -> (Vec<u8>, Option<Reference>) {
         let key = self.key.encode();
         let value = self.value.as_deref().unwrap_or_default();
-        let mut out = BytesMut::with_capacity(16 + self.table.len() + key.len() + value.len());
+        let inline = if value.len() <= PIECE { value.len() } else { 0 };
+        let mut out =
+            BytesMut::with_capacity(20 + self.table.len() + key.len() + inline + Reference::LEN);
         out.put_u16(u16::try_from(self.table.len()).expect("table names are short"));
         out.put_slice(self.table.as_bytes());
         out.put_u8(match self.key.key_type() {
@@ -47,12 +58,28 @@ impl LoggedChange {
         out.put_u16(u16::try_from(key.len()).expect("keys are at most 512 bytes"));
         out.put_slice(&key);
         out.put_u64(self.version);
-        out.put_u8(u8::from(self.value.is_some()));
-        out.put_slice(value);
-        out.to_vec()
+        let mut reference = None;
+        match &self.value {
+            None => out.put_u8(DELETED),
+            Some(value) if value.len() <= PIECE => {
+                out.put_u8(WHOLE);
+                out.put_slice(value);
+            }
+            Some(value) => {
+                out.put_u8(IN_PIECES);
+                let stored = pieces.store(value);
+                let mut encoded = Vec::with_capacity(Reference::LEN);
+                stored.encode_into(&mut encoded);
+                out.put_slice(&encoded);
+                reference = Some(stored);
+            }
+        }
+        (out.to_vec(), reference)
     }
 
-    pub(crate) fn decode(seq: u64, raw: &[u8]) -> Option<LoggedChange> {
+    /// Decodes an entry. A change whose value is in pieces comes without it (`value` is `None`),
+    /// and with the reference to them.
+    pub(crate) fn decode(seq: u64, raw: &[u8]) -> Option<(LoggedChange, Option<Reference>)> {
         let mut raw = raw;
         let take = |raw: &mut &[u8], n: usize| -> Option<Vec<u8>> {
             (raw.remaining() >= n).then(|| raw.copy_to_bytes(n).to_vec())
@@ -67,17 +94,20 @@ impl LoggedChange {
         let key_len = usize::from(raw.try_get_u16().ok()?);
         let key = Key::decode(key_type, &take(&mut raw, key_len)?)?;
         let version = raw.try_get_u64().ok()?;
-        let value = match raw.try_get_u8().ok()? {
-            0 => None,
-            _ => Some(Bytes::copy_from_slice(raw)),
+        let (value, reference) = match raw.try_get_u8().ok()? {
+            DELETED => (None, None),
+            WHOLE => (Some(Bytes::copy_from_slice(raw)), None),
+            IN_PIECES => (None, Some(Reference::decode(raw)?)),
+            _ => return None,
         };
-        Some(LoggedChange {
+        let change = LoggedChange {
             seq,
             table: table.into(),
             key,
             version,
             value,
-        })
+        };
+        Some((change, reference))
     }
 }
 
@@ -100,6 +130,8 @@ pub(crate) struct LogBatch {
     pub last: u64,
     /// The oldest entry kept once the batch is applied.
     keep_from: u64,
+    /// The entries the batch appends whose values are in pieces, by sequence number.
+    in_pieces: Vec<(u64, Reference)>,
 }
 
 impl ChangeLog {
@@ -130,15 +162,30 @@ impl ChangeLog {
             entries: sled::Batch::default(),
             last,
             keep_from: self.first,
+            in_pieces: Vec::new(),
         }
     }
 
-    /// Adds to `batch` the removal of the entries beyond the retention, once it holds them all.
-    pub fn trim(&self, batch: &mut LogBatch) {
+    /// Adds to `batch` the removal of the entries beyond the retention, once it holds them all,
+    /// and of their pieces.
+    pub fn trim(&self, batch: &mut LogBatch, pieces: &mut Pieces) -> Result<()> {
         batch.keep_from = (batch.last + 1).saturating_sub(self.retention).max(1);
+        let applied = self.last.load(Ordering::Relaxed);
         for old in self.first..batch.keep_from {
-            batch.entries.remove(&old.to_be_bytes());
+            let seq = old.to_be_bytes();
+            if old <= applied {
+                let entry = self.tree.get(seq).map_err(storage_error)?;
+                let reference = entry.and_then(|raw| LoggedChange::decode(old, &raw)?.1);
+                reference.into_iter().for_each(|r| pieces.release(r));
+            }
+            batch.entries.remove(&seq);
         }
+        let trimmed = batch
+            .in_pieces
+            .iter()
+            .filter(|(seq, _)| *seq < batch.keep_from);
+        trimmed.for_each(|(_, reference)| pieces.release(*reference));
+        Ok(())
     }
 
     /// `batch` is durable: readers may see its entries.
@@ -151,7 +198,13 @@ impl ChangeLog {
 impl LogBatch {
     /// Appends a change of `key` in `table` at `version` (`value`: the record after it, `None`
     /// for a delete); returns its sequence number.
-    pub fn append(&mut self, table: Arc<str>, key: Key, version: u64, value: Option<Bytes>) -> u64 {
+    pub fn append(
+        &mut self,
+        (table, key): (Arc<str>, Key),
+        version: u64,
+        value: Option<Bytes>,
+        pieces: &mut Pieces,
+    ) -> u64 {
         self.last += 1;
         let logged = LoggedChange {
             seq: self.last,
@@ -160,17 +213,20 @@ impl LogBatch {
             version,
             value,
         };
-        self.entries
-            .insert(&self.last.to_be_bytes(), logged.encode());
+        let (entry, reference) = logged.encode(pieces);
+        if let Some(reference) = reference {
+            self.in_pieces.push((self.last, reference));
+        }
+        self.entries.insert(&self.last.to_be_bytes(), entry);
         self.last
     }
 }
 
-/// The changes in `tree` after sequence number `after`, oldest first, at most `limit`, when the
-/// last one written is `last`; `None` if the log no longer holds every change after `after` (or
-/// never held them).
+/// The changes in `tree` (their values' pieces in `pieces`) after sequence number `after`, oldest
+/// first, at most `limit`, when the last one written is `last`; `None` if the log no longer holds
+/// every change after `after` (or never held them).
 pub(crate) fn changes_after(
-    tree: &sled::Tree,
+    (tree, pieces): (&sled::Tree, &sled::Tree),
     last: u64,
     after: u64,
     limit: usize,
@@ -189,10 +245,16 @@ pub(crate) fn changes_after(
             // Trimmed past `after`: some changes are gone.
             return Ok(None);
         }
-        changes.push(
-            LoggedChange::decode(seq, &raw)
-                .ok_or_else(|| storage_failure(format!("corrupt change log entry {seq}")))?,
-        );
+        let (mut change, reference) = LoggedChange::decode(seq, &raw)
+            .ok_or_else(|| storage_failure(format!("corrupt change log entry {seq}")))?;
+        if let Some(reference) = reference {
+            let Some(value) = pieces::load(pieces, reference)? else {
+                // Trimmed since it was read.
+                return Ok(None);
+            };
+            change.value = Some(value);
+        }
+        changes.push(change);
     }
     if changes.is_empty() && after < last {
         return Ok(None);
@@ -224,8 +286,21 @@ mod tests {
                 version: u64::MAX - 1,
                 value,
             };
-            assert_eq!(LoggedChange::decode(42, &change.encode()), Some(change));
+            let (entry, reference) = change.encode(&mut Pieces::new(1));
+            assert_eq!(reference, None);
+            assert_eq!(LoggedChange::decode(42, &entry), Some((change, None)));
         }
+        let large = LoggedChange {
+            seq: 43,
+            table: "Product".into(),
+            key: Key::Int(1),
+            version: 9,
+            value: Some(vec![b'x'; PIECE + 1].into()),
+        };
+        let (entry, reference) = large.encode(&mut Pieces::new(1));
+        let decoded = LoggedChange::decode(43, &entry).expect("decodes");
+        assert_eq!(decoded.1, reference);
+        assert_eq!(decoded.0.value, None);
         assert_eq!(LoggedChange::decode(1, &[0, 9, b'x']), None);
     }
 }

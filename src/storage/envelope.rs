@@ -3,14 +3,48 @@
 //! Format 1: `1 | version (8) | created (8) | updated (8) | expires_at (8, 0 = never) | JSON`.
 //! Format 2 adds what the table's resource keeps beside the record (a cache entry's freshness
 //! and origin validators): `2 | the same four fields | meta length (4) | meta | JSON`. Records
-//! without metadata keep format 1, so plain tables pay nothing for it. All integers are
-//! big-endian; times are Unix epoch milliseconds.
+//! without metadata keep format 1, so plain tables pay nothing for it. An envelope longer than a
+//! piece is kept in [`pieces`](super::pieces), and its tree holds `3 | reference` instead. All
+//! integers are big-endian; times are Unix epoch milliseconds.
 
 use bytes::Bytes;
 
+use super::pieces::{PIECE, Pieces, Reference};
+
 const PLAIN: u8 = 1;
 const WITH_META: u8 = 2;
+const IN_PIECES: u8 = 3;
 const HEADER_LEN: usize = 1 + 8 * 4;
+
+/// What a record's tree holds for it.
+pub(crate) enum Stored {
+    /// The encoded envelope.
+    Whole(Bytes),
+    /// Where the encoded envelope's pieces are.
+    InPieces(Reference),
+}
+
+impl Stored {
+    /// What the tree holds for `envelope`, storing its pieces in `pieces` if it needs them.
+    pub fn store(envelope: &Envelope, pieces: &mut Pieces) -> (Vec<u8>, Option<Reference>) {
+        let encoded = envelope.encode();
+        if encoded.len() <= PIECE {
+            return (encoded, None);
+        }
+        let reference = pieces.store(&encoded);
+        let mut stored = vec![IN_PIECES];
+        reference.encode_into(&mut stored);
+        (stored, Some(reference))
+    }
+
+    /// Reads what a tree holds; `None` if it is not a record.
+    pub fn read(raw: Bytes) -> Option<Stored> {
+        match raw.first()? {
+            &IN_PIECES => Reference::decode(&raw[1..]).map(Stored::InPieces),
+            _ => Some(Stored::Whole(raw)),
+        }
+    }
+}
 
 /// A stored record with its metadata. `value` is the record's JSON exactly as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,6 +6,11 @@
 //! `null < false < true < numbers < strings` with numbers numerically and strings by code point.
 //! Missing and `null` are both stored as null; array elements are indexed one by one (null
 //! elements and nested objects or arrays are not indexed, as no condition can match them).
+//!
+//! A string is indexed by its first [`MAX_STRING_BYTES`] bytes, so that no entry is too large
+//! for a sled page (see [`pieces`](super::pieces)): strings that share those bytes share an entry
+//! value, and a query reads them all and keeps those that match, so the index only ever finds
+//! more candidates, never fewer. Byte order is code point order, so truncation keeps the order.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +21,9 @@ const FALSE: u8 = 0x20;
 const TRUE: u8 = 0x21;
 const NUMBER: u8 = 0x30;
 const STRING: u8 = 0x40;
+
+/// How much of a string its index entries hold.
+pub const MAX_STRING_BYTES: usize = 256;
 
 /// The encoding of a scalar JSON value; `None` for objects and arrays.
 pub fn encode(value: &Value) -> Option<Vec<u8>> {
@@ -37,11 +45,13 @@ pub fn encode(value: &Value) -> Option<Vec<u8>> {
     })
 }
 
-/// The encoding every string starting with `prefix` begins with.
+/// The encoding every string starting with `prefix` begins with (as far as an index entry holds
+/// it).
 pub fn string_prefix(prefix: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + 3);
+    let held = &prefix.as_bytes()[..prefix.len().min(MAX_STRING_BYTES)];
+    let mut out = Vec::with_capacity(held.len() + 3);
     out.push(STRING);
-    for &byte in prefix.as_bytes() {
+    for &byte in held {
         out.push(byte);
         if byte == 0 {
             out.push(0xFF);
@@ -199,5 +209,14 @@ mod tests {
         assert_eq!(values(&record, &path("o.p")), BTreeSet::from([vec![NULL]]));
         assert_eq!(values(&record, &path("o")), BTreeSet::new());
         assert_eq!(encode(&json!(-0.0)), encode(&json!(0)));
+    }
+
+    #[test]
+    fn long_strings_share_the_entry_value_of_their_first_bytes() {
+        let held = "é".repeat(MAX_STRING_BYTES / 2);
+        let long = format!("{held}and more");
+        assert_eq!(encode(&json!(long)), encode(&json!(held)));
+        assert!(encode(&json!(long)).unwrap().len() <= MAX_STRING_BYTES + 3);
+        assert!(encode(&json!(format!("{held}z"))) > encode(&json!("é")));
     }
 }

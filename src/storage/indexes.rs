@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
-use super::{decode, index, meta, storage_error};
+use super::records::resolve;
+use super::{index, meta, storage_error};
 use crate::error::{Cause, Error, Result};
 
 /// A secondary index: the attribute path it indexes and its tree.
@@ -26,13 +27,13 @@ pub enum IndexRange {
 }
 
 /// Opens the indexes on `paths` (dotted attribute paths) of `table`, whose records are in
-/// `records` (`count` of them): new ones are built before this returns (logging progress), and
+/// `records` (its tree and the pieces tree; `count` of them): new ones are built before this returns (logging progress), and
 /// the trees of indexes no longer declared are dropped.
 pub(crate) fn open(
     db: &sled::Db,
     meta_tree: &sled::Tree,
     table: &str,
-    records: &sled::Tree,
+    records: (&sled::Tree, &sled::Tree),
     paths: &[String],
     count: u64,
 ) -> Result<Vec<Index>> {
@@ -75,15 +76,22 @@ pub(crate) fn open(
 }
 
 /// Fills new indexes from the records of `table`, in batches, logging progress.
-fn build(table: &str, records: &sled::Tree, indexes: &[&Index], total: u64) -> Result<()> {
+fn build(
+    table: &str,
+    records: (&sled::Tree, &sled::Tree),
+    indexes: &[&Index],
+    total: u64,
+) -> Result<()> {
     const BATCH: usize = 10_000;
     let paths: Vec<String> = indexes.iter().map(|i| i.path.join(".")).collect();
     tracing::info!(table, indexes = ?paths, records = total, "building indexes");
     let mut batches: Vec<sled::Batch> = indexes.iter().map(|_| sled::Batch::default()).collect();
     let mut done = 0;
-    for entry in records.iter() {
+    for entry in records.0.iter() {
         let (key, raw) = entry.map_err(storage_error)?;
-        let record = decode(raw)?;
+        let Some((record, _)) = resolve(records, &key, raw)? else {
+            continue;
+        };
         let value: serde_json::Value =
             serde_json::from_slice(&record.value).map_err(Error::stored_not_json)?;
         for (index, batch) in indexes.iter().zip(&mut batches) {

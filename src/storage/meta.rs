@@ -1,7 +1,7 @@
 //! Table metadata in the `_meta` tree: each table's key type, record count and highest integer
 //! key (`table/<name>`), the list of its built indexes (`indexes/<name>`), and the store's own
 //! counters: the highest version issued (`clock`) and the last change-log sequence number
-//! (`change-seq`).
+//! (`change-seq`) and the next id of a value in pieces (`piece-id`).
 
 use super::key::KeyType;
 use super::{storage_error, storage_failure};
@@ -13,6 +13,8 @@ pub(crate) const TREE: &str = "_meta";
 pub(crate) const CLOCK_KEY: &[u8] = b"clock";
 /// Key of the last change-log sequence number.
 pub(crate) const LOG_KEY: &[u8] = b"change-seq";
+/// Key of the id the next value stored in pieces gets.
+pub(crate) const PIECE_KEY: &[u8] = b"piece-id";
 
 /// Per-table facts kept current by the writer and persisted with every commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -21,6 +23,9 @@ pub(crate) struct TableMeta {
     /// The highest integer key ever written (deleted keys included), so generated ids are never
     /// reused.
     pub max_int: Option<i64>,
+    /// Once `max_int` is `i64::MAX`, where the search for a free integer key resumes; kept in
+    /// memory only (after a restart the search starts again from 1).
+    pub free_from: i64,
 }
 
 impl TableMeta {
@@ -65,6 +70,7 @@ impl TableMeta {
         let meta = TableMeta {
             count: u64::from_be_bytes(*count),
             max_int,
+            free_from: 1,
         };
         Some((KeyType::from_tag(tag)?, meta))
     }

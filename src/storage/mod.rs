@@ -16,6 +16,7 @@
 //! | `meta.rs`, `indexes.rs` | table metadata; opening, building and dropping indexes |
 //! | `index.rs`, `key.rs`, `envelope.rs`, `hlc.rs` | encodings of index entries, keys, records; the version clock |
 //! | `hot.rs` | the hot records: recently read envelopes kept decoded in memory |
+//! | `pieces.rs` | values too large for a sled page, kept in pieces in the `_pieces` tree |
 
 mod changelog;
 mod envelope;
@@ -26,6 +27,7 @@ mod indexes;
 mod key;
 mod meta;
 mod mutation;
+mod pieces;
 mod records;
 mod writer;
 
@@ -42,15 +44,15 @@ pub use changelog::LoggedChange;
 pub use envelope::Envelope;
 pub use indexes::IndexRange;
 pub use key::{Key, KeyType};
-pub use mutation::{Change, Commit, Decide, OnDurable, Stamp, Target, WriteContext};
+pub use mutation::{Change, Commit, Decide, DecideAhead, OnDurable, Stamp, Target, WriteContext};
 pub use records::Records;
 
 use crate::clock::Clock;
-use crate::config::{DEFAULT_CHANGE_LOG, DEFAULT_STORE_CACHE};
+use crate::config::{DEFAULT_CHANGE_LOG, DEFAULT_MAX_INDEX_ENTRIES, DEFAULT_STORE_CACHE};
 use crate::error::{Cause, Error, Result};
 use changelog::ChangeLog;
 use hot::HotRecords;
-use mutation::{Command, Request};
+use mutation::{Ahead, Command, Request};
 use writer::Writer;
 
 /// How a store is opened.
@@ -62,6 +64,8 @@ pub struct Options {
     pub change_log: u64,
     /// The time commits are stamped with.
     pub clock: Clock,
+    /// The most index entries one record may have, over all its table's indexes.
+    pub max_index_entries: usize,
 }
 
 impl Default for Options {
@@ -70,6 +74,7 @@ impl Default for Options {
             cache_bytes: DEFAULT_STORE_CACHE,
             change_log: DEFAULT_CHANGE_LOG,
             clock: Clock::system(),
+            max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
         }
     }
 }
@@ -79,6 +84,8 @@ pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
     log: sled::Tree,
+    /// The pieces of large values, of records and of the change log.
+    pieces: sled::Tree,
     /// The last change-log sequence number written.
     log_last: Arc<AtomicU64>,
     commands: mpsc::Sender<Command>,
@@ -86,6 +93,8 @@ pub struct Store {
     hot: Arc<HotRecords>,
     /// Table names by the number that stands for them among the hot records.
     table_ids: Mutex<Vec<Arc<str>>>,
+    clock: Clock,
+    max_index_entries: usize,
 }
 
 impl Store {
@@ -98,14 +107,18 @@ impl Store {
         let last_version = meta::read_counter(&meta, meta::CLOCK_KEY)?;
         let log_last = Arc::new(AtomicU64::new(meta::read_counter(&meta, meta::LOG_KEY)?));
         let log = db.open_tree(changelog::TREE).map_err(storage_error)?;
+        let pieces = db.open_tree(pieces::TREE).map_err(storage_error)?;
+        let next_piece_id = meta::read_counter(&meta, meta::PIECE_KEY)?.max(1);
         let (commands, receiver) = mpsc::channel();
         let writer = Writer {
             db: db.clone(),
             meta: meta.clone(),
             hlc: hlc::Hlc::resume(last_version),
-            clock: options.clock,
+            clock: options.clock.clone(),
             on_durable,
             log: ChangeLog::open(log.clone(), log_last.clone(), options.change_log)?,
+            pieces: pieces.clone(),
+            next_piece_id,
         };
         let handle = std::thread::Builder::new()
             .name("tablecast-writer".to_owned())
@@ -115,6 +128,7 @@ impl Store {
             db,
             meta,
             log,
+            pieces,
             log_last,
             commands,
             writer: Mutex::new(Some(handle)),
@@ -122,6 +136,8 @@ impl Store {
                 usize::try_from(hot_bytes).unwrap_or(usize::MAX),
             )),
             table_ids: Mutex::default(),
+            clock: options.clock,
+            max_index_entries: options.max_index_entries,
         })
     }
 
@@ -156,7 +172,7 @@ impl Store {
             self.hot.clone(),
             (name, id),
             key_type,
-            index_paths,
+            (index_paths, self.max_index_entries),
         )
     }
 
@@ -167,15 +183,60 @@ impl Store {
         target: Target,
         decide: Decide,
     ) -> Result<Commit> {
+        self.send(records, target, decide, None).await
+    }
+
+    /// Like [`commit`](Store::commit), but decides the mutation here first, against the record as
+    /// it is now, and does the costly part of the write here too (validation, serialisation,
+    /// index values): the writer, which every write waits for, then only confirms that the record
+    /// is still the one decided against, and decides again if it is not. One client's large
+    /// records thus cost the writer no more than their share of its disk writes.
+    pub async fn commit_ahead(
+        &self,
+        records: &Records,
+        target: Target,
+        decide: DecideAhead,
+    ) -> Result<Commit> {
+        let key = match &target {
+            Target::Key(key) => key.clone(),
+            Target::NextInteger => records.predict_next_integer()?,
+        };
+        let current = records.get(&key)?;
+        let now_ms = self.clock.now_ms();
+        let context = WriteContext { key: &key, now_ms };
+        let change = decide(current.as_ref(), &context).and_then(|c| records.prepare(c));
+        let seen = match (current, &change) {
+            (Some(current), Ok(_)) => Some((current.version, records.indexed(&current)?)),
+            (Some(current), Err(_)) => Some((current.version, Vec::new())),
+            (None, _) => None,
+        };
+        let ahead = Ahead {
+            key,
+            seen,
+            now_ms,
+            change,
+        };
+        let again: Decide = Box::new(move |current, context| decide(current, context));
+        self.send(records, target, again, Some(ahead)).await
+    }
+
+    async fn send(
+        &self,
+        records: &Records,
+        target: Target,
+        decide: Decide,
+        ahead: Option<Ahead>,
+    ) -> Result<Commit> {
         let (reply, answer) = oneshot::channel();
         let request = Request {
             records: records.clone(),
             target,
             decide,
+            ahead,
             reply,
         };
         self.commands
-            .send(Command::Write(request))
+            .send(Command::Write(Box::new(request)))
             .map_err(|_| Error::ShuttingDown)?;
         answer.await.map_err(|_| Error::ShuttingDown)?
     }
@@ -188,7 +249,7 @@ impl Store {
     /// The durable logged changes after sequence number `after`, oldest first, at most `limit`;
     /// `None` if the log no longer holds every change after `after` (or never held them).
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Option<Vec<LoggedChange>>> {
-        changelog::changes_after(&self.log, self.last_seq(), after, limit)
+        changelog::changes_after((&self.log, &self.pieces), self.last_seq(), after, limit)
     }
 
     /// Commits what is queued, stops the writer and flushes. Later commits fail with `ShuttingDown`.
@@ -246,9 +307,8 @@ fn open_db(dir: &Path, cache_bytes: u64) -> Result<sled::Db> {
     }
 }
 
-fn decode(raw: sled::IVec) -> Result<Envelope> {
-    Envelope::decode(Bytes::from_owner(raw))
-        .ok_or_else(|| storage_failure("corrupt record envelope"))
+fn decode(raw: Bytes) -> Result<Envelope> {
+    Envelope::decode(raw).ok_or_else(|| storage_failure("corrupt record envelope"))
 }
 
 fn storage_error(error: sled::Error) -> Error {

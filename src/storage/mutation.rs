@@ -1,6 +1,7 @@
 //! The mutation contract: what a caller hands the writer (a target and a decision) and what it
 //! gets back once the write is durable (a [`Commit`]).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -49,6 +50,38 @@ pub enum Change {
 /// Decides a mutation given the current record; runs on the writer thread, so it must be quick.
 pub type Decide = Box<dyn FnOnce(Option<&Envelope>, &WriteContext) -> Result<Change> + Send>;
 
+/// Decides a mutation given the current record, ahead of the writer and again on it if the record
+/// changed in between (see [`Store::commit_ahead`](super::Store::commit_ahead)).
+pub type DecideAhead =
+    Arc<dyn Fn(Option<&Envelope>, &WriteContext) -> Result<Change> + Send + Sync>;
+
+/// The values each index of a table holds for one record, in the order of the table's indexes.
+pub(crate) type Indexed = Vec<BTreeSet<Vec<u8>>>;
+
+/// A change with its work done: the record serialised and its index values computed.
+pub(crate) enum Prepared {
+    Put {
+        json: Bytes,
+        indexed: Indexed,
+        stamp: Stamp,
+    },
+    Restamp(Stamp),
+    Delete,
+}
+
+/// A mutation decided and prepared outside the writer, against the record as it was then. The
+/// writer takes it if the record is still that one, and decides again otherwise.
+pub(crate) struct Ahead {
+    /// The key it was decided for (for a generated integer key, the one predicted).
+    pub key: Key,
+    /// The record it was decided against: its version and index values; `None` if absent.
+    pub seen: Option<(u64, Indexed)>,
+    /// The moment it was decided at, which the commit takes as its time.
+    pub now_ms: u64,
+    /// The outcome.
+    pub change: Result<Prepared>,
+}
+
 /// A durable commit, reported to `on_durable` and to the caller.
 #[derive(Clone, Debug)]
 pub struct Commit {
@@ -73,12 +106,13 @@ pub(crate) struct Request {
     pub records: Records,
     pub target: Target,
     pub decide: Decide,
+    pub ahead: Option<Ahead>,
     pub reply: oneshot::Sender<Result<Commit>>,
 }
 
 /// What the writer is asked to do.
 pub(crate) enum Command {
-    Write(Request),
+    Write(Box<Request>),
     /// Finish what is queued before this, then stop.
     Close,
 }

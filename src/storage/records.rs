@@ -1,15 +1,22 @@
 //! A table's records: its tree of `encoded key -> envelope`, its indexes and its expiry list,
 //! read straight from sled (or the hot records) from any thread. Writes go through the writer.
 
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::envelope::Stored;
 use super::hot::HotRecords;
 use super::indexes::{Index, IndexRange};
 use super::key::{Key, KeyType};
 use super::meta::{self, TableMeta};
+use super::mutation::{Change, Indexed, Prepared};
+use super::pieces::{self, Reference};
 use super::{Envelope, decode, index, storage_error, storage_failure, writer};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A table's records: a handle to its tree and index trees, cheap to clone.
 #[derive(Clone)]
@@ -23,6 +30,10 @@ pub struct Records {
     pub(crate) indexes: Arc<[Index]>,
     /// `expires_at ++ key` for every record that has an expiry time.
     pub(crate) expiry: sled::Tree,
+    /// The pieces of records too large to keep in `tree`.
+    pub(crate) pieces: sled::Tree,
+    /// The most index entries one record may have, over all the table's indexes.
+    pub(crate) max_index_entries: usize,
     meta: Arc<Mutex<TableMeta>>,
 }
 
@@ -35,11 +46,13 @@ impl Records {
         hot: Arc<HotRecords>,
         (name, id): (&str, u32),
         key_type: KeyType,
-        index_paths: &[String],
+        (index_paths, max_index_entries): (&[String], usize),
     ) -> Result<Records> {
         let tree = db.open_tree(name).map_err(storage_error)?;
+        let pieces = db.open_tree(pieces::TREE).map_err(storage_error)?;
         let meta = TableMeta::open(meta_tree, name, key_type)?;
-        let indexes = super::indexes::open(db, meta_tree, name, &tree, index_paths, meta.count)?;
+        let records = (&tree, &pieces);
+        let indexes = super::indexes::open(db, meta_tree, name, records, index_paths, meta.count)?;
         let expiry = db
             .open_tree(format!("_expiry/{name}"))
             .map_err(storage_error)?;
@@ -51,6 +64,8 @@ impl Records {
             tree,
             indexes: indexes.into(),
             expiry,
+            pieces,
+            max_index_entries,
             meta: Arc::new(Mutex::new(meta)),
         })
     }
@@ -68,7 +83,7 @@ impl Records {
         reverse: bool,
         after: Option<&Key>,
     ) -> impl Iterator<Item = Result<(Key, Envelope)>> + Send + use<> {
-        let key_type = self.key_type;
+        let (key_type, tree, pieces) = (self.key_type, self.tree.clone(), self.pieces.clone());
         let entries = match after.map(Key::encode) {
             None => self.tree.iter(),
             Some(after) if reverse => self.tree.range(..after),
@@ -82,11 +97,14 @@ impl Records {
             } else {
                 Box::new(entries)
             };
-        entries.map(move |entry| {
-            let (raw_key, raw) = entry.map_err(storage_error)?;
-            let key =
-                Key::decode(key_type, &raw_key).ok_or_else(|| storage_failure("corrupt key"))?;
-            Ok((key, decode(raw)?))
+        entries.filter_map(move |entry| {
+            let scanned = entry.map_err(storage_error).and_then(|(raw_key, raw)| {
+                let key = Key::decode(key_type, &raw_key)
+                    .ok_or_else(|| storage_failure("corrupt key"))?;
+                let record = resolve((&tree, &pieces), &raw_key, raw)?;
+                Ok(record.map(|(record, _)| (key, record)))
+            });
+            scanned.transpose()
         })
     }
 
@@ -144,13 +162,71 @@ impl Records {
             .collect()
     }
 
-    /// Reads one record from sled, past the hot records: the writer's view.
+    /// Does the work of `change` that needs no current record: serialises it and computes its
+    /// index values, refusing a record with more index entries than a record may have.
+    pub(crate) fn prepare(&self, change: Change) -> Result<Prepared> {
+        Ok(match change {
+            Change::Put(value, stamp) => Prepared::Put {
+                indexed: self.index_values(&value)?,
+                json: serde_json::to_vec(&value)
+                    .expect("a JSON value serialises")
+                    .into(),
+                stamp,
+            },
+            Change::Restamp(stamp) => Prepared::Restamp(stamp),
+            Change::Delete => Prepared::Delete,
+        })
+    }
+
+    /// The key a generated integer id takes (see [`Store::commit_ahead`](super::Store)), as the
+    /// writer will choose it unless another write comes first.
+    pub(crate) fn predict_next_integer(&self) -> Result<Key> {
+        let meta = self.meta_snapshot();
+        next_integer(&meta, |key| {
+            self.tree.contains_key(key).map_err(storage_error)
+        })
+        .map(|(key, _)| key)
+    }
+
+    /// The values the table's indexes hold for `record`.
+    pub(crate) fn indexed(&self, record: &Envelope) -> Result<Indexed> {
+        if self.indexes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let value = serde_json::from_slice(&record.value).map_err(Error::stored_not_json)?;
+        Ok(self.index_values_unbounded(&value))
+    }
+
+    fn index_values(&self, record: &Value) -> Result<Indexed> {
+        let indexed = self.index_values_unbounded(record);
+        let entries = indexed.iter().map(BTreeSet::len).sum();
+        if entries > self.max_index_entries {
+            return Err(Error::TooManyIndexEntries {
+                table: self.name.to_string(),
+                entries,
+                limit: self.max_index_entries,
+            });
+        }
+        Ok(indexed)
+    }
+
+    fn index_values_unbounded(&self, record: &Value) -> Indexed {
+        let indexes = self.indexes.iter();
+        indexes.map(|i| index::values(record, &i.path)).collect()
+    }
+
+    /// Reads one record from sled, past the hot records.
     pub(crate) fn read(&self, encoded: &[u8]) -> Result<Option<Envelope>> {
-        self.tree
-            .get(encoded)
-            .map_err(storage_error)?
-            .map(decode)
-            .transpose()
+        Ok(self.read_stored(encoded)?.map(|(record, _)| record))
+    }
+
+    /// Reads one record from sled with where its pieces are, if it has any: the writer's view.
+    pub(crate) fn read_stored(&self, encoded: &[u8]) -> Result<StoredRecord> {
+        let raw = self.tree.get(encoded).map_err(storage_error)?;
+        match raw {
+            Some(raw) => resolve((&self.tree, &self.pieces), encoded, raw),
+            None => Ok(None),
+        }
     }
 
     /// The key of the table's metadata in the meta tree.
@@ -169,5 +245,60 @@ impl Records {
     /// Records what a commit made of the table's metadata.
     pub(crate) fn set_meta(&self, meta: TableMeta) {
         *self.meta.lock().unwrap_or_else(PoisonError::into_inner) = meta;
+    }
+}
+
+/// The key a generated integer id takes in a table with metadata `meta`, and where the search for
+/// the next one resumes: one above the highest integer key ever written, so ids are not reused,
+/// or once that is `i64::MAX` (a client may PUT any key), the lowest one above `free_from` that
+/// `taken` says is free. The search resumes where the last ended, so it passes each key once.
+pub(crate) fn next_integer(
+    meta: &TableMeta,
+    taken: impl Fn(&[u8]) -> Result<bool>,
+) -> Result<(Key, i64)> {
+    match meta.max_int.map_or(Some(1), |n| n.checked_add(1)) {
+        Some(next) => Ok((Key::Int(next), meta.free_from)),
+        None => {
+            let mut candidate = meta.free_from.max(1);
+            while taken(&Key::Int(candidate).encode())? {
+                candidate = candidate.checked_add(1).ok_or_else(|| Error::InvalidId {
+                    id: i64::MAX.to_string(),
+                    key_type: "integer",
+                    reason: "every positive integer id is taken".to_owned(),
+                })?;
+            }
+            Ok((Key::Int(candidate), candidate.saturating_add(1)))
+        }
+    }
+}
+
+/// A record as its tree holds it, and the reference to its pieces if it is in pieces.
+pub(crate) type StoredRecord = Option<(Envelope, Option<Reference>)>;
+
+/// The record that `raw`, read from `tree` under `encoded`, stands for; its pieces are read from
+/// `pieces`. `None` if the record was removed meanwhile.
+pub(crate) fn resolve(
+    (tree, pieces): (&sled::Tree, &sled::Tree),
+    encoded: &[u8],
+    raw: sled::IVec,
+) -> Result<StoredRecord> {
+    let mut raw = Bytes::from_owner(raw);
+    loop {
+        let reference = match Stored::read(raw.clone()) {
+            Some(Stored::Whole(encoded)) => return Ok(Some((decode(encoded)?, None))),
+            Some(Stored::InPieces(reference)) => reference,
+            None => return Err(storage_failure("corrupt record envelope")),
+        };
+        if let Some(encoded) = pieces::load(pieces, reference)? {
+            return Ok(Some((decode(encoded)?, Some(reference))));
+        }
+        // Replaced or removed since `raw` was read: read it again.
+        let Some(again) = tree.get(encoded).map_err(storage_error)? else {
+            return Ok(None);
+        };
+        if again.as_ref() == &raw[..] {
+            return Err(storage_failure("a record's pieces are missing"));
+        }
+        raw = Bytes::from_owner(again);
     }
 }

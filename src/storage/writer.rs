@@ -6,21 +6,26 @@
 //! commit order and only then replies. A single writer makes read-modify-write (PATCH, If-Match,
 //! generated integer keys) atomic without locks, and makes commit order equal version order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::mpsc;
 
-use serde_json::Value;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::oneshot;
 
 use super::changelog::{ChangeLog, LogBatch};
+use super::envelope::Stored;
 use super::hlc::Hlc;
 use super::key::Key;
-use super::meta::{CLOCK_KEY, LOG_KEY, TableMeta};
-use super::mutation::{Change, Command, Commit, Decide, OnDurable, Request, Target, WriteContext};
+use super::meta::{CLOCK_KEY, LOG_KEY, PIECE_KEY, TableMeta};
+use super::mutation::{
+    Ahead, Change, Command, Commit, Decide, Indexed, OnDurable, Prepared, Request, Target,
+    WriteContext,
+};
+use super::pieces::Pieces;
+use super::records::{StoredRecord, next_integer};
 use super::{Envelope, Records, index, storage_error};
 use crate::clock::Clock;
 use crate::error::{Cause, Chain, Error, Result};
@@ -37,6 +42,9 @@ pub(crate) struct Writer {
     pub clock: Clock,
     pub on_durable: OnDurable,
     pub log: ChangeLog,
+    pub pieces: sled::Tree,
+    /// The id the next value stored in pieces gets.
+    pub next_piece_id: u64,
 }
 
 /// Where a commit's outcome goes.
@@ -47,6 +55,7 @@ struct Batch {
     /// By table name.
     tables: HashMap<Arc<str>, Staged>,
     log: LogBatch,
+    pieces: Pieces,
     /// The commits staged, in order, with where each one's outcome goes.
     pending: Vec<(Commit, Reply)>,
 }
@@ -57,7 +66,7 @@ struct Staged {
     batch: sled::Batch,
     /// The records `batch` writes, by encoded key, so later mutations of the batch see them
     /// (and the hot records forget them once applied).
-    written: BTreeMap<Vec<u8>, Option<Envelope>>,
+    written: BTreeMap<Vec<u8>, StoredRecord>,
     /// One batch per index of the table, in the order of `records.indexes`.
     index_batches: Vec<sled::Batch>,
     /// Changes to the table's expiry tree, if any.
@@ -74,7 +83,7 @@ impl Writer {
             let mut next = Some(first);
             while let Some(command) = next {
                 match command {
-                    Command::Write(request) => batch.push(request),
+                    Command::Write(request) => batch.push(*request),
                     Command::Close => {
                         closing = true;
                         break;
@@ -100,6 +109,7 @@ impl Writer {
         let mut batch = Batch {
             tables: HashMap::new(),
             log: self.log.begin(),
+            pieces: Pieces::new(self.next_piece_id),
             pending: Vec::with_capacity(requests.len()),
         };
         for request in requests {
@@ -108,8 +118,13 @@ impl Writer {
         if batch.pending.is_empty() {
             return;
         }
-        self.log.trim(&mut batch.log);
-        let applied = self.apply(&batch);
+        let applied = self
+            .log
+            .trim(&mut batch.log, &mut batch.pieces)
+            .and_then(|()| self.apply(&batch));
+        if applied.is_ok() {
+            self.next_piece_id = batch.pieces.next_id;
+        }
         self.acknowledge(batch, applied);
     }
 
@@ -120,18 +135,39 @@ impl Writer {
             records,
             target,
             decide,
+            ahead,
             reply,
         } = request;
         let table = batch
             .tables
             .entry(records.name.clone())
             .or_insert_with(|| Staged::new(&records));
+        let pieces = &mut batch.pieces;
         let staged = table.key(target).and_then(|key| {
             let encoded = key.encode();
             let current = table.current(&encoded)?;
-            let change = decide_guarded(decide, current.as_ref(), &key, now_ms, &records.name)?;
-            let announce = !matches!(change, Change::Restamp(_));
-            let changed = table.change(&key, encoded, current, change, now_ms, &mut self.hlc)?;
+            let before = current.as_ref().map(|(record, _)| record);
+            let seen = before.map(|record| record.version);
+            let (change, indexed_before, now_ms) = match ahead {
+                // Decided against this very record: take the decision, its work and its time
+                // (which the record's timestamps already hold).
+                Some(Ahead {
+                    key: decided_for,
+                    seen: decided_against,
+                    now_ms: decided_at,
+                    change,
+                }) if decided_for == key && decided_against.as_ref().map(|s| s.0) == seen => {
+                    (change?, decided_against.map(|s| s.1), decided_at)
+                }
+                _ => {
+                    let change = decide_guarded(decide, before, &key, now_ms, &records.name)?;
+                    (records.prepare(change)?, None, now_ms)
+                }
+            };
+            let announce = !matches!(change, Prepared::Restamp(_));
+            let now = (now_ms, &mut self.hlc);
+            let change = (change, indexed_before);
+            let changed = table.change(&key, encoded, current, change, now, pieces)?;
             let (version, record) = changed;
             Ok((key, announce, version, record))
         });
@@ -144,9 +180,8 @@ impl Writer {
         };
         let seq = announce.then(|| {
             let value = record.as_ref().map(|r| r.value.clone());
-            batch
-                .log
-                .append(records.name.clone(), key.clone(), version, value)
+            let changed = (records.name.clone(), key.clone());
+            batch.log.append(changed, version, value, &mut batch.pieces)
         });
         let commit = Commit {
             table: records.name.clone(),
@@ -162,8 +197,12 @@ impl Writer {
     /// transaction, then fsyncs.
     fn apply(&self, batch: &Batch) -> Result<()> {
         // Every tree the batch touches, each with its batch; the meta tree comes first.
-        let mut trees = vec![self.meta.clone(), self.log.tree().clone()];
-        let mut batches = vec![&batch.log.entries];
+        let mut trees = vec![
+            self.meta.clone(),
+            self.log.tree().clone(),
+            self.pieces.clone(),
+        ];
+        let mut batches = vec![&batch.log.entries, &batch.pieces.batch];
         for table in batch.tables.values() {
             trees.push(table.records.tree.clone());
             batches.push(&table.batch);
@@ -178,12 +217,14 @@ impl Writer {
         }
         let clock = self.hlc.last().to_be_bytes();
         let last_seq = batch.log.last.to_be_bytes();
+        let next_piece_id = batch.pieces.next_id.to_be_bytes();
         trees
             .as_slice()
             .transaction(|views| {
                 let (meta, others) = views.split_first().expect("the meta tree is first");
                 meta.insert(CLOCK_KEY, &clock)?;
                 meta.insert(LOG_KEY, &last_seq)?;
+                meta.insert(PIECE_KEY, &next_piece_id)?;
                 for (view, batch) in others.iter().zip(&batches) {
                     view.apply_batch(batch)?;
                 }
@@ -269,88 +310,112 @@ impl Staged {
     }
 
     /// The key `target` names.
-    fn key(&self, target: Target) -> Result<Key> {
+    fn key(&mut self, target: Target) -> Result<Key> {
         match target {
             Target::Key(key) => Ok(key),
-            Target::NextInteger => self
-                .meta
-                .max_int
-                .map_or(Some(1), |n| n.checked_add(1))
-                .map(Key::Int)
-                .ok_or_else(|| Error::InvalidId {
-                    id: i64::MAX.to_string(),
-                    key_type: "integer",
-                    reason: "the table's integer ids are exhausted".to_owned(),
-                }),
+            Target::NextInteger => {
+                let taken = |encoded: &[u8]| Ok(self.current(encoded)?.is_some());
+                let (key, free_from) = next_integer(&self.meta, taken)?;
+                self.meta.free_from = free_from;
+                Ok(key)
+            }
         }
     }
 
     /// The record under `encoded` as the batch leaves it so far.
-    fn current(&self, encoded: &[u8]) -> Result<Option<Envelope>> {
+    fn current(&self, encoded: &[u8]) -> Result<StoredRecord> {
         match self.written.get(encoded) {
             Some(staged) => Ok(staged.clone()),
-            None => self.records.read(encoded),
+            None => self.records.read_stored(encoded),
         }
     }
 
-    /// Stages `change` of the record `key` (encoded as `encoded`, now `current`); returns the
-    /// commit's version and the record after it.
+    /// Stages `envelope` as the record under `encoded`.
+    fn store(&mut self, encoded: &[u8], envelope: &Envelope, pieces: &mut Pieces) -> StoredRecord {
+        let (stored, reference) = Stored::store(envelope, pieces);
+        self.batch.insert(encoded, stored);
+        Some((envelope.clone(), reference))
+    }
+
+    /// Stages `change` of the record `key` (encoded as `encoded`, now `current`, whose index
+    /// values are `indexed_before` if known), at `now_ms` by `hlc`, its pieces in `pieces`;
+    /// returns the commit's version and the record after it.
     fn change(
         &mut self,
         key: &Key,
         encoded: Vec<u8>,
-        current: Option<Envelope>,
-        change: Change,
-        now_ms: u64,
-        hlc: &mut Hlc,
+        current: StoredRecord,
+        (change, indexed_before): (Prepared, Option<Indexed>),
+        (now_ms, hlc): (u64, &mut Hlc),
+        pieces: &mut Pieces,
     ) -> Result<(u64, Option<Envelope>)> {
+        let (current, old_pieces) = match current {
+            Some((record, reference)) => (Some(record), reference),
+            None => (None, None),
+        };
+        let indexed_before = match (indexed_before, &current) {
+            (Some(indexed), _) => indexed,
+            (None, Some(current)) if !matches!(change, Prepared::Restamp(_)) => {
+                self.records.indexed(current)?
+            }
+            (None, _) => Vec::new(),
+        };
         let old_expiry = current.as_ref().and_then(|c| c.expires_at);
-        let (version, record) = match (change, current) {
-            (Change::Put(value, stamp), current) => {
+        let (version, stored) = match (change, current) {
+            (
+                Prepared::Put {
+                    json,
+                    indexed,
+                    stamp,
+                },
+                current,
+            ) => {
                 let envelope = Envelope {
                     version: hlc.next(now_ms),
                     created: current.as_ref().map_or(now_ms, |c| c.created),
                     updated: now_ms,
                     expires_at: stamp.expires_at,
                     meta: stamp.meta,
-                    value: serde_json::to_vec(&value)
-                        .expect("a JSON value serialises")
-                        .into(),
+                    value: json,
                 };
-                self.batch.insert(encoded.clone(), envelope.encode());
-                self.reindex(&encoded, current.as_ref(), Some(&value));
+                let stored = self.store(&encoded, &envelope, pieces);
+                self.reindex(&encoded, &indexed_before, &indexed);
                 self.reschedule(&encoded, old_expiry, envelope.expires_at);
                 self.meta.count += u64::from(current.is_none());
                 if let Key::Int(n) = key {
                     self.meta.max_int = Some(self.meta.max_int.map_or(*n, |m| m.max(*n)));
                 }
-                (envelope.version, Some(envelope))
+                (envelope.version, stored)
             }
-            (Change::Restamp(stamp), Some(current)) => {
+            (Prepared::Restamp(stamp), Some(current)) => {
                 let envelope = Envelope {
                     expires_at: stamp.expires_at,
                     meta: stamp.meta,
                     ..current
                 };
-                self.batch.insert(encoded.clone(), envelope.encode());
+                let stored = self.store(&encoded, &envelope, pieces);
                 self.reschedule(&encoded, old_expiry, envelope.expires_at);
-                (envelope.version, Some(envelope))
+                (envelope.version, stored)
             }
-            (Change::Restamp(_), None) => {
+            (Prepared::Restamp(_), None) => {
                 return Err(Error::RecordNotFound {
                     table: self.records.name.to_string(),
                     id: key.to_string(),
                 });
             }
-            (Change::Delete, current) => {
+            (Prepared::Delete, current) => {
                 self.batch.remove(encoded.clone());
-                self.reindex(&encoded, current.as_ref(), None);
+                self.reindex(&encoded, &indexed_before, &Vec::new());
                 self.reschedule(&encoded, old_expiry, None);
                 self.meta.count -= u64::from(current.is_some());
                 (hlc.next(now_ms), None)
             }
         };
-        self.written.insert(encoded, record.clone());
+        if let Some(reference) = old_pieces {
+            pieces.release(reference);
+        }
+        let record = stored.as_ref().map(|(record, _)| record.clone());
+        self.written.insert(encoded, stored);
         Ok((version, record))
     }
 
@@ -368,23 +433,17 @@ impl Staged {
         }
     }
 
-    /// Moves the record's index entries from what `before` put there to what `after` does.
-    fn reindex(&mut self, key: &[u8], before: Option<&Envelope>, after: Option<&Value>) {
-        if self.records.indexes.is_empty() {
-            return;
-        }
-        let before = before.and_then(|r| serde_json::from_slice::<Value>(&r.value).ok());
-        for (index, batch) in self.records.indexes.iter().zip(&mut self.index_batches) {
-            let values = |record: Option<&Value>| {
-                record
-                    .map(|r| index::values(r, &index.path))
-                    .unwrap_or_default()
-            };
-            let (old, new) = (values(before.as_ref()), values(after));
-            for value in old.difference(&new) {
+    /// Moves the record's index entries from the values `before` to the values `after` (one set
+    /// per index; none for an absent record).
+    fn reindex(&mut self, key: &[u8], before: &Indexed, after: &Indexed) {
+        let none = BTreeSet::new();
+        for (i, batch) in self.index_batches.iter_mut().enumerate() {
+            let old = before.get(i).unwrap_or(&none);
+            let new = after.get(i).unwrap_or(&none);
+            for value in old.difference(new) {
                 batch.remove(index::entry(value, key));
             }
-            for value in new.difference(&old) {
+            for value in new.difference(old) {
                 batch.insert(index::entry(value, key), &[]);
             }
         }
@@ -404,8 +463,10 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::sync::{Arc, Mutex};
 
+    use serde_json::Value;
+
     use super::*;
-    use crate::storage::{KeyType, Options, Stamp, Store};
+    use crate::storage::{DecideAhead, KeyType, Options, Stamp, Store};
 
     #[tokio::test]
     async fn a_panicking_decision_fails_its_write_only() {
@@ -439,6 +500,57 @@ mod tests {
         assert_eq!(next.key, Key::Int(1));
         assert_eq!(records.count(), 1);
         assert_eq!(*published.lock().unwrap(), [next.version]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decision_made_ahead_against_a_record_that_changed_is_made_again() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let store =
+            Arc::new(Store::open(dir.path(), Options::default(), Box::new(|_| {})).expect("opens"));
+        let records = store
+            .records("T", KeyType::Integer, &["n".to_owned()])
+            .expect("tree");
+        let decided = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // Every write increments `n`: decided ahead in parallel, most against a record that
+        // another write changes before this one reaches the writer.
+        let writers: Vec<_> = (0..64)
+            .map(|_| {
+                let (store, records, decided) = (store.clone(), records.clone(), decided.clone());
+                tokio::spawn(async move {
+                    let increment: DecideAhead = Arc::new(move |current, _| {
+                        decided.fetch_add(1, Ordering::Relaxed);
+                        let n = current.map_or(0, |c| {
+                            let value: Value = serde_json::from_slice(&c.value).expect("JSON");
+                            value["n"].as_u64().expect("n")
+                        });
+                        Ok(Change::Put(
+                            serde_json::json!({ "n": n + 1 }),
+                            Stamp::default(),
+                        ))
+                    });
+                    store
+                        .commit_ahead(&records, Target::Key(Key::Int(1)), increment)
+                        .await
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.expect("task").expect("commits");
+        }
+        let record = records.get(&Key::Int(1)).expect("reads").expect("present");
+        let value: Value = serde_json::from_slice(&record.value).expect("JSON");
+        assert_eq!(value["n"], 64, "no increment was lost");
+        assert!(decided.load(Ordering::Relaxed) >= 64);
+        // The index holds the last value only.
+        let range = crate::storage::IndexRange::Between(
+            std::ops::Bound::Unbounded,
+            std::ops::Bound::Unbounded,
+        );
+        let entries = records
+            .index_keys(&["n".to_owned()], &range)
+            .expect("index")
+            .count();
+        assert_eq!(entries, 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The domain core: a table validates, commits and publishes.
 //!
-//! Every mutation is decided on the storage writer thread against the current record (so
+//! Every mutation is decided against the current record, ahead of the storage writer where it
+//! carries a record (validation is the costly part) and confirmed on the writer (so
 //! preconditions, patches and generated ids are atomic), committed durably, and announced as a
 //! [`ChangeEvent`] in commit order.
 
@@ -19,8 +20,8 @@ use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, EventBus};
 use crate::schema::TableSchema;
 use crate::storage::{
-    Change, Commit, Decide, Envelope, IndexRange, Key, KeyType, OnDurable, Records, Stamp, Store,
-    Target,
+    Change, Commit, Decide, DecideAhead, Envelope, IndexRange, Key, KeyType, OnDurable, Records,
+    Stamp, Store, Target,
 };
 
 /// A table of our own: the system of record for its records. Cloning shares the table.
@@ -128,13 +129,19 @@ impl Table {
         stamp: Stamp,
     ) -> Result<Commit> {
         let schema = self.schema.clone();
-        self.commit(
+        self.commit_ahead(
             Target::Key(key),
-            Box::new(move |current, context| {
+            Arc::new(move |current, context| {
                 check(&precondition, current)?;
                 let created = current.map_or(context.now_ms, |c| c.created);
-                compose(&schema, context.key, record, created, context.now_ms)
-                    .map(|record| Change::Put(record, stamp))
+                compose(
+                    &schema,
+                    context.key,
+                    record.clone(),
+                    created,
+                    context.now_ms,
+                )
+                .map(|record| Change::Put(record, stamp.clone()))
             }),
         )
         .await
@@ -145,18 +152,24 @@ impl Table {
     /// stays, and no change is announced.
     pub async fn refresh(&self, key: Key, record: Value, stamp: Stamp) -> Result<Commit> {
         let schema = self.schema.clone();
-        self.commit(
+        self.commit_ahead(
             Target::Key(key),
-            Box::new(move |current, context| {
+            Arc::new(move |current, context| {
                 let created = current.map_or(context.now_ms, |c| c.created);
-                let record = compose(&schema, context.key, record, created, context.now_ms)?;
+                let record = compose(
+                    &schema,
+                    context.key,
+                    record.clone(),
+                    created,
+                    context.now_ms,
+                )?;
                 let unchanged = current.is_some_and(|current| {
                     serde_json::from_slice::<Value>(&current.value).is_ok_and(|v| v == record)
                 });
                 Ok(if unchanged {
-                    Change::Restamp(stamp)
+                    Change::Restamp(stamp.clone())
                 } else {
-                    Change::Put(record, stamp)
+                    Change::Put(record, stamp.clone())
                 })
             }),
         )
@@ -226,9 +239,9 @@ impl Table {
         precondition: Precondition,
     ) -> Result<Commit> {
         let schema = self.schema.clone();
-        self.commit(
+        self.commit_ahead(
             Target::Key(key),
-            Box::new(move |current, context| {
+            Arc::new(move |current, context| {
                 let current = existing(&schema, &precondition, current, context.key)?;
                 if let Some(value) = patch.get(&schema.settings.primary_key) {
                     record::check_key(&schema, context.key, value)
@@ -257,9 +270,9 @@ impl Table {
     /// Removes the record `key`.
     pub async fn delete(&self, key: Key, precondition: Precondition) -> Result<Commit> {
         let schema = self.schema.clone();
-        self.commit(
+        self.commit_ahead(
             Target::Key(key),
-            Box::new(move |current, context| {
+            Arc::new(move |current, context| {
                 existing(&schema, &precondition, current, context.key)?;
                 Ok(Change::Delete)
             }),
@@ -282,9 +295,10 @@ impl Table {
             KeyType::Integer => Target::NextInteger,
         };
         let schema = self.schema.clone();
-        self.commit(
+        self.commit_ahead(
             target,
-            Box::new(move |_, context| {
+            Arc::new(move |_, context| {
+                let record = record.clone();
                 compose(&schema, context.key, record, context.now_ms, context.now_ms)
                     .map(|record| Change::Put(record, Stamp::default()))
             }),
@@ -294,6 +308,10 @@ impl Table {
 
     async fn commit(&self, target: Target, decide: Decide) -> Result<Commit> {
         self.store.commit(&self.records, target, decide).await
+    }
+
+    async fn commit_ahead(&self, target: Target, decide: DecideAhead) -> Result<Commit> {
+        self.store.commit_ahead(&self.records, target, decide).await
     }
 }
 

@@ -55,8 +55,16 @@ fn field(values: impl Strategy<Value = Value>) -> impl Strategy<Value = Option<V
     prop_oneof![1 => Just(None), 1 => Just(Some(Value::Null)), 4 => values.prop_map(Some)]
 }
 
+/// `short` and strings around the length an index entry holds of a string (256 bytes), which
+/// share their entries' values.
+fn words(short: &[&str]) -> Vec<String> {
+    let held = "l".repeat(256);
+    let long = [&held[1..], &held, &format!("{held}a"), &format!("{held}b")].map(|s| s.to_owned());
+    short.iter().map(|&s| s.to_owned()).chain(long).collect()
+}
+
 fn record() -> impl Strategy<Value = Value> {
-    let word = prop::sample::select(vec!["", "a", "ab", "b", "ba", "abc"]);
+    let word = prop::sample::select(words(&["", "a", "ab", "b", "ba", "abc"]));
     (
         field(prop_oneof![
             (-3i64..4).prop_map(Value::from),
@@ -90,8 +98,7 @@ fn precondition() -> impl Strategy<Value = Cond> {
         Just("0.5".to_owned()),
         Just("null".to_owned())
     ];
-    let word =
-        prop::sample::select(vec!["a", "ab", "b", "ba", "abc", "null"]).prop_map(str::to_owned);
+    let word = prop::sample::select(words(&["a", "ab", "b", "ba", "abc", "null"]));
     let cmp = prop::sample::select(vec![
         "=", "==", "!=", "=ne=", "=lt=", "=le=", "=gt=", "=ge=",
     ]);

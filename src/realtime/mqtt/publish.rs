@@ -211,6 +211,7 @@ fn reason(code: ErrorCode) -> PubAckReason {
         | ErrorCode::KeyMismatch
         | ErrorCode::KeyInBody
         | ErrorCode::UnsupportedMediaType => PubAckReason::PayloadFormatInvalid,
+        ErrorCode::TooManyIndexEntries => PubAckReason::ImplementationSpecificError,
         ErrorCode::PayloadTooLarge
         | ErrorCode::TooManyConnections
         | ErrorCode::TooManySubscribers => PubAckReason::QuotaExceeded,
