@@ -73,15 +73,20 @@ pub fn body(records: Listing, format: Format) -> Result<Body> {
     }
     let rest = futures_util::stream::unfold(Some(chunks), |state| async move {
         let mut chunks = state?;
-        let (next, chunks) = tokio::task::spawn_blocking(move || (chunks.next(), chunks))
-            .await
-            .ok()?;
+        let (next, chunks) =
+            match tokio::task::spawn_blocking(move || (chunks.next(), chunks)).await {
+                Ok((next, chunks)) => (next, Some(chunks)),
+                Err(failed) => {
+                    let cause = Cause::of("producing a chunk of a listing panicked", failed);
+                    (Some(Err(Error::Internal(cause))), None)
+                }
+            };
         if let Some(Err(error)) = &next {
             // The status line is long gone: the body is aborted, so the client sees a broken
             // response rather than a well-formed but truncated one.
             tracing::error!(error = %Chain(error), "listing aborted");
         }
-        next.map(|chunk| (chunk, Some(chunks)))
+        next.map(|chunk| (chunk, chunks))
     });
     Ok(Body::from_stream(
         futures_util::stream::once(async { Ok(first) }).chain(rest),
@@ -209,4 +214,44 @@ fn csv_line<'a>(out: &mut Vec<u8>, cells: impl Iterator<Item = Option<&'a Value>
         }
     }
     out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::storage::Key;
+
+    /// A listing of `count` records that fails with a panic after `panic_after`.
+    fn listing(count: i64, panic_after: i64) -> Listing {
+        Box::new((0..count).map(move |n| {
+            assert!(n < panic_after, "a bug while listing");
+            Ok(ListedRecord {
+                key: Key::Int(n),
+                content: Content::Stored(Bytes::from(format!(
+                    "{{\"n\":{n},\"pad\":\"{}\"}}",
+                    "x".repeat(100)
+                ))),
+            })
+        }))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_after_the_first_chunk_aborts_the_body() {
+        for format in [Format::Json, Format::NdJson] {
+            let body = tokio::task::spawn_blocking(move || body(listing(10_000, 5_000), format))
+                .await
+                .expect("first chunk")
+                .expect("the first chunk is whole");
+            assert!(
+                body.collect().await.is_err(),
+                "the body ends in an error, not a clean end"
+            );
+        }
+        let whole = body(listing(2_000, 2_000), Format::Json).expect("body");
+        let bytes = whole.collect().await.expect("whole").to_bytes();
+        let parsed: Vec<Value> = serde_json::from_slice(&bytes).expect("one JSON array");
+        assert_eq!(parsed.len(), 2_000);
+    }
 }

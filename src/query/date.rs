@@ -1,72 +1,18 @@
-//! Dates in queries: ISO 8601 dates and times as milliseconds since the Unix epoch.
+//! Dates in queries: RFC 3339 / ISO 8601 dates and times (read by `jiff`) as milliseconds since
+//! the Unix epoch.
 
-/// Parses `YYYY-MM-DD`, optionally followed by `THH:MM[:SS[.fraction]]` and `Z` or `±HH:MM`
-/// (UTC when absent), into milliseconds since the Unix epoch.
+/// Parses an RFC 3339 / ISO 8601 date or date-time (`2001-02-03`, `2001-02-03T04:05`,
+/// `2001-02-03T04:05:06.789Z`, `2001-02-03 04:05:06+01:00`, ...) into milliseconds since the Unix
+/// epoch; a date or date-time without an offset is UTC. Impossible dates (`2001-02-31`) and
+/// anything else are `None`. This runs on stored strings as well as on queries, so it must hold
+/// for any text.
 pub fn parse_date(text: &str) -> Option<i64> {
-    let number = |s: &str| -> Option<i64> {
-        s.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let (date, time) = match text.split_once(['T', 't', ' ']) {
-        Some((date, time)) => (date, Some(time)),
-        None => (text, None),
-    };
-    let mut parts = date.splitn(3, '-');
-    let (year, month, day) = (
-        number(parts.next()?)?,
-        number(parts.next()?)?,
-        number(parts.next()?)?,
-    );
-    if date.len() != 10 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
+    if let Ok(instant) = text.parse::<jiff::Timestamp>() {
+        return Some(instant.as_millisecond());
     }
-    let mut ms = days_from_civil(year, month, day) * 86_400_000;
-    if let Some(time) = time {
-        let (clock, offset_ms) = if let Some(clock) = time.strip_suffix(['Z', 'z']) {
-            (clock, 0)
-        } else if let Some(at) = time.rfind(['+', '-']) {
-            let (clock, zone) = time.split_at(at);
-            let (hours, minutes) = zone[1..].split_once(':')?;
-            let offset = (number(hours)? * 60 + number(minutes)?) * 60_000;
-            (
-                clock,
-                if zone.starts_with('-') {
-                    -offset
-                } else {
-                    offset
-                },
-            )
-        } else {
-            (time, 0)
-        };
-        let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-        let mut fields = hms.split(':');
-        let hours = number(fields.next()?)?;
-        let minutes = number(fields.next()?)?;
-        let seconds = fields.next().map_or(Some(0), number)?;
-        if fields.next().is_some() || hours > 23 || minutes > 59 || seconds > 60 {
-            return None;
-        }
-        let millis = match fraction {
-            "" => 0,
-            digits => number(&format!("{digits:0<3}")[..3])?,
-        };
-        ms += ((hours * 60 + minutes) * 60 + seconds) * 1000 + millis - offset_ms;
-    }
-    Some(ms)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
+    let civil: jiff::civil::DateTime = text.parse().ok()?;
+    let instant = jiff::tz::TimeZone::UTC.to_timestamp(civil).ok()?;
+    Some(instant.as_millisecond())
 }
 
 #[cfg(test)]
@@ -91,15 +37,53 @@ mod tests {
         );
         assert_eq!(parse_date("2001-01-01T00:00:00.5Z"), Some(978_307_200_500));
         assert_eq!(parse_date("1969-12-31T23:59:59Z"), Some(-1000));
+        assert_eq!(parse_date("2001-01-01 01:00+01:00"), Some(978_307_200_000));
+        assert_eq!(parse_date("2000-02-29"), Some(951_782_400_000));
         for bad in [
             "2001",
             "2001-13-01",
             "2001-1-1",
+            "2001-02-31",
+            "2001-02-29",
             "2001-01-01T25:00",
+            "2001-01-01T12:00:00.aa\u{e9}",
+            "2001-01-01T12:00:00.\u{e9}",
             "soon",
-            "2001-01-01T00:00:00+0100",
+            "",
         ] {
             assert_eq!(parse_date(bad), None, "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::parse_date;
+
+    proptest! {
+        /// Any text, stored or queried, is a date or not: never a panic.
+        #[test]
+        fn any_text_parses_or_is_refused(text in "\\PC{0,40}") {
+            let _ = parse_date(&text);
+        }
+
+        /// Date-like text with every kind of character in the fraction and the offset.
+        #[test]
+        fn date_like_text_parses_or_is_refused(
+            tail in "[0-9.:+\\-Zz\u{e9}\u{1F600}a ]{0,16}"
+        ) {
+            let _ = parse_date(&format!("2001-01-01T12:00:00{tail}"));
+        }
+
+        /// A well-formed date-time reads as the instant it names.
+        #[test]
+        fn well_formed_date_times_read_as_their_instant(
+            ms in -62_135_596_800_000i64..253_402_300_799_000i64
+        ) {
+            let instant = jiff::Timestamp::from_millisecond(ms).expect("in range");
+            prop_assert_eq!(parse_date(&instant.to_string()), Some(ms));
         }
     }
 }

@@ -82,3 +82,45 @@ async fn one_put_of_the_largest_integer_id_does_not_end_id_generation() {
     let record: Value = created.json().await.expect("JSON");
     assert_eq!(record["n"], 4);
 }
+
+#[tokio::test]
+async fn text_that_is_almost_a_date_is_refused_in_a_query_and_never_matches_when_stored() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let refused = server
+        .client
+        .get(server.url("/Counter/?createdAt=date:2001-01-01T12:00:00.aa%C3%A9"))
+        .send()
+        .await
+        .expect("GET");
+    expect_problem(refused, 400, "bad-query").await;
+    let impossible = server
+        .client
+        .get(server.url("/Counter/?createdAt=lt=date:2001-02-31"))
+        .send()
+        .await
+        .expect("GET");
+    expect_problem(impossible, 400, "bad-query").await;
+
+    put(
+        &server,
+        "/Counter/1",
+        json!({ "label": "2001-01-01T12:00:00.aaé" }),
+    )
+    .await;
+    put(
+        &server,
+        "/Counter/2",
+        json!({ "label": "2001-01-01T12:00:00Z" }),
+    )
+    .await;
+    put(&server, "/Counter/3", json!({ "label": "2001-02-31" })).await;
+    let found: Value = server
+        .get_json("/Counter/?label=gt=date:2000-01-01&select(n)")
+        .await;
+    assert_eq!(
+        found,
+        json!([2]),
+        "only the stored text that is a date compares as one"
+    );
+}
