@@ -146,11 +146,12 @@ impl App {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let router = http::router(
-            self.realtime.clone(),
+        let bodies = http::BodyLimits::new(
             self.config.max_body,
-            &self.config.cors_origins,
+            self.config.body_timeout,
+            self.config.body_memory,
         );
+        let router = http::router(self.realtime.clone(), bodies, &self.config.cors_origins);
         let mqtt = listeners.mqtt.map(|listener| {
             tokio::spawn(realtime::mqtt::serve(
                 listener,

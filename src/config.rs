@@ -8,6 +8,10 @@ use std::time::Duration;
 pub const DEFAULT_HTTP: &str = "127.0.0.1:9926";
 /// Default request body limit, in bytes (1 MiB).
 pub const DEFAULT_MAX_BODY: usize = 1 << 20;
+/// Default of the longest a request body may take to arrive.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default of the memory all request bodies being received may hold at once.
+pub const DEFAULT_BODY_MEMORY: usize = 64 << 20;
 /// Default size of the store's page cache, in bytes (256 MiB).
 pub const DEFAULT_STORE_CACHE: u64 = 256 << 20;
 /// Default wait for a request head, and idle time allowed between requests.
@@ -45,6 +49,16 @@ pub struct Config {
     /// Largest request body accepted, e.g. `1MiB`, `512KiB`, `65536`.
     #[arg(long, env = "TABLECAST_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
     pub max_body: usize,
+
+    /// The longest a request body may take to arrive once its head has, e.g. `30s`; slower
+    /// bodies are answered 408.
+    #[arg(long, env = "TABLECAST_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Memory all the request bodies being received may hold at once, e.g. `64MiB`; a body that
+    /// would take more is answered 503.
+    #[arg(long, env = "TABLECAST_BODY_MEMORY", default_value = "64MiB", value_parser = parse_size)]
+    pub body_memory: usize,
 
     /// Memory for records: a quarter holds recently read records ready to serve, the rest is
     /// the store's page cache; records beyond it are read from disk (the OS page cache) when
@@ -104,6 +118,8 @@ impl Config {
             data: data.into(),
             http: DEFAULT_HTTP.parse().expect("the default address parses"),
             max_body: DEFAULT_MAX_BODY,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_memory: DEFAULT_BODY_MEMORY,
             store_cache: DEFAULT_STORE_CACHE,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,

@@ -238,6 +238,8 @@ pub enum ErrorCode {
     NotCached,
     TooManyConnections,
     TooManySubscribers,
+    ServerBusy,
+    RequestTimeout,
     ShuttingDown,
     StorageFailure,
     Internal,
@@ -269,6 +271,8 @@ impl ErrorCode {
             ErrorCode::NotCached => "not-cached",
             ErrorCode::TooManyConnections => "too-many-connections",
             ErrorCode::TooManySubscribers => "too-many-subscribers",
+            ErrorCode::ServerBusy => "server-busy",
+            ErrorCode::RequestTimeout => "request-timeout",
             ErrorCode::ShuttingDown => "shutting-down",
             ErrorCode::StorageFailure => "storage-failure",
             ErrorCode::Internal => "internal-error",
@@ -300,6 +304,8 @@ impl ErrorCode {
             ErrorCode::NotCached => "Not cached",
             ErrorCode::TooManyConnections => "Too many connections",
             ErrorCode::TooManySubscribers => "Too many subscribers",
+            ErrorCode::ServerBusy => "Server busy",
+            ErrorCode::RequestTimeout => "Request timeout",
             ErrorCode::ShuttingDown => "Shutting down",
             ErrorCode::StorageFailure => "Storage failure",
             ErrorCode::Internal => "Internal error",
@@ -338,6 +344,8 @@ impl ErrorCode {
             | ErrorCode::NotCached
             | ErrorCode::TooManyConnections
             | ErrorCode::TooManySubscribers
+            | ErrorCode::ServerBusy
+            | ErrorCode::RequestTimeout
             | ErrorCode::ShuttingDown => None,
         }
     }

@@ -14,8 +14,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 pub enum ApiError {
     /// What the domain refused or failed to do.
     Domain(Error),
-    /// A body that is not JSON, of this media type.
-    UnsupportedMediaType(String),
+    /// A body that is not JSON, of this media type (`None`: no `Content-Type`).
+    UnsupportedMediaType(Option<String>),
     /// A method the route does not serve (the router adds `Allow`).
     MethodNotAllowed,
     /// A listing in a format not offered.
@@ -26,6 +26,10 @@ pub enum ApiError {
     BadRequest(String),
     /// The server serves its limit of connections (the limit given).
     TooManyConnections(usize),
+    /// The bodies being read hold the memory they may (the limit given, in bytes).
+    BodiesInFlight(usize),
+    /// A body did not arrive within the time given.
+    BodyTimeout(std::time::Duration),
 }
 
 impl From<Error> for ApiError {
@@ -53,9 +57,11 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::SchemaViolation | ErrorCode::TooManyIndexEntries => S::UNPROCESSABLE_ENTITY,
         ErrorCode::OriginFailed | ErrorCode::OriginInvalid => S::BAD_GATEWAY,
         ErrorCode::OriginTimeout | ErrorCode::NotCached => S::GATEWAY_TIMEOUT,
-        ErrorCode::TooManyConnections | ErrorCode::TooManySubscribers | ErrorCode::ShuttingDown => {
-            S::SERVICE_UNAVAILABLE
-        }
+        ErrorCode::TooManyConnections
+        | ErrorCode::TooManySubscribers
+        | ErrorCode::ServerBusy
+        | ErrorCode::ShuttingDown => S::SERVICE_UNAVAILABLE,
+        ErrorCode::RequestTimeout => S::REQUEST_TIMEOUT,
         ErrorCode::StorageFailure | ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
     }
 }
@@ -71,15 +77,18 @@ impl ApiError {
             ApiError::NoRoute => ErrorCode::NoRoute,
             ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::TooManyConnections(_) => ErrorCode::TooManyConnections,
+            ApiError::BodiesInFlight(_) => ErrorCode::ServerBusy,
+            ApiError::BodyTimeout(_) => ErrorCode::RequestTimeout,
         }
     }
 
     fn detail(&self) -> String {
         match self {
             ApiError::Domain(error) => error.public_message(),
-            ApiError::UnsupportedMediaType(found) => format!(
+            ApiError::UnsupportedMediaType(Some(found)) => format!(
                 "the body must be JSON (Content-Type: application/json), not `{found}`; with curl, use --json"
             ),
+            ApiError::UnsupportedMediaType(None) => "the body must be JSON, and the request has no Content-Type: send Content-Type: application/json (with curl, use --json)".to_owned(),
             ApiError::MethodNotAllowed => {
                 "this resource does not support the method; the Allow header lists those it does"
                     .to_owned()
@@ -95,6 +104,12 @@ impl ApiError {
             ApiError::TooManyConnections(limit) => {
                 format!("the server is serving its limit of {limit} connections; retry shortly")
             }
+            ApiError::BodiesInFlight(limit) => format!(
+                "the request bodies being received hold the {limit} bytes of memory they may (--body-memory); retry shortly"
+            ),
+            ApiError::BodyTimeout(after) => format!(
+                "the request body did not arrive within {after:?} (--body-timeout)"
+            ),
         }
     }
 

@@ -1,9 +1,8 @@
 //! Request extractors that answer their own rejections with problem details.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -29,30 +28,22 @@ where
     }
 }
 
-/// A JSON request body: checks the media type (415), the size (413) and the syntax (400).
+/// A JSON request body: checks the media type (415), reads it under the [body
+/// limits](super::body) (413, 408, 503), and checks the syntax (400).
 pub struct JsonBody(pub Value);
 
 impl FromRequest<AppState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        if let Some(content_type) = request.headers().get(header::CONTENT_TYPE) {
-            let text = content_type.to_str().unwrap_or_default();
-            if !is_json(text) {
-                return Err(ApiError::UnsupportedMediaType(text.to_owned()));
-            }
+        let Some(content_type) = request.headers().get(header::CONTENT_TYPE) else {
+            return Err(ApiError::UnsupportedMediaType(None));
+        };
+        let text = content_type.to_str().unwrap_or_default();
+        if !is_json(text) {
+            return Err(ApiError::UnsupportedMediaType(Some(text.to_owned())));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::Domain(Error::PayloadTooLarge {
-                        limit: state.max_body,
-                    })
-                } else {
-                    ApiError::BadRequest(rejection.body_text())
-                }
-            })?;
+        let bytes = state.bodies.read(request).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| ApiError::Domain(Error::malformed_json(&e)))

@@ -12,6 +12,7 @@
 //! | `error.rs` | problem details: error codes to statuses |
 //! | `server.rs`, `cors.rs` | the connection loop and its limits; CORS |
 
+mod body;
 mod cached;
 pub mod cors;
 mod error;
@@ -29,6 +30,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 
+pub use body::BodyLimits;
 pub use error::{ApiError, PROBLEM_JSON};
 pub use server::{Limits, serve};
 
@@ -39,11 +41,11 @@ use crate::realtime::Realtime;
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
-/// The catalog, the real-time hub and the body limit.
+/// The catalog, the real-time hub and the body limits.
 pub struct Shared {
     catalog: Arc<Catalog>,
     realtime: Realtime,
-    max_body: usize,
+    bodies: BodyLimits,
 }
 
 impl std::ops::Deref for AppState {
@@ -54,13 +56,14 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The router for the tables of `realtime`, accepting bodies up to `max_body` bytes, and
+/// The router for the tables of `realtime`, reading bodies under `bodies`, and
 /// cross-origin requests from `cors_origins` (`*` for any).
-pub fn router(realtime: Realtime, max_body: usize, cors_origins: &[String]) -> Router {
+pub fn router(realtime: Realtime, bodies: BodyLimits, cors_origins: &[String]) -> Router {
+    let max_body = bodies.max_body;
     let state = AppState(Arc::new(Shared {
         catalog: realtime.catalog().clone(),
         realtime,
-        max_body,
+        bodies,
     }));
     let router = Router::new()
         .route("/_health", get(health))

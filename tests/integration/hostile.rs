@@ -1,7 +1,11 @@
 //! What an attacker sends: each request is answered with a clear error or served, nothing
 //! acknowledged is lost or changed, and the server serves everyone else on.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::common::{
     COUNTER_SCHEMA, Fixture, ITEM_SCHEMA, TestServer, delete, expect_problem, post_json, put,
@@ -122,5 +126,97 @@ async fn text_that_is_almost_a_date_is_refused_in_a_query_and_never_matches_when
         found,
         json!([2]),
         "only the stored text that is a date compares as one"
+    );
+}
+
+/// Sends `head` (and whatever body bytes follow it) on a new connection to `server`.
+async fn send_raw(server: &TestServer, head: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    stream.write_all(head).await.expect("write");
+    stream
+}
+
+/// Reads the answer on `stream` until the server closes it, within `patience`.
+async fn answer(stream: &mut TcpStream, patience: Duration) -> String {
+    let mut received = Vec::new();
+    tokio::time::timeout(patience, stream.read_to_end(&mut received))
+        .await
+        .expect("the server answers and closes in time")
+        .expect("read");
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+fn put_head(path: &str, length: u64) -> Vec<u8> {
+    format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn bodies_that_are_too_large_slow_or_too_many_are_refused_and_the_server_serves_on() {
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.body_timeout = Duration::from_millis(500);
+    config.body_memory = 1 << 20;
+    let server = TestServer::start(config).await;
+
+    // A declared length over --max-body is refused before a byte of the body is sent.
+    let mut huge = send_raw(&server, &put_head("/Item/a", 999_999_999_999)).await;
+    let refused = answer(&mut huge, Duration::from_secs(5)).await;
+    assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
+    assert!(refused.contains("application/problem+json") && refused.contains("payload-too-large"));
+
+    // A body that stops arriving is answered 408 once --body-timeout has passed.
+    let mut stalled = send_raw(&server, &put_head("/Item/a", 100)).await;
+    stalled.write_all(b"{\"name\":").await.expect("write");
+    let timed_out = answer(&mut stalled, Duration::from_secs(10)).await;
+    assert!(timed_out.starts_with("HTTP/1.1 408"), "{timed_out}");
+    assert!(timed_out.contains("request-timeout") && timed_out.contains("--body-timeout"));
+
+    // Bodies being received hold at most --body-memory (1 MiB) between them: two that each
+    // sent 400 KB of 900 KB leave no room for a third's 400 KB.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut holder = send_raw(&server, &put_head("/Item/big", 900_000)).await;
+        holder.write_all(&[b' '; 400_000]).await.expect("write");
+        holders.push(holder);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = send_raw(&server, &put_head("/Item/c", 900_000)).await;
+    let _ = third.write_all(&[b' '; 400_000]).await;
+    let busy = answer(&mut third, Duration::from_secs(5)).await;
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(busy.contains("server-busy") && busy.contains("--body-memory"));
+    for mut holder in holders {
+        let timed_out = answer(&mut holder, Duration::from_secs(10)).await;
+        assert!(timed_out.starts_with("HTTP/1.1 408"), "{timed_out}");
+    }
+
+    // Nothing was written, and once the holders are gone, bodies are read again.
+    let absent = server
+        .client
+        .get(server.url("/Item/a"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(absent.status(), 404);
+    put(&server, "/Item/a", json!({ "name": "after" })).await;
+
+    // A body without a Content-Type is not taken for JSON.
+    let untyped = server
+        .client
+        .put(server.url("/Item/a"))
+        .body(r#"{"name":"untyped"}"#)
+        .send()
+        .await
+        .expect("PUT");
+    let problem = expect_problem(untyped, 415, "unsupported-media-type").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("no Content-Type"))
     );
 }

@@ -214,7 +214,8 @@ fn reason(code: ErrorCode) -> PubAckReason {
         ErrorCode::TooManyIndexEntries => PubAckReason::ImplementationSpecificError,
         ErrorCode::PayloadTooLarge
         | ErrorCode::TooManyConnections
-        | ErrorCode::TooManySubscribers => PubAckReason::QuotaExceeded,
+        | ErrorCode::TooManySubscribers
+        | ErrorCode::ServerBusy => PubAckReason::QuotaExceeded,
         ErrorCode::RecordNotFound
         | ErrorCode::BadQuery
         | ErrorCode::BadRequest
@@ -225,6 +226,7 @@ fn reason(code: ErrorCode) -> PubAckReason {
         | ErrorCode::OriginInvalid
         | ErrorCode::OriginTimeout
         | ErrorCode::NotCached
+        | ErrorCode::RequestTimeout
         | ErrorCode::ShuttingDown
         | ErrorCode::StorageFailure
         | ErrorCode::Internal => PubAckReason::UnspecifiedError,
