@@ -11,6 +11,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::{Chain, Error};
 use crate::events::EventBus;
+use crate::intake::Intake;
 use crate::realtime::{self, Realtime};
 use crate::schema::{self, LoadError};
 use crate::storage::{self, Store};
@@ -18,6 +19,8 @@ use crate::{http, table};
 
 /// Events buffered for the slowest in-process subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 4096;
+/// The most bytes of change events buffered for the slowest subscriber.
+const EVENT_BUFFER_BYTES: usize = 64 << 20;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -94,7 +97,7 @@ impl App {
     /// commit times.
     pub fn open_with_clock(config: Config, clock: Clock) -> Result<App, StartError> {
         let schemas = schema::load_dir(&config.schemas).map_err(StartError::Schemas)?;
-        let events = EventBus::new(EVENT_BUFFER);
+        let events = EventBus::new(EVENT_BUFFER, EVENT_BUFFER_BYTES);
         let options = storage::Options {
             cache_bytes: config.store_cache,
             change_log: config.change_log,
@@ -146,18 +149,25 @@ impl App {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let bodies = http::BodyLimits::new(
-            self.config.max_body,
-            self.config.body_timeout,
-            self.config.body_memory,
-        );
+        let intake = Intake::new(self.config.body_memory, self.config.body_timeout);
+        let bodies = http::BodyLimits {
+            max_body: self.config.max_body,
+            intake: intake.clone(),
+        };
         let router = http::router(self.realtime.clone(), bodies, &self.config.cors_origins);
         let mqtt = listeners.mqtt.map(|listener| {
             tokio::spawn(realtime::mqtt::serve(
                 listener,
                 self.realtime.clone(),
-                self.config.max_body,
-                self.config.drain_timeout,
+                realtime::mqtt::Settings {
+                    max_body: self.config.max_body,
+                    intake: intake.clone(),
+                    retained: realtime::mqtt::RetainedLimits {
+                        bytes: self.config.mqtt_retained_memory,
+                        bytes_per_client: self.config.mqtt_retained_per_client,
+                    },
+                    drain_timeout: self.config.drain_timeout,
+                },
             ))
         });
         // Subscriptions never end by themselves: they are closed as soon as shutdown begins.

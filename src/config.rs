@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_SUBSCRIBERS: usize = 10_000;
 pub const DEFAULT_CHANGE_LOG: u64 = 100_000;
 /// Default of the most index entries one record may have, over all its table's indexes.
 pub const DEFAULT_MAX_INDEX_ENTRIES: usize = 1_000;
+/// Default memory for messages retained on plain MQTT topics.
+pub const DEFAULT_MQTT_RETAINED_MEMORY: usize = 64 << 20;
+/// Default of what one client id's retained messages may hold of it.
+pub const DEFAULT_MQTT_RETAINED_PER_CLIENT: usize = 8 << 20;
 /// Default address of the MQTT listener.
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
@@ -85,6 +89,16 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_MQTT", default_value = DEFAULT_MQTT, value_parser = parse_listener)]
     pub mqtt: Listener,
 
+    /// Memory for the messages retained on plain (non-table) MQTT topics, topics included, e.g.
+    /// `64MiB`; a retained publish past it is refused (MQTT 5: Quota exceeded; 3.1.1: the
+    /// connection is closed).
+    #[arg(long, env = "TABLECAST_MQTT_RETAINED_MEMORY", default_value = "64MiB", value_parser = parse_size)]
+    pub mqtt_retained_memory: usize,
+
+    /// Of that memory, what the messages one client id retained may hold, e.g. `8MiB`.
+    #[arg(long, env = "TABLECAST_MQTT_RETAINED_PER_CLIENT", default_value = "8MiB", value_parser = parse_size)]
+    pub mqtt_retained_per_client: usize,
+
     /// How many of the latest commits the change log keeps, so a Server-Sent Events client that
     /// reconnects with `Last-Event-ID` gets what it missed; older resumes get a `resync`.
     #[arg(long, env = "TABLECAST_CHANGE_LOG", default_value_t = DEFAULT_CHANGE_LOG)]
@@ -125,6 +139,8 @@ impl Config {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             mqtt: Listener(None),
+            mqtt_retained_memory: DEFAULT_MQTT_RETAINED_MEMORY,
+            mqtt_retained_per_client: DEFAULT_MQTT_RETAINED_PER_CLIENT,
             change_log: DEFAULT_CHANGE_LOG,
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
             cors_origins: Vec::new(),

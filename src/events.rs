@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::broadcast;
 
+use crate::bus::{self, Bus, Footprint};
 use crate::storage::{Commit, Key, LoggedChange};
 
 /// What a commit did to a record.
@@ -80,28 +80,36 @@ impl From<LoggedChange> for ChangeEvent {
     }
 }
 
+impl Footprint for ChangeEvent {
+    fn footprint(&self) -> usize {
+        const FIXED: usize = 128;
+        FIXED + self.value.as_ref().map_or(0, Bytes::len)
+    }
+}
+
 /// The in-process broadcast of change events. Cloning shares the bus.
 #[derive(Clone, Debug)]
 pub struct EventBus {
-    sender: broadcast::Sender<Arc<ChangeEvent>>,
+    bus: Bus<ChangeEvent>,
 }
 
 impl EventBus {
-    /// A bus that buffers up to `capacity` events for its slowest subscriber.
-    pub fn new(capacity: usize) -> EventBus {
+    /// A bus that keeps up to `capacity` events and `max_bytes` of them for its slowest
+    /// subscriber.
+    pub fn new(capacity: usize, max_bytes: usize) -> EventBus {
         EventBus {
-            sender: broadcast::channel(capacity.max(1)).0,
+            bus: Bus::new(capacity, max_bytes),
         }
     }
 
     /// Delivers `event` to every current subscriber; with none, the event is dropped.
     pub fn publish(&self, event: ChangeEvent) {
-        let _ = self.sender.send(Arc::new(event));
+        self.bus.send(event);
     }
 
     /// Receives every event published from now on. A receiver that falls more than the bus's
     /// capacity behind gets `RecvError::Lagged` rather than slowing writers.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ChangeEvent>> {
-        self.sender.subscribe()
+    pub fn subscribe(&self) -> bus::Receiver<ChangeEvent> {
+        self.bus.subscribe()
     }
 }

@@ -78,6 +78,7 @@
 //! the client can take it.
 
 pub mod app;
+pub mod bus;
 pub mod cache;
 pub mod catalog;
 pub mod clock;
@@ -85,6 +86,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod http;
+pub mod intake;
 pub mod query;
 pub mod realtime;
 pub mod schema;

@@ -11,10 +11,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinHandle;
 
 use super::TopicFilter;
+use crate::bus::{self, RecvError};
 use crate::catalog::Catalog;
 use crate::error::{Chain, Result};
 use crate::events::{ChangeEvent, ChangeKind};
@@ -67,7 +67,7 @@ enum Job {
 pub struct Subscription {
     catalog: Arc<Catalog>,
     store: Arc<Store>,
-    events: broadcast::Receiver<Arc<ChangeEvent>>,
+    events: bus::Receiver<ChangeEvent>,
     watches: Vec<Watch>,
     jobs: VecDeque<Job>,
     /// The step of a job being done on the blocking pool.
@@ -79,7 +79,7 @@ impl Subscription {
     pub(super) fn new(
         catalog: Arc<Catalog>,
         store: Arc<Store>,
-        events: broadcast::Receiver<Arc<ChangeEvent>>,
+        events: bus::Receiver<ChangeEvent>,
     ) -> Subscription {
         Subscription {
             catalog,

@@ -13,7 +13,7 @@ use tablecast::config::Listener;
 use tablecast::events::ChangeEvent;
 use tablecast::{App, Config, Listeners};
 use tempfile::TempDir;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 
 /// `Item`: string keys, strict properties.
 pub const ITEM_SCHEMA: &str = r#"{
@@ -83,7 +83,7 @@ pub struct TestServer {
     /// The MQTT listener's address.
     pub mqtt: SocketAddr,
     pub client: reqwest::Client,
-    pub events: broadcast::Receiver<Arc<ChangeEvent>>,
+    pub events: tablecast::bus::Receiver<ChangeEvent>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }

@@ -13,6 +13,7 @@ mod hostile;
 mod limits;
 mod mqtt;
 mod mqtt_client;
+mod mqtt_hostile;
 mod mqtt_raw;
 mod origin;
 mod queries;

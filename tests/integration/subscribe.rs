@@ -389,6 +389,39 @@ async fn ws_connect_small_buffer(server: &TestServer, path: &str) -> Ws {
 }
 
 #[tokio::test]
+async fn a_subscriber_that_stops_reading_holds_no_more_than_the_bus_bytes() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut stalled = ws_connect_small_buffer(&server, "/Item/").await;
+    assert!(ws_until_synced(&mut stalled).await.is_empty());
+    // 120 changes of 700 KB: far fewer events than the bus keeps (4,096), but more bytes (64 MiB).
+    let large = "x".repeat(700_000);
+    for n in 0..120 {
+        put(
+            &server,
+            "/Item/large",
+            json!({ "name": format!("{n} {large}") }),
+        )
+        .await;
+    }
+    let mut frames = 0;
+    loop {
+        let frame = ws_next(&mut stalled).await;
+        if frame["type"] == "resync" {
+            break;
+        }
+        frames += 1;
+        assert!(
+            frames < 120,
+            "every change was kept for a subscriber that did not read"
+        );
+    }
+    let current = ws_until_synced(&mut stalled).await;
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["value"]["name"], format!("119 {large}"));
+}
+
+#[tokio::test]
 async fn a_subscriber_that_stops_reading_gets_a_resync_and_the_final_values() {
     const WRITES: usize = 100_000;
     const RECORDS: usize = 1_000;
@@ -400,7 +433,10 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_the_final_values() {
     let mut live = ws_connect(&server, "/Counter/7").await;
     ws_until_synced(&mut live).await;
     let padding = "x".repeat(200);
-    let final_seven = format!("{} {padding}", WRITES - RECORDS + 7 - 1);
+    // Concurrent writers do not order their writes to one record: the last round is written
+    // by one client, in order, so each record's final value is known.
+    let last_label = |id: usize| format!("final {id} {padding}");
+    let final_seven = last_label(7);
     let live =
         tokio::spawn(
             async move { while ws_next(&mut live).await["value"]["label"] != final_seven {} },
@@ -412,8 +448,11 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_the_final_values() {
         (n % RECORDS + 1, format!("{n} {label_padding}"))
     })
     .await;
-    // Final value of record `id`: the last write n with n % RECORDS + 1 == id.
-    let last_label = |id: usize| format!("{} {padding}", WRITES - RECORDS + id - 1);
+    let final_padding = padding.clone();
+    put_counters(&server, RECORDS, move |n| {
+        (n + 1, format!("final {} {final_padding}", n + 1))
+    })
+    .await;
 
     // The other subscriber kept up and has its record's final value.
     live.await.expect("live reader");

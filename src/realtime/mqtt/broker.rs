@@ -2,21 +2,24 @@
 //!
 //! Messages are relayed to every session whose filters match; a retained message is kept (in
 //! memory: these topics are not tables) and sent to later subscribers; a retained empty payload
-//! clears it. The broker also knows which client ids are connected, so a client that connects
-//! again takes its session over.
+//! clears it. Retained messages are bounded in number, in bytes, and in bytes per client id (a
+//! message counts against the client that retained it, until it is replaced or cleared). The
+//! broker also knows which client ids are connected, so a client that connects again takes its
+//! session over.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use rumqttd::protocol::QoS;
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::{self, Bus, Footprint};
 use crate::realtime::TopicFilter;
 
-/// Messages buffered for the slowest session before it misses some.
+/// Messages buffered for the slowest session before it misses some, and their bytes at most.
 const BUFFER: usize = 4096;
+const BUFFER_BYTES: usize = 64 << 20;
 /// Retained messages kept at most; beyond it a new topic's retained message is refused.
 pub const MAX_RETAINED: usize = 100_000;
 
@@ -28,26 +31,113 @@ pub struct Message {
     pub qos: QoS,
     /// Whether it was published retained.
     pub retain: bool,
-    /// The session that published it (for MQTT 5's no-local option).
-    pub from: u64,
+    pub from: Publisher,
+}
+
+impl Footprint for Message {
+    fn footprint(&self) -> usize {
+        const FIXED: usize = 128;
+        FIXED + self.topic.len() + self.payload.len()
+    }
+}
+
+/// Who published a message.
+#[derive(Clone, Debug)]
+pub struct Publisher {
+    /// The session (for MQTT 5's no-local option).
+    pub session: u64,
+    /// The client id, whose share of retained bytes a retained message counts against.
+    pub client: Arc<str>,
+}
+
+/// How much the broker retains: bytes in all (topics and payloads) and per client id.
+#[derive(Clone, Copy, Debug)]
+pub struct RetainedLimits {
+    pub bytes: usize,
+    pub bytes_per_client: usize,
 }
 
 pub struct Broker {
-    messages: broadcast::Sender<Arc<Message>>,
-    retained: Mutex<BTreeMap<String, Bytes>>,
+    messages: Bus<Message>,
+    retained: Mutex<Retained>,
     clients: Mutex<HashMap<String, (u64, CancellationToken)>>,
 }
 
+/// A retained message: its payload, and the client that retained it.
+type Kept = (Bytes, Arc<str>);
+
+/// The retained messages, by topic, with what each client's hold.
+#[derive(Default)]
+struct Retained {
+    messages: BTreeMap<String, Kept>,
+    bytes: usize,
+    by_client: HashMap<Arc<str>, usize>,
+    limits: Option<RetainedLimits>,
+}
+
+impl Retained {
+    /// Keeps `payload` as the retained message of `topic`, from `client`, within the limits.
+    fn keep(&mut self, topic: &str, payload: Bytes, client: &Arc<str>) -> Result<(), String> {
+        let limits = self.limits.expect("the broker sets its limits");
+        let size = topic.len() + payload.len();
+        let replaced = self.messages.get(topic);
+        if replaced.is_none() && self.messages.len() >= MAX_RETAINED {
+            return Err(format!(
+                "the broker already keeps {MAX_RETAINED} retained messages"
+            ));
+        }
+        let freed = replaced.map_or(0, |(old, _)| topic.len() + old.len());
+        let freed_here = replaced
+            .filter(|(_, owner)| owner == client)
+            .map_or(0, |_| freed);
+        let held = self.by_client.get(client).copied().unwrap_or(0);
+        if held - freed_here + size > limits.bytes_per_client {
+            return Err(format!(
+                "client `{client}` already retains {held} bytes; each client may retain {} (--mqtt-retained-per-client)",
+                limits.bytes_per_client
+            ));
+        }
+        if self.bytes - freed + size > limits.bytes {
+            return Err(format!(
+                "the broker already retains {} bytes of {} (--mqtt-retained-memory)",
+                self.bytes, limits.bytes
+            ));
+        }
+        self.clear(topic);
+        self.bytes += size;
+        *self.by_client.entry(client.clone()).or_default() += size;
+        self.messages
+            .insert(topic.to_owned(), (payload, client.clone()));
+        Ok(())
+    }
+
+    fn clear(&mut self, topic: &str) {
+        if let Some((payload, owner)) = self.messages.remove(topic) {
+            let size = topic.len() + payload.len();
+            self.bytes -= size;
+            if let Some(held) = self.by_client.get_mut(&owner) {
+                *held -= size;
+                if *held == 0 {
+                    self.by_client.remove(&owner);
+                }
+            }
+        }
+    }
+}
+
 impl Broker {
-    pub fn new() -> Broker {
+    pub fn new(limits: RetainedLimits) -> Broker {
         Broker {
-            messages: broadcast::channel(BUFFER).0,
-            retained: Mutex::default(),
+            messages: Bus::new(BUFFER, BUFFER_BYTES),
+            retained: Mutex::new(Retained {
+                limits: Some(limits),
+                ..Retained::default()
+            }),
             clients: Mutex::default(),
         }
     }
 
-    pub fn listen(&self) -> broadcast::Receiver<Arc<Message>> {
+    pub fn listen(&self) -> bus::Receiver<Message> {
         self.messages.subscribe()
     }
 
@@ -57,23 +147,21 @@ impl Broker {
         if message.retain {
             let mut retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
             if message.payload.is_empty() {
-                retained.remove(&message.topic);
-            } else if retained.len() >= MAX_RETAINED && !retained.contains_key(&message.topic) {
-                return Err(format!(
-                    "the broker already keeps {MAX_RETAINED} retained messages"
-                ));
+                retained.clear(&message.topic);
             } else {
-                retained.insert(message.topic.clone(), message.payload.clone());
+                let payload = message.payload.clone();
+                retained.keep(&message.topic, payload, &message.from.client)?;
             }
         }
-        let _ = self.messages.send(Arc::new(message));
+        self.messages.send(message);
         Ok(())
     }
 
     /// The retained messages whose topics `filter` matches.
     pub fn retained(&self, filter: &TopicFilter) -> Vec<(String, Bytes)> {
         let retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
-        let range: Box<dyn Iterator<Item = (&String, &Bytes)>> = match filter.first() {
+        let retained = &retained.messages;
+        let range: Box<dyn Iterator<Item = (&String, &Kept)>> = match filter.first() {
             // Topics of one first level sit together in the ordered map.
             Some(first) => Box::new(
                 retained
@@ -84,7 +172,7 @@ impl Broker {
         };
         range
             .filter(|(topic, _)| filter.matches(topic))
-            .map(|(topic, payload)| (topic.clone(), payload.clone()))
+            .map(|(topic, (payload, _))| (topic.clone(), payload.clone()))
             .collect()
     }
 
@@ -111,18 +199,56 @@ mod tests {
     use super::*;
 
     fn message(topic: &str, payload: &'static [u8], retain: bool) -> Message {
+        from("c", topic, payload, retain)
+    }
+
+    fn from(client: &str, topic: &str, payload: &'static [u8], retain: bool) -> Message {
         Message {
             topic: topic.to_owned(),
             payload: Bytes::from_static(payload),
             qos: QoS::AtMostOnce,
             retain,
-            from: 1,
+            from: Publisher {
+                session: 1,
+                client: client.into(),
+            },
         }
+    }
+
+    const LIMITS: RetainedLimits = RetainedLimits {
+        bytes: 1 << 20,
+        bytes_per_client: 1 << 20,
+    };
+
+    #[test]
+    fn retained_bytes_are_bounded_in_all_and_per_client() {
+        let broker = Broker::new(RetainedLimits {
+            bytes: 30,
+            bytes_per_client: 20,
+        });
+        // Each message is 2 bytes of topic and 8 of payload: 10 bytes.
+        broker.publish(from("a", "t1", b"12345678", true)).unwrap();
+        broker.publish(from("a", "t2", b"12345678", true)).unwrap();
+        let refused = broker.publish(from("a", "t3", b"12345678", true));
+        assert!(refused.unwrap_err().contains("--mqtt-retained-per-client"));
+        // Replacing one's own message frees its bytes first.
+        broker.publish(from("a", "t2", b"87654321", true)).unwrap();
+        broker.publish(from("b", "t3", b"12345678", true)).unwrap();
+        let refused = broker.publish(from("b", "t4", b"12345678", true));
+        assert!(refused.unwrap_err().contains("--mqtt-retained-memory"));
+        // b replaces a's message: a's share is freed, b's grows.
+        broker.publish(from("b", "t1", b"12345678", true)).unwrap();
+        broker.publish(from("a", "t5", b"", true)).unwrap();
+        broker.publish(from("b", "t1", b"", true)).unwrap();
+        broker.publish(from("a", "t4", b"12345678", true)).unwrap();
+        let all = broker.retained(&TopicFilter::parse("#").unwrap());
+        let topics: Vec<&str> = all.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(topics, ["t2", "t3", "t4"]);
     }
 
     #[test]
     fn retained_messages_are_kept_matched_and_cleared() {
-        let broker = Broker::new();
+        let broker = Broker::new(LIMITS);
         broker.publish(message("chat/a", b"1", true)).unwrap();
         broker.publish(message("chat/b/c", b"2", true)).unwrap();
         broker.publish(message("chatter", b"3", true)).unwrap();

@@ -54,7 +54,8 @@ pub async fn admit(
     shared: &Shared,
     number: u64,
 ) -> Option<Client> {
-    let read = tokio::time::timeout(CONNECT_TIMEOUT, read_connect(reader, input, shared));
+    let deadline = CONNECT_TIMEOUT.min(shared.intake.timeout());
+    let read = tokio::time::timeout(deadline, read_connect(reader, input, shared));
     let (codec, connected) = match read.await {
         Ok(Ok(connected)) => connected,
         Ok(Err(refused)) => {
@@ -143,6 +144,17 @@ async fn read_connect(
     shared: &Shared,
 ) -> Result<(Codec, Connected), Refused> {
     let max_packet = max_packet(shared.max_body);
+    // What the CONNECT holds of the intake budget until it is read whole.
+    let mut share = shared.intake.share();
+    let mut read_more = async |input: &mut BytesMut| {
+        if reader.read_buf(input).await.unwrap_or(0) == 0 {
+            return Err(None);
+        }
+        share.hold(input.len()).map_err(|_| {
+            tracing::warn!("closing an MQTT connection: packets being received hold --body-memory");
+            None
+        })
+    };
     let codec = loop {
         match codec::hello(input) {
             Hello::Incomplete => {}
@@ -156,9 +168,7 @@ async fn read_connect(
             }
             Hello::NotMqtt => return Err(None),
         }
-        if reader.read_buf(input).await.unwrap_or(0) == 0 {
-            return Err(None);
-        }
+        read_more(input).await?;
     };
     loop {
         match codec.read(input) {
@@ -183,11 +193,7 @@ async fn read_connect(
                 return Ok((codec, connected));
             }
             Ok(Some(_)) | Err(_) => return Err(None),
-            Ok(None) => {
-                if reader.read_buf(input).await.unwrap_or(0) == 0 {
-                    return Err(None);
-                }
-            }
+            Ok(None) => read_more(input).await?,
         }
     }
 }

@@ -26,10 +26,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Realtime;
+use crate::intake::Intake;
 use broker::Broker;
+pub use broker::RetainedLimits;
+
+/// Connections that have not yet sent their CONNECT, at most; more are closed at once.
+const MAX_CONNECTING: usize = 1024;
 
 /// What every session shares.
 struct Shared {
@@ -37,6 +43,10 @@ struct Shared {
     broker: Broker,
     /// Largest record payload accepted, as for HTTP bodies.
     max_body: usize,
+    /// The memory and time packets being received may take, shared with HTTP bodies.
+    intake: Intake,
+    /// Places for connections that have not sent CONNECT yet.
+    connecting: Arc<Semaphore>,
 }
 
 /// Topics whose first level starts with an upper-case letter belong to tables (table names
@@ -54,19 +64,29 @@ fn no_such_table(first_level: &str) -> String {
     )
 }
 
-/// Serves MQTT on `listener` until the server starts shutting down, then closes every session
-/// (waiting at most `drain_timeout` for them to finish what they are applying).
-pub async fn serve(
-    listener: TcpListener,
-    realtime: Realtime,
-    max_body: usize,
-    drain_timeout: Duration,
-) {
+/// How MQTT is served.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Largest payload, as for HTTP bodies.
+    pub max_body: usize,
+    /// The memory and time packets being received may take, shared with HTTP bodies.
+    pub intake: Intake,
+    /// What the plain broker may retain.
+    pub retained: RetainedLimits,
+    /// How long shutdown waits for sessions to finish what they are applying.
+    pub drain_timeout: Duration,
+}
+
+/// Serves MQTT on `listener` until the server starts shutting down, then closes every session.
+pub async fn serve(listener: TcpListener, realtime: Realtime, settings: Settings) {
     let shared = Arc::new(Shared {
         realtime: realtime.clone(),
-        broker: Broker::new(),
-        max_body,
+        broker: Broker::new(settings.retained),
+        max_body: settings.max_body,
+        intake: settings.intake,
+        connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
     });
+    let drain_timeout = settings.drain_timeout;
     let numbers = AtomicU64::new(1);
     let mut sessions = JoinSet::new();
     let closing = realtime.closing().clone();
@@ -83,8 +103,14 @@ pub async fn serve(
             () = closing.cancelled() => break,
         };
         while sessions.try_join_next().is_some() {}
+        let Ok(connecting) = shared.connecting.clone().try_acquire_owned() else {
+            tracing::warn!(
+                "closing an MQTT connection: {MAX_CONNECTING} others have not sent CONNECT yet"
+            );
+            continue;
+        };
         let number = numbers.fetch_add(1, Ordering::Relaxed);
-        sessions.spawn(session::run(stream, shared.clone(), number));
+        sessions.spawn(session::run(stream, shared.clone(), number, connecting));
     }
     drop(listener);
     let drained = tokio::time::timeout(drain_timeout, async {

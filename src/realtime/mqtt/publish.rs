@@ -18,7 +18,7 @@ use rumqttd::protocol::{
 };
 
 use super::Shared;
-use super::broker::Message;
+use super::broker::{Message, Publisher};
 use super::codec::Version;
 use crate::error::{Chain, Error, ErrorCode};
 use crate::events::{ChangeEvent, ChangeKind};
@@ -64,7 +64,7 @@ pub fn topic(
 /// in its turn).
 pub fn accept(
     shared: &Shared,
-    from: u64,
+    from: &Publisher,
     topic: &str,
     payload: Bytes,
     qos: QoS,
@@ -90,7 +90,7 @@ pub fn accept(
             payload,
             qos,
             retain,
-            from,
+            from: from.clone(),
         }));
     };
     let Some(id) = id.filter(|id| !id.is_empty()) else {

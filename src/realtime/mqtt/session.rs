@@ -25,17 +25,18 @@ use rumqttd::protocol::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::broker::Message;
+use super::broker::{Message, Publisher};
 use super::codec::{self, Codec, CodecError, Version};
 use super::connect;
 use super::grants::{Grants, lower};
 use super::outbox::Outbox;
 use super::publish::{self, Refusal, Relay};
+use crate::bus::{self, RecvError};
 use crate::events::ChangeKind;
 use crate::realtime::{Item, Subscription, TopicFilter};
 
@@ -64,12 +65,18 @@ enum End {
 }
 
 /// Serves one connection until it ends.
-pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
+pub async fn run(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    number: u64,
+    connecting: OwnedSemaphorePermit,
+) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let mut input = BytesMut::with_capacity(4096);
-    let Some(client) = connect::admit(&mut reader, &mut writer, &mut input, &shared, number).await
-    else {
+    let admitted = connect::admit(&mut reader, &mut writer, &mut input, &shared, number).await;
+    drop(connecting);
+    let Some(client) = admitted else {
         return;
     };
     let taken_over = CancellationToken::new();
@@ -98,7 +105,12 @@ pub async fn run(stream: TcpStream, shared: Arc<Shared>, number: u64) {
         keep_alive,
         shared: shared.clone(),
         number,
+        publisher: Publisher {
+            session: number,
+            client: client_id.as_str().into(),
+        },
         client_id: client_id.clone(),
+        over_quota: false,
     };
     session.outbox.send(accepted);
     tracing::debug!(client = %client_id, version = ?session.codec.version(), "MQTT client connected");
@@ -127,7 +139,7 @@ struct Session {
     outbox: Outbox,
     grants: Grants,
     subscription: Subscription,
-    messages: tokio::sync::broadcast::Receiver<Arc<Message>>,
+    messages: bus::Receiver<Message>,
     /// QoS 2 publishes received and answered with PUBREC, awaiting PUBREL.
     awaiting_release: HashSet<u16>,
     /// Publishes being applied, finished in the order they arrived.
@@ -135,7 +147,11 @@ struct Session {
     keep_alive: Duration,
     shared: Arc<Shared>,
     number: u64,
+    publisher: Publisher,
     client_id: String,
+    /// An MQTT 3.1.1 client published more than the broker may retain for it: 3.1.1 has no
+    /// negative acknowledgement, so the connection is closed.
+    over_quota: bool,
 }
 
 impl Session {
@@ -147,6 +163,9 @@ impl Session {
     ) -> End {
         let closing = self.shared.realtime.closing().clone();
         let mut deadline = self.deadline();
+        // A packet that has begun to arrive: when, and what it holds of the intake budget.
+        let mut partial_since: Option<Instant> = None;
+        let mut share = self.shared.intake.share();
         loop {
             // Packets already read, as many as there is room to apply.
             while self.applying.len() < MAX_APPLYING {
@@ -168,6 +187,17 @@ impl Session {
                     }
                 }
             }
+            if input.is_empty() {
+                partial_since = None;
+            } else {
+                partial_since.get_or_insert_with(Instant::now);
+            }
+            if share.hold(input.len()).is_err() {
+                tracing::warn!(client = %self.client_id, "closing an MQTT connection: packets being received hold --body-memory");
+                self.disconnect(DisconnectReasonCode::ServerBusy).await;
+                return End::Abrupt;
+            }
+            let partial_deadline = partial_since.map(|since| since + self.shared.intake.timeout());
             // Answers and deliveries go out before waiting for anything else.
             if let Err(end) = self.flush(&closing, taken_over).await {
                 return end;
@@ -187,6 +217,10 @@ impl Session {
                 },
                 Some(applied) = self.applying.next(), if !self.applying.is_empty() => {
                     self.finish(applied);
+                    if self.over_quota {
+                        self.disconnect(DisconnectReasonCode::QuotaExceeded).await;
+                        return End::Abrupt;
+                    }
                 }
                 item = self.subscription.next(), if room => match item {
                     Some(item) => self.deliver_item(&item),
@@ -203,6 +237,11 @@ impl Session {
                 () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                     tracing::debug!(client = %self.client_id, "MQTT keep-alive expired");
                     self.disconnect(DisconnectReasonCode::KeepAliveTimeout).await;
+                    return End::Abrupt;
+                }
+                () = sleep_until(partial_deadline.unwrap_or_else(far_future)), if partial_deadline.is_some() && reading => {
+                    tracing::debug!(client = %self.client_id, "an MQTT packet did not arrive whole within --body-timeout");
+                    self.disconnect(DisconnectReasonCode::ImplementationSpecificError).await;
                     return End::Abrupt;
                 }
                 () = closing.cancelled() => return End::Server(DisconnectReasonCode::ServerShuttingDown),
@@ -240,7 +279,7 @@ impl Session {
                     Box::pin(std::future::ready(Ok(None)))
                 } else {
                     let (payload, retain) = (publish.payload, publish.retain);
-                    publish::accept(&self.shared, self.number, &topic, payload, qos, retain)
+                    publish::accept(&self.shared, &self.publisher, &topic, payload, qos, retain)
                 };
                 self.applying.push_back(Box::pin(async move {
                     Applied {
@@ -298,6 +337,12 @@ impl Session {
         let outcome = outcome.and_then(|relay| self.relay(relay));
         if let Err(refusal) = &outcome {
             refusal.log(&self.client_id, &topic);
+            let v311 = self.codec.version() == Version::V311;
+            if v311 && matches!(refusal, Refusal::RetainedFull(_)) {
+                // Not acknowledged: 3.1.1 would say it succeeded.
+                self.over_quota = true;
+                return;
+            }
         }
         if let Some(ack) = publish::acknowledgement(self.codec.version(), qos, pkid, &outcome) {
             if let Packet::PubRec(
@@ -426,7 +471,7 @@ impl Session {
     }
 
     fn deliver_message(&mut self, message: &Message) {
-        let from_here = message.from == self.number;
+        let from_here = message.from.session == self.number;
         let granted = self
             .grants
             .best(|g| !(from_here && g.no_local) && g.filter.matches(&message.topic));
@@ -475,7 +520,7 @@ impl Session {
         };
         let applying = publish::accept(
             &self.shared,
-            self.number,
+            &self.publisher,
             &topic,
             will.message,
             will.qos,
