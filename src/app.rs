@@ -121,7 +121,7 @@ impl App {
             catalog.clone(),
             store.clone(),
             events,
-            config.max_subscribers,
+            (config.max_subscribers, config.subscriber_silence),
         );
         Ok(App {
             config,

@@ -28,6 +28,8 @@ pub const DEFAULT_MAX_INDEX_ENTRIES: usize = 1_000;
 pub const DEFAULT_MQTT_RETAINED_MEMORY: usize = 64 << 20;
 /// Default of what one client id's retained messages may hold of it.
 pub const DEFAULT_MQTT_RETAINED_PER_CLIENT: usize = 8 << 20;
+/// Default of how long a WebSocket subscriber may neither read nor answer pings.
+pub const DEFAULT_SUBSCRIBER_SILENCE: Duration = Duration::from_secs(60);
 /// Default address of the MQTT listener.
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
@@ -104,6 +106,11 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_CHANGE_LOG", default_value_t = DEFAULT_CHANGE_LOG)]
     pub change_log: u64,
 
+    /// How long a WebSocket subscriber may neither read nor answer pings before it is dropped
+    /// (freeing its place under --max-subscribers), e.g. `60s`.
+    #[arg(long, env = "TABLECAST_SUBSCRIBER_SILENCE", default_value = "60s", value_parser = parse_duration)]
+    pub subscriber_silence: Duration,
+
     /// The most index entries one record may have, over all its table's indexes (an array
     /// attribute has one per distinct element); a write past it is refused (422).
     #[arg(long, env = "TABLECAST_MAX_INDEX_ENTRIES", default_value_t = DEFAULT_MAX_INDEX_ENTRIES)]
@@ -142,6 +149,7 @@ impl Config {
             mqtt_retained_memory: DEFAULT_MQTT_RETAINED_MEMORY,
             mqtt_retained_per_client: DEFAULT_MQTT_RETAINED_PER_CLIENT,
             change_log: DEFAULT_CHANGE_LOG,
+            subscriber_silence: DEFAULT_SUBSCRIBER_SILENCE,
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
             cors_origins: Vec::new(),
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,

@@ -63,6 +63,11 @@ pub enum Error {
     #[error("{0}")]
     BadQuery(QueryError),
 
+    #[error(
+        "the number `{number}` (at byte {offset}) cannot be stored exactly: numbers are 64-bit floating point, about 15 significant digits; send it as a string to keep every digit"
+    )]
+    InexactNumber { number: String, offset: usize },
+
     #[error("the payload is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
 
@@ -221,6 +226,7 @@ pub enum ErrorCode {
     NoRoute,
     InvalidId,
     MalformedJson,
+    InexactNumber,
     SchemaViolation,
     KeyMismatch,
     KeyInBody,
@@ -254,6 +260,7 @@ impl ErrorCode {
             ErrorCode::NoRoute => "no-route",
             ErrorCode::InvalidId => "invalid-id",
             ErrorCode::MalformedJson => "malformed-json",
+            ErrorCode::InexactNumber => "inexact-number",
             ErrorCode::SchemaViolation => "schema-violation",
             ErrorCode::KeyMismatch => "key-mismatch",
             ErrorCode::KeyInBody => "key-in-body",
@@ -287,6 +294,7 @@ impl ErrorCode {
             ErrorCode::NoRoute => "Not found",
             ErrorCode::InvalidId => "Invalid record id",
             ErrorCode::MalformedJson => "Malformed JSON",
+            ErrorCode::InexactNumber => "Number cannot be stored exactly",
             ErrorCode::SchemaViolation => "Schema violation",
             ErrorCode::KeyMismatch => "Primary key does not match the URL",
             ErrorCode::KeyInBody => "Primary key given on POST",
@@ -327,6 +335,7 @@ impl ErrorCode {
             | ErrorCode::NoRoute
             | ErrorCode::InvalidId
             | ErrorCode::MalformedJson
+            | ErrorCode::InexactNumber
             | ErrorCode::SchemaViolation
             | ErrorCode::KeyMismatch
             | ErrorCode::KeyInBody
@@ -376,6 +385,7 @@ impl Error {
             Error::RecordNotFound { .. } => ErrorCode::RecordNotFound,
             Error::InvalidId { .. } => ErrorCode::InvalidId,
             Error::MalformedJson { .. } => ErrorCode::MalformedJson,
+            Error::InexactNumber { .. } => ErrorCode::InexactNumber,
             Error::SchemaViolation { .. } => ErrorCode::SchemaViolation,
             Error::KeyMismatch { .. } => ErrorCode::KeyMismatch,
             Error::KeyInBody { .. } => ErrorCode::KeyInBody,

@@ -87,6 +87,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod intake;
+pub mod json;
 pub mod query;
 pub mod realtime;
 pub mod schema;

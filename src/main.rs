@@ -20,7 +20,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve every table defined in the schema directory.
-    Serve(Config),
+    Serve(Box<Config>),
     /// Fetch ids into a cache table of a running server ahead of use.
     Warm(WarmArgs),
 }
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve(config) => runtime.block_on(serve(config)),
+        Command::Serve(config) => runtime.block_on(serve(*config)),
         Command::Warm(args) => runtime.block_on(warm_cache(args)),
     };
     match result {

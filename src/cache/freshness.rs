@@ -132,9 +132,11 @@ impl Policy {
     }
 
     /// The entry for a value pushed by a client at `now`, fresh for `max_age` seconds if the
-    /// request said so, else for the table's expiration.
+    /// request said so, else for the table's expiration. A push may ask for less than the
+    /// expiration, never more: a client cannot hide the origin for longer than the table says.
     pub fn pushed(&self, max_age: Option<u64>, now: u64) -> Entry {
-        let lifetime = max_age.map_or(self.expiration, |s| s.saturating_mul(1000));
+        let asked = max_age.map_or(self.expiration, |s| s.saturating_mul(1000));
+        let lifetime = asked.min(self.expiration);
         Entry {
             fetched_at: now,
             fresh_until: now.saturating_add(lifetime),
@@ -277,5 +279,7 @@ mod tests {
 
         assert_eq!(policy(false).pushed(None, 100).fresh_until, 60_100);
         assert_eq!(policy(false).pushed(Some(5), 100).fresh_until, 5_100);
+        let forever = policy(false).pushed(Some(u64::MAX), 100);
+        assert_eq!(forever.fresh_until, 60_100, "bounded by the expiration");
     }
 }

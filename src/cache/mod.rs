@@ -143,6 +143,19 @@ impl CachedTable {
             Ok(stored) => stored,
             Err(error) => return Served::failed(error, CacheStatus::default()),
         };
+        if stored.is_none()
+            && let Err(reason) = shared.table.schema().check_key(&key.to_json())
+        {
+            // No origin request for an id the table could never store.
+            let key_type = shared.table.schema().settings.key_type.name();
+            let id = key.to_string();
+            let error = Error::InvalidId {
+                id,
+                key_type,
+                reason,
+            };
+            return Served::failed(error, CacheStatus::default());
+        }
         // A record without cache metadata (stored before the table became a cache) is
         // treated as long expired.
         let stored = stored.map(|record| {

@@ -54,7 +54,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::PreconditionFailed => S::PRECONDITION_FAILED,
         ErrorCode::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
         ErrorCode::UnsupportedMediaType => S::UNSUPPORTED_MEDIA_TYPE,
-        ErrorCode::SchemaViolation | ErrorCode::TooManyIndexEntries => S::UNPROCESSABLE_ENTITY,
+        ErrorCode::SchemaViolation | ErrorCode::InexactNumber | ErrorCode::TooManyIndexEntries => {
+            S::UNPROCESSABLE_ENTITY
+        }
         ErrorCode::OriginFailed | ErrorCode::OriginInvalid => S::BAD_GATEWAY,
         ErrorCode::OriginTimeout | ErrorCode::NotCached => S::GATEWAY_TIMEOUT,
         ErrorCode::TooManyConnections
@@ -156,6 +158,10 @@ fn add_fields(body: &mut Map<String, Value>, error: &Error) {
             add("expected", json!(query.expected));
         }
         Error::PayloadTooLarge { limit } => add("limit", json!(limit)),
+        Error::InexactNumber { number, offset } => {
+            add("number", json!(number));
+            add("offset", json!(offset));
+        }
         Error::TooManyIndexEntries { entries, limit, .. } => {
             add("entries", json!(entries));
             add("limit", json!(limit));

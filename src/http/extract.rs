@@ -8,7 +8,6 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::error::Error;
 
 /// Path parameters; a path that cannot be decoded is a 400 problem.
 pub struct UrlPath<T>(pub T);
@@ -44,9 +43,7 @@ impl FromRequest<AppState> for JsonBody {
             return Err(ApiError::UnsupportedMediaType(Some(text.to_owned())));
         }
         let bytes = state.bodies.read(request).await?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| ApiError::Domain(Error::malformed_json(&e)))
+        Ok(JsonBody(crate::json::parse(&bytes)?))
     }
 }
 

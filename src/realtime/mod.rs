@@ -13,6 +13,7 @@ mod topic_filter;
 pub mod ws;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::IgnoredAny;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -36,16 +37,18 @@ pub struct Realtime {
     /// One per WebSocket or SSE stream and per MQTT connection.
     subscribers: Arc<Semaphore>,
     max_subscribers: usize,
+    /// How long a WebSocket peer may neither read nor answer before it is dropped.
+    silence: Duration,
 }
 
 impl Realtime {
     /// The hub for `catalog`'s tables, serving at most `max_subscribers` streams and MQTT
-    /// connections at once.
+    /// connections at once, dropping WebSocket peers silent for `silence`.
     pub fn new(
         catalog: Arc<Catalog>,
         store: Arc<Store>,
         events: EventBus,
-        max_subscribers: usize,
+        (max_subscribers, silence): (usize, Duration),
     ) -> Realtime {
         Realtime {
             catalog,
@@ -54,7 +57,13 @@ impl Realtime {
             closing: CancellationToken::new(),
             subscribers: Arc::new(Semaphore::new(max_subscribers)),
             max_subscribers,
+            silence,
         }
+    }
+
+    /// How long a WebSocket peer may neither read nor answer before it is dropped.
+    pub fn silence(&self) -> Duration {
+        self.silence
     }
 
     /// A place for one more subscriber (a stream or an MQTT connection), held until it ends.

@@ -1,9 +1,11 @@
 //! WebSocket transport: one subscription per connection, each item a JSON text frame.
 //!
-//! The server pings every [`PING_EVERY`]; a peer that sends nothing (not even the pong) for
-//! [`SILENCE_LIMIT`] is dropped. A peer that stopped reading for a while is not silent once it
-//! reads again: it then falls under the lag policy instead. Closing: 1000 when the client closes, 1001 when the server shuts
-//! down, 1008 for a client that sends data (the stream is one-way), 1011 on a server fault.
+//! The server pings a third of the way into `--subscriber-silence`; a peer that sends nothing
+//! (not even the pong) for that long is dropped, and so is one that reads nothing for that long
+//! (a send blocked on it). A peer that stopped reading for less is not silent once it reads
+//! again: it then falls under the lag policy instead. Closing: 1000 when the client closes, 1001
+//! when the server shuts down, 1008 for a client that sends data (the stream is one-way), 1011
+//! on a server fault.
 
 use std::time::Duration;
 
@@ -12,10 +14,6 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use super::{Realtime, Subscription, envelope};
 
-/// How often the server pings an idle peer.
-pub const PING_EVERY: Duration = Duration::from_secs(20);
-/// How long a peer may stay silent before it is considered gone.
-pub const SILENCE_LIMIT: Duration = Duration::from_secs(60);
 /// A send that takes longer than this waited for the peer to read.
 const BLOCKED: Duration = Duration::from_millis(50);
 
@@ -35,7 +33,9 @@ pub fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
 /// Streams `subscription` to `socket` until either side closes.
 pub async fn stream(mut socket: WebSocket, mut subscription: Subscription, realtime: Realtime) {
     let closing = realtime.closing().clone();
-    let mut ping = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let silence = realtime.silence();
+    let ping_every = silence / 3;
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut heard = Instant::now();
     let close = loop {
@@ -58,7 +58,7 @@ pub async fn stream(mut socket: WebSocket, mut subscription: Subscription, realt
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break None,
             },
             _ = ping.tick() => {
-                if heard.elapsed() > SILENCE_LIMIT {
+                if heard.elapsed() > silence {
                     tracing::debug!("dropping a silent WebSocket peer");
                     break None;
                 }
@@ -70,8 +70,12 @@ pub async fn stream(mut socket: WebSocket, mut subscription: Subscription, realt
         // is resynchronised when it reads again. Shutdown does not wait for it.
         let started = Instant::now();
         let sent = tokio::select! {
-            sent = socket.send(outgoing) => sent,
+            sent = tokio::time::timeout(silence, socket.send(outgoing)) => sent,
             () = closing.cancelled() => break None,
+        };
+        let Ok(sent) = sent else {
+            tracing::debug!("dropping a WebSocket peer that reads nothing");
+            break None;
         };
         if sent.is_err() {
             break None;

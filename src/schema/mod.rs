@@ -93,6 +93,22 @@ impl TableSchema {
         Err(violations)
     }
 
+    /// Checks a primary key value against what the schema says of the key's property (its
+    /// type, `pattern`, bounds...); on failure, the first violation's message.
+    pub fn check_key(&self, key: &Value) -> Result<(), String> {
+        let field = &self.settings.primary_key;
+        let record = Value::Object([(field.clone(), key.clone())].into_iter().collect());
+        let at = format!("/{}", settings::escape_pointer(field));
+        let mut errors = self.validator.iter_errors(&record);
+        match errors.find(|e| {
+            let path = e.instance_path().as_str();
+            path == at || path.starts_with(&format!("{at}/"))
+        }) {
+            Some(error) => Err(error.to_string()),
+            None => Ok(()),
+        }
+    }
+
     /// Reads one schema file.
     pub fn load(file: &Path) -> Result<TableSchema, LoadError> {
         let fail = |pointer: &str, reason: String| LoadError {

@@ -36,6 +36,21 @@ async fn pushes_evictions_and_invalidation() {
     assert!(header(&stale, "cache-status").contains("stale-while-revalidate"));
     s.origin.wait_for_requests(1).await;
 
+    // A push cannot keep the origin away for longer than the table's expiration.
+    let forever = s
+        .server
+        .client
+        .put(s.server.url("/Quote/F"))
+        .header("cache-control", "max-age=18446744073709551615")
+        .json(&json!({"name": "pushed", "version": 1}))
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(forever.status(), 204);
+    let hit = s.get("F").await;
+    assert_eq!(header(&hit, "cache-status"), "tablecast; hit; ttl=60");
+    assert_eq!(delete(&s.server, "/Quote/F").await.status(), 204);
+
     let bad_push = s
         .server
         .client

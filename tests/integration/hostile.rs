@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use crate::common::{
     COUNTER_SCHEMA, Fixture, ITEM_SCHEMA, TestServer, delete, expect_problem, post_json, put,
 };
+use crate::origin::Origin;
 
 #[tokio::test]
 async fn a_record_with_more_index_entries_than_allowed_is_refused_and_changes_nothing() {
@@ -218,5 +219,95 @@ async fn bodies_that_are_too_large_slow_or_too_many_are_refused_and_the_server_s
         problem["detail"]
             .as_str()
             .is_some_and(|d| d.contains("no Content-Type"))
+    );
+}
+
+#[tokio::test]
+async fn a_cache_id_the_table_could_never_store_costs_no_origin_request() {
+    let origin = Origin::start().await;
+    let schema = format!(
+        r#"{{
+          "type": "object",
+          "x-table": {{
+            "primaryKey": "symbol",
+            "cache": {{ "origin": "{}", "expiration": "60s" }}
+          }},
+          "properties": {{
+            "symbol": {{ "type": "string", "pattern": "^[A-Z]{{1,5}}$" }},
+            "price": {{ "type": "number" }}
+          }}
+        }}"#,
+        origin.template()
+    );
+    let fixture = Fixture::with_schemas(&[("Quote", &schema)]);
+    let server = fixture.start().await;
+    for bad in ["lower", "TOOLONG", "A%20B"] {
+        let refused = server
+            .client
+            .get(server.url(&format!("/Quote/{bad}")))
+            .send()
+            .await
+            .expect("GET");
+        let problem = expect_problem(refused, 400, "invalid-id").await;
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("does not match"))
+        );
+    }
+    assert_eq!(origin.requests(), 0, "the origin was not asked");
+}
+
+#[tokio::test]
+async fn a_number_that_cannot_be_stored_exactly_is_refused_not_rounded() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    put(
+        &server,
+        "/Item/n",
+        json!({ "name": "kept", "dims": { "w": 1.5 } }),
+    )
+    .await;
+    let refused = server
+        .client
+        .put(server.url("/Item/n"))
+        .header("content-type", "application/json")
+        .body(r#"{"name": "rounded", "dims": {"w": 123456789012345678901234567890}}"#)
+        .send()
+        .await
+        .expect("PUT");
+    let problem = expect_problem(refused, 422, "inexact-number").await;
+    assert_eq!(problem["number"], "123456789012345678901234567890");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("as a string"))
+    );
+    let kept: Value = server.get_json("/Item/n").await;
+    assert_eq!(kept["name"], "kept");
+
+    // Every digit a double holds is kept as written.
+    let exact = r#"{"name": "exact", "dims": {"w": 0.30000000000000004}, "qty": 9007199254740993}"#;
+    let stored = server
+        .client
+        .put(server.url("/Item/n"))
+        .header("content-type", "application/json")
+        .body(exact)
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(stored.status(), 204);
+    let text = server
+        .client
+        .get(server.url("/Item/n"))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        text.contains("0.30000000000000004") && text.contains("9007199254740993"),
+        "{text}"
     );
 }

@@ -206,3 +206,54 @@ async fn retained_messages_are_bounded_in_bytes_in_all_and_per_client() {
     topics.sort();
     assert_eq!(topics, ["cfg/a2", "cfg/b1"]);
 }
+
+#[tokio::test]
+async fn dollar_topics_are_the_servers_and_u0000_is_not_a_topic() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut watcher = Client5::connect(server.mqtt, "watcher").await;
+    watcher.subscribe("$tablecast/#").await;
+    watcher.subscribe("$SYS/#").await;
+    watcher.subscribe("plain/#").await;
+
+    let mut forger = Client5::connect(server.mqtt, "forger").await;
+    for topic in ["$tablecast/resync", "$SYS/broker/clients", "$anything"] {
+        for retain in [false, true] {
+            let ack = forger.publish(topic, b"{}", retain).await;
+            assert_eq!(ack.reason, v5p::PubAckReason::TopicNameInvalid, "{topic}");
+            let said = ack
+                .properties
+                .and_then(|p| p.reason_string)
+                .unwrap_or_default();
+            assert!(said.contains("the server's"), "{said}");
+        }
+    }
+    forger.publish("plain/after", b"real", false).await;
+    let first = watcher.next_publish().await;
+    assert_eq!(
+        &first.topic[..],
+        b"plain/after",
+        "nothing forged was relayed first"
+    );
+
+    // A topic with U+0000 is malformed: the connection is closed.
+    let mut stream = connected(&server, "nul").await;
+    let topic = b"plain/a\0b";
+    let mut body = u16::try_from(topic.len()).unwrap().to_be_bytes().to_vec();
+    body.extend_from_slice(topic);
+    body.extend_from_slice(b"payload");
+    stream
+        .write_all(&frame(0x30, &body, body.len()))
+        .await
+        .expect("write");
+    assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+
+    // A packet only servers send is a protocol error, answered by closing the connection.
+    for packet in [[0x20, 2, 0, 0], [0xb0, 2, 0, 1]] {
+        let mut stream = connected(&server, "confused").await;
+        stream.write_all(&packet).await.expect("write");
+        assert!(closed_within(&mut stream, Duration::from_secs(10)).await);
+    }
+    forger.publish("plain/still", b"served", false).await;
+    assert_eq!(&watcher.next_publish().await.topic[..], b"plain/still");
+}

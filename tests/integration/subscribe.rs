@@ -388,10 +388,55 @@ async fn ws_connect_small_buffer(server: &TestServer, path: &str) -> Ws {
         .0
 }
 
+/// `config` with a server that waits for a stalled WebSocket peer for as long as a test stalls
+/// it (on a loaded machine, longer than the default minute).
+fn patient(mut config: tablecast::Config) -> tablecast::Config {
+    config.subscriber_silence = Duration::from_secs(600);
+    config
+}
+
+#[tokio::test]
+async fn a_websocket_peer_that_reads_nothing_is_dropped_and_frees_its_place() {
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.subscriber_silence = Duration::from_millis(500);
+    config.max_subscribers = 1;
+    let server = TestServer::start(config).await;
+    let mut stalled = ws_connect_small_buffer(&server, "/Item/").await;
+    assert!(ws_until_synced(&mut stalled).await.is_empty());
+    let large = "x".repeat(200_000);
+    for n in 0..20 {
+        put(
+            &server,
+            "/Item/large",
+            json!({ "name": format!("{n} {large}") }),
+        )
+        .await;
+    }
+    // Its place comes free once the server gives up on it.
+    let url = format!("{}/Item/", server.base.replacen("http", "ws", 1));
+    let mut attempts = 0;
+    let _next = loop {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((next, _)) => break next,
+            Err(_) => {
+                attempts += 1;
+                assert!(attempts < 200, "the silent peer keeps its place");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // What the dropped peer still finds in its buffers ends without a resync.
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(Ok(_)) = stalled.next().await {}
+    });
+    assert!(ended.await.is_ok(), "the connection was closed");
+}
+
 #[tokio::test]
 async fn a_subscriber_that_stops_reading_holds_no_more_than_the_bus_bytes() {
     let fixture = Fixture::new();
-    let server = fixture.start().await;
+    let server = TestServer::start(patient(fixture.config())).await;
     let mut stalled = ws_connect_small_buffer(&server, "/Item/").await;
     assert!(ws_until_synced(&mut stalled).await.is_empty());
     // 120 changes of 700 KB: far fewer events than the bus keeps (4,096), but more bytes (64 MiB).
@@ -426,7 +471,7 @@ async fn a_subscriber_that_stops_reading_gets_a_resync_and_the_final_values() {
     const WRITES: usize = 100_000;
     const RECORDS: usize = 1_000;
     let fixture = Fixture::new();
-    let server = fixture.start().await;
+    let server = TestServer::start(patient(fixture.config())).await;
     let mut stalled = ws_connect_small_buffer(&server, "/Counter/").await;
     assert!(ws_until_synced(&mut stalled).await.is_empty());
     // Another subscriber reads its record's changes all along (and so answers pings).

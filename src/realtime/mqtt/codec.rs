@@ -101,8 +101,20 @@ impl Codec {
 
     /// The next complete packet in `buffer`, or `None` if more bytes are needed.
     pub fn read(&self, buffer: &mut BytesMut) -> Result<Option<Packet>, CodecError> {
-        if buffer.is_empty() {
+        let Some(&first) = buffer.first() else {
             return Ok(None);
+        };
+        // Packets only a server sends: rumqttd's decoder does not expect them from a client
+        // (CONNACK and UNSUBACK reach an `unreachable!`), so they are refused unread.
+        const CONNACK: u8 = 2;
+        const SUBACK: u8 = 9;
+        const UNSUBACK: u8 = 11;
+        const PINGRESP: u8 = 13;
+        if matches!(first >> 4, CONNACK | SUBACK | UNSUBACK | PINGRESP) {
+            return Err(CodecError::Malformed(format!(
+                "packet type {} is sent by servers only",
+                first >> 4
+            )));
         }
         let version = self.version;
         let max = self.max_packet;
@@ -235,5 +247,27 @@ mod tests {
         }
         let mut partial = BytesMut::from(&[0x30, 10, 0][..]);
         assert!(matches!(codec.read(&mut partial), Ok(None)));
+    }
+
+    #[test]
+    fn packets_only_servers_send_are_refused_before_decoding() {
+        for version in [Version::V311, Version::V5] {
+            let codec = Codec::new(version, 1 << 20);
+            // CONNACK, SUBACK, UNSUBACK, PINGRESP, as a client would send them.
+            for bytes in [
+                &[0x20, 2, 0, 0][..],
+                &[0x90, 3, 0, 1, 0],
+                &[0xb0, 2, 0, 1],
+                &[0xd0, 0],
+            ] {
+                let mut buffer = BytesMut::from(bytes);
+                match codec.read(&mut buffer) {
+                    Err(CodecError::Malformed(why)) => {
+                        assert!(why.contains("servers only"), "{why}");
+                    }
+                    other => panic!("{bytes:?}: {other:?}"),
+                }
+            }
+        }
     }
 }

@@ -45,7 +45,8 @@ pub enum Refusal {
 pub type Applying = Pin<Box<dyn Future<Output = Result<Option<Relay>, Refusal>> + Send>>;
 
 /// The topic of a PUBLISH, or why the connection must close: a topic that is not UTF-8, is
-/// empty or has wildcards is malformed, and no topic aliases were offered (Topic Alias Maximum 0).
+/// empty, has wildcards or U+0000 (MQTT-1.5.3-2) is malformed, and no topic aliases were offered
+/// (Topic Alias Maximum 0).
 pub fn topic(
     publish: &Publish,
     properties: Option<&PublishProperties>,
@@ -54,7 +55,7 @@ pub fn topic(
         return Err(DisconnectReasonCode::TopicAliasInvalid);
     }
     match std::str::from_utf8(&publish.topic) {
-        Ok(topic) if !topic.is_empty() && !topic.contains(['+', '#']) => Ok(topic.to_owned()),
+        Ok(topic) if !topic.is_empty() && !topic.contains(['+', '#', '\0']) => Ok(topic.to_owned()),
         Ok(_) | Err(_) => Err(DisconnectReasonCode::TopicNameInvalid),
     }
 }
@@ -75,6 +76,13 @@ pub fn accept(
     if payload.len() > shared.max_body {
         let limit = shared.max_body;
         return refuse(Refusal::Domain(Error::PayloadTooLarge { limit }));
+    }
+    if topic.starts_with('$') {
+        // `$SYS/...`, `$tablecast/resync`: what the server says, which no client may forge.
+        return refuse(Refusal::Topic(
+            "topics that start with `$` are the server's; clients cannot publish to them"
+                .to_owned(),
+        ));
     }
     let catalog = shared.realtime.catalog().clone();
     let (first, id) = match topic.split_once('/') {
@@ -115,9 +123,9 @@ pub fn accept(
     let record = if payload.is_empty() {
         None
     } else {
-        match serde_json::from_slice(&payload) {
+        match crate::json::parse(&payload) {
             Ok(record) => Some(record),
-            Err(e) => return refuse(Refusal::Domain(Error::malformed_json(&e))),
+            Err(error) => return refuse(Refusal::Domain(error)),
         }
     };
     let table = first.to_owned();
@@ -207,6 +215,7 @@ fn reason(code: ErrorCode) -> PubAckReason {
             PubAckReason::TopicNameInvalid
         }
         ErrorCode::MalformedJson
+        | ErrorCode::InexactNumber
         | ErrorCode::SchemaViolation
         | ErrorCode::KeyMismatch
         | ErrorCode::KeyInBody
