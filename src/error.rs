@@ -121,6 +121,10 @@ pub enum Error {
     #[error("storage failure")]
     Storage(#[source] Cause),
 
+    /// The disk is full (or a file may grow no more): nothing was stored.
+    #[error("disk full")]
+    DiskFull(#[source] Cause),
+
     /// A failure of the server itself: a task that died, an invariant that did not hold.
     #[error("internal failure")]
     Internal(#[source] Cause),
@@ -248,6 +252,7 @@ pub enum ErrorCode {
     RequestTimeout,
     ShuttingDown,
     StorageFailure,
+    InsufficientStorage,
     Internal,
 }
 
@@ -282,6 +287,7 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "request-timeout",
             ErrorCode::ShuttingDown => "shutting-down",
             ErrorCode::StorageFailure => "storage-failure",
+            ErrorCode::InsufficientStorage => "insufficient-storage",
             ErrorCode::Internal => "internal-error",
         }
     }
@@ -316,6 +322,7 @@ impl ErrorCode {
             ErrorCode::RequestTimeout => "Request timeout",
             ErrorCode::ShuttingDown => "Shutting down",
             ErrorCode::StorageFailure => "Storage failure",
+            ErrorCode::InsufficientStorage => "Insufficient storage",
             ErrorCode::Internal => "Internal error",
         }
     }
@@ -327,6 +334,9 @@ impl ErrorCode {
             ErrorCode::StorageFailure => {
                 Some("the store failed to complete the request; the server log has the cause")
             }
+            ErrorCode::InsufficientStorage => Some(
+                "the server's disk is full, so nothing was stored; the server log has the cause",
+            ),
             ErrorCode::Internal => {
                 Some("the server failed to complete the request; the server log has the cause")
             }
@@ -401,6 +411,7 @@ impl Error {
             Error::TooManySubscribers { .. } => ErrorCode::TooManySubscribers,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
             Error::Storage(_) => ErrorCode::StorageFailure,
+            Error::DiskFull(_) => ErrorCode::InsufficientStorage,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

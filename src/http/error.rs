@@ -65,6 +65,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::ShuttingDown => S::SERVICE_UNAVAILABLE,
         ErrorCode::RequestTimeout => S::REQUEST_TIMEOUT,
         ErrorCode::StorageFailure | ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
+        ErrorCode::InsufficientStorage => S::INSUFFICIENT_STORAGE,
     }
 }
 
@@ -179,6 +180,7 @@ fn add_fields(body: &mut Map<String, Value>, error: &Error) {
         | Error::TooManySubscribers { .. }
         | Error::ShuttingDown
         | Error::Storage(_)
+        | Error::DiskFull(_)
         | Error::Internal(_) => {}
     }
 }

@@ -27,7 +27,8 @@ mod subscribe;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 pub use body::BodyLimits;
@@ -102,9 +103,18 @@ pub fn router(realtime: Realtime, bodies: BodyLimits, cors_origins: &[String]) -
     }
 }
 
-/// `GET /_health`: 200 while the server serves.
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// `GET /_health`: 200 while the server serves and its store writes; 503 once a write failed in
+/// the store (a full disk, say), which only a restart clears.
+async fn health(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if state.realtime.store().failed() {
+        let failing = serde_json::json!({
+            "status": "failing",
+            "detail": "a write failed in the store (the log has the cause, a full disk for one); writes fail until the server restarts with room",
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(failing)).into_response();
+    }
+    axum::Json(serde_json::json!({ "status": "ok" })).into_response()
 }
 
 /// Any method a route does not support; axum adds the `Allow` header.

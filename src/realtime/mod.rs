@@ -85,6 +85,11 @@ impl Realtime {
         )
     }
 
+    /// The store the tables are in.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     /// The tables.
     pub fn catalog(&self) -> &Arc<Catalog> {
         &self.catalog

@@ -32,7 +32,7 @@ mod records;
 mod writer;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -95,6 +95,8 @@ pub struct Store {
     table_ids: Mutex<Vec<Arc<str>>>,
     clock: Clock,
     max_index_entries: usize,
+    /// Whether a commit failed in the store (see [`Store::failed`]).
+    failed: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -109,6 +111,7 @@ impl Store {
         let log = db.open_tree(changelog::TREE).map_err(storage_error)?;
         let pieces = db.open_tree(pieces::TREE).map_err(storage_error)?;
         let next_piece_id = meta::read_counter(&meta, meta::PIECE_KEY)?.max(1);
+        let failed = Arc::new(AtomicBool::new(false));
         let (commands, receiver) = mpsc::channel();
         let writer = Writer {
             db: db.clone(),
@@ -119,6 +122,7 @@ impl Store {
             log: ChangeLog::open(log.clone(), log_last.clone(), options.change_log)?,
             pieces: pieces.clone(),
             next_piece_id,
+            failed: failed.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("tablecast-writer".to_owned())
@@ -138,6 +142,7 @@ impl Store {
             table_ids: Mutex::default(),
             clock: options.clock,
             max_index_entries: options.max_index_entries,
+            failed,
         })
     }
 
@@ -241,6 +246,12 @@ impl Store {
         answer.await.map_err(|_| Error::ShuttingDown)?
     }
 
+    /// Whether a commit has failed in the store (a full disk, say). sled refuses every write
+    /// after a failed flush, so the store writes again only once the server restarts.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     /// The sequence number of the last logged commit (0 before the first).
     pub fn last_seq(&self) -> u64 {
         self.log_last.load(Ordering::Acquire)
@@ -312,7 +323,18 @@ fn decode(raw: Bytes) -> Result<Envelope> {
 }
 
 fn storage_error(error: sled::Error) -> Error {
-    Error::Storage(Cause::of("the database failed", error))
+    let full = match &error {
+        sled::Error::Io(io) => {
+            use std::io::ErrorKind;
+            matches!(io.kind(), ErrorKind::StorageFull | ErrorKind::FileTooLarge)
+                || matches!(io.raw_os_error(), Some(27 | 28 | 122)) // EFBIG, ENOSPC, EDQUOT
+        }
+        _ => false,
+    };
+    match full {
+        true => Error::DiskFull(Cause::of("the disk is full", error)),
+        false => Error::Storage(Cause::of("the database failed", error)),
+    }
 }
 
 /// A storage failure described by `context` alone (corrupt data, typically).

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
 use sled::Transactional;
@@ -45,6 +46,9 @@ pub(crate) struct Writer {
     pub pieces: sled::Tree,
     /// The id the next value stored in pieces gets.
     pub next_piece_id: u64,
+    /// Set once a commit failed in the store: sled refuses every later write after a failed
+    /// flush, until the process restarts.
+    pub failed: Arc<AtomicBool>,
 }
 
 /// Where a commit's outcome goes.
@@ -258,6 +262,9 @@ impl Writer {
         if let Err(error) = applied {
             let rejected = batch.pending.len();
             tracing::error!(error = %Chain(&error), "commit failed; {rejected} writes rejected");
+            if matches!(error, Error::Storage(_) | Error::DiskFull(_)) {
+                self.failed.store(true, Ordering::Relaxed);
+            }
             for (_, reply) in batch.pending {
                 let _ = reply.send(Err(error.clone()));
             }

@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use crate::common::{Fixture, Process, binary, client, expect_problem};
 use crate::mqtt_client::Client5;
 
-const SAFE: &str = "the store failed to complete the request; the server log has the cause";
+const SAFE: &str = "the server's disk is full, so nothing was stored; the server log has the cause";
 
 /// `tablecast serve` on `fixture`, whose files may not grow past `limit_kib`: a write beyond it
 /// fails with EFBIG (SIGXFSZ, which would end the process, is ignored). Logs go to `log`.
@@ -54,7 +54,7 @@ async fn a_full_disk_fails_writes_with_a_safe_message_over_mqtt_and_http() {
         acknowledged += 1;
     };
     assert!(acknowledged > 0, "the first writes fit");
-    assert_eq!(refused.reason, v5p::PubAckReason::UnspecifiedError);
+    assert_eq!(refused.reason, v5p::PubAckReason::QuotaExceeded);
     let said = refused.properties.and_then(|p| p.reason_string);
     assert_eq!(said.as_deref(), Some(SAFE), "nothing of the cause is sent");
 
@@ -65,12 +65,14 @@ async fn a_full_disk_fails_writes_with_a_safe_message_over_mqtt_and_http() {
         .send()
         .await
         .expect("PUT");
-    let problem = expect_problem(put, 500, "storage-failure").await;
+    let problem = expect_problem(put, 507, "insufficient-storage").await;
     assert_eq!(problem["detail"], SAFE, "{problem}");
 
-    // The server serves on, and says where the cause is.
+    // The server serves on, and its health says that the store no longer writes.
     let health = http.get(server.url("/_health")).send().await.expect("GET");
-    assert_eq!(health.status(), 200);
+    assert_eq!(health.status(), 503);
+    let health: serde_json::Value = health.json().await.expect("JSON");
+    assert_eq!(health["status"], "failing");
     drop(server);
     let logged = std::fs::read_to_string(&log).expect("the log");
     assert!(

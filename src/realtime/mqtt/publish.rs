@@ -224,7 +224,8 @@ fn reason(code: ErrorCode) -> PubAckReason {
         ErrorCode::PayloadTooLarge
         | ErrorCode::TooManyConnections
         | ErrorCode::TooManySubscribers
-        | ErrorCode::ServerBusy => PubAckReason::QuotaExceeded,
+        | ErrorCode::ServerBusy
+        | ErrorCode::InsufficientStorage => PubAckReason::QuotaExceeded,
         ErrorCode::RecordNotFound
         | ErrorCode::BadQuery
         | ErrorCode::BadRequest
