@@ -176,6 +176,8 @@ fn put_request(id: u64) -> Request {
 struct Outcome {
     latencies: Vec<Duration>,
     errors: u64,
+    /// Answers other than 2xx, by status.
+    refused: std::collections::BTreeMap<u16, u64>,
     elapsed: Duration,
 }
 
@@ -204,6 +206,7 @@ where
             let mut rng = Rng::new(connection as u64 + 1);
             let mut latencies = Vec::new();
             let mut errors = 0u64;
+            let mut refused = std::collections::BTreeMap::<u16, u64>::new();
             let mut sender = None;
             while Instant::now() < deadline {
                 let Some(request) = next(&mut rng) else { break };
@@ -233,32 +236,39 @@ where
                 let answered = async {
                     http.ready().await?;
                     let response = http.send_request(builder.body(body)?).await?;
-                    let ok = response.status().is_success();
+                    let status = response.status();
                     response.into_body().collect().await?;
-                    Ok::<bool, Error>(ok)
+                    Ok::<hyper::StatusCode, Error>(status)
                 }
                 .await;
                 match answered {
-                    Ok(true) => latencies.push(sent.elapsed()),
-                    Ok(false) => errors += 1,
+                    Ok(status) if status.is_success() => latencies.push(sent.elapsed()),
+                    Ok(status) => {
+                        errors += 1;
+                        *refused.entry(status.as_u16()).or_default() += 1;
+                    }
                     Err(_) => {
                         errors += 1;
                         sender = None;
                     }
                 }
             }
-            (latencies, errors)
+            (latencies, errors, refused)
         }));
     }
     let mut outcome = Outcome {
         latencies: Vec::new(),
         errors: 0,
+        refused: Default::default(),
         elapsed: Duration::ZERO,
     };
     for task in tasks {
-        let (latencies, errors) = task.await?;
+        let (latencies, errors, refused) = task.await?;
         outcome.latencies.extend(latencies);
         outcome.errors += errors;
+        for (status, n) in refused {
+            *outcome.refused.entry(status).or_default() += n;
+        }
     }
     outcome.elapsed = started.elapsed();
     Ok(outcome)
@@ -378,6 +388,7 @@ async fn notify(args: &Args) -> Result<Outcome, Error> {
     Ok(Outcome {
         errors: outcome.errors + written.saturating_sub(latencies.len() as u64),
         latencies,
+        refused: outcome.refused,
         elapsed: outcome.elapsed,
     })
 }
@@ -432,6 +443,7 @@ fn report(args: &Args, outcome: &Outcome) -> Result<(), Error> {
         "p99_ms": quantile(0.99),
         "p999_ms": quantile(0.999),
         "errors": outcome.errors,
+        "refused": outcome.refused,
     });
     println!(
         "{:<10} {:<14} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  p99.9 {:.3} ms  errors {}",
