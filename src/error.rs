@@ -250,6 +250,8 @@ pub enum ErrorCode {
     TooManySubscribers,
     ServerBusy,
     RequestTimeout,
+    UriTooLong,
+    HeadersTooLarge,
     ShuttingDown,
     StorageFailure,
     InsufficientStorage,
@@ -285,6 +287,8 @@ impl ErrorCode {
             ErrorCode::TooManySubscribers => "too-many-subscribers",
             ErrorCode::ServerBusy => "server-busy",
             ErrorCode::RequestTimeout => "request-timeout",
+            ErrorCode::UriTooLong => "uri-too-long",
+            ErrorCode::HeadersTooLarge => "headers-too-large",
             ErrorCode::ShuttingDown => "shutting-down",
             ErrorCode::StorageFailure => "storage-failure",
             ErrorCode::InsufficientStorage => "insufficient-storage",
@@ -320,6 +324,8 @@ impl ErrorCode {
             ErrorCode::TooManySubscribers => "Too many subscribers",
             ErrorCode::ServerBusy => "Server busy",
             ErrorCode::RequestTimeout => "Request timeout",
+            ErrorCode::UriTooLong => "URI too long",
+            ErrorCode::HeadersTooLarge => "Request headers too large",
             ErrorCode::ShuttingDown => "Shutting down",
             ErrorCode::StorageFailure => "Storage failure",
             ErrorCode::InsufficientStorage => "Insufficient storage",
@@ -365,6 +371,8 @@ impl ErrorCode {
             | ErrorCode::TooManySubscribers
             | ErrorCode::ServerBusy
             | ErrorCode::RequestTimeout
+            | ErrorCode::UriTooLong
+            | ErrorCode::HeadersTooLarge
             | ErrorCode::ShuttingDown => None,
         }
     }

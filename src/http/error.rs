@@ -30,6 +30,8 @@ pub enum ApiError {
     BodiesInFlight(usize),
     /// A body did not arrive within the time given.
     BodyTimeout(std::time::Duration),
+    /// A request hyper could not parse, answered before any handler ran (its status).
+    Unparsable(StatusCode),
 }
 
 impl From<Error> for ApiError {
@@ -64,6 +66,8 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::ServerBusy
         | ErrorCode::ShuttingDown => S::SERVICE_UNAVAILABLE,
         ErrorCode::RequestTimeout => S::REQUEST_TIMEOUT,
+        ErrorCode::UriTooLong => S::URI_TOO_LONG,
+        ErrorCode::HeadersTooLarge => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
         ErrorCode::StorageFailure | ErrorCode::Internal => S::INTERNAL_SERVER_ERROR,
         ErrorCode::InsufficientStorage => S::INSUFFICIENT_STORAGE,
     }
@@ -82,6 +86,11 @@ impl ApiError {
             ApiError::TooManyConnections(_) => ErrorCode::TooManyConnections,
             ApiError::BodiesInFlight(_) => ErrorCode::ServerBusy,
             ApiError::BodyTimeout(_) => ErrorCode::RequestTimeout,
+            ApiError::Unparsable(StatusCode::URI_TOO_LONG) => ErrorCode::UriTooLong,
+            ApiError::Unparsable(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE) => {
+                ErrorCode::HeadersTooLarge
+            }
+            ApiError::Unparsable(_) => ErrorCode::BadRequest,
         }
     }
 
@@ -113,6 +122,13 @@ impl ApiError {
             ApiError::BodyTimeout(after) => format!(
                 "the request body did not arrive within {after:?} (--body-timeout)"
             ),
+            ApiError::Unparsable(StatusCode::URI_TOO_LONG) => {
+                "the request's URI is longer than the server reads".to_owned()
+            }
+            ApiError::Unparsable(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE) => {
+                "the request's headers are larger than the server reads".to_owned()
+            }
+            ApiError::Unparsable(_) => "the request line or a header is not valid HTTP/1.1 (a path must be percent-encoded: no spaces, control characters or bytes that are not UTF-8)".to_owned(),
         }
     }
 

@@ -23,6 +23,7 @@ mod records;
 mod response;
 mod server;
 mod subscribe;
+mod unparsable;
 
 use std::sync::Arc;
 

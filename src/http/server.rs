@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::unparsable::ProblemStream;
 use super::{ApiError, PROBLEM_JSON};
 
 /// Limits on connections.
@@ -67,7 +68,7 @@ pub async fn serve(
         };
         let connection = http
             .serve_connection(
-                TokioIo::new(stream),
+                TokioIo::new(ProblemStream::new(stream)),
                 TowerToHyperService::new(router.clone()),
             )
             .with_upgrades();

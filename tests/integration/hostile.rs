@@ -311,3 +311,58 @@ async fn a_number_that_cannot_be_stored_exactly_is_refused_not_rounded() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_problem_details_too() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    let long_header = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(500_000)
+    );
+    let cases: [(&[u8], &str, &str); 5] = [
+        (
+            b"GET /Item/a b HTTP/1.1\r\nHost: x\r\n\r\n",
+            "400",
+            "bad-request",
+        ),
+        (
+            b"GET /Item/a\0b HTTP/1.1\r\nHost: x\r\n\r\n",
+            "400",
+            "bad-request",
+        ),
+        (
+            b"GET /Item/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n",
+            "400",
+            "bad-request",
+        ),
+        (long_uri.as_bytes(), "414", "uri-too-long"),
+        (long_header.as_bytes(), "431", "headers-too-large"),
+    ];
+    for (request, status, code) in cases {
+        let mut stream = TcpStream::connect(server.base.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        let _ = stream.write_all(request).await;
+        let answer = answer(&mut stream, Duration::from_secs(10)).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{answer}"
+        );
+        assert!(
+            answer.contains("content-type: application/problem+json"),
+            "{answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).expect("a body");
+        let problem: Value = serde_json::from_str(body).expect("problem JSON");
+        assert_eq!(problem["type"], format!("urn:tablecast:problem:{code}"));
+    }
+    let health = server
+        .client
+        .get(server.url("/_health"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(health.status(), 200);
+}

@@ -237,6 +237,8 @@ fn reason(code: ErrorCode) -> PubAckReason {
         | ErrorCode::OriginTimeout
         | ErrorCode::NotCached
         | ErrorCode::RequestTimeout
+        | ErrorCode::UriTooLong
+        | ErrorCode::HeadersTooLarge
         | ErrorCode::ShuttingDown
         | ErrorCode::StorageFailure
         | ErrorCode::Internal => PubAckReason::UnspecifiedError,
