@@ -18,19 +18,24 @@
 //! | [`schema`] | schema files, `x-table` settings, compiled validators |
 //! | [`storage`] | the only user of sled: a table's records, the mutation contract and the group-commit writer, the change log, table metadata and indexes, the hot records, key and index encodings |
 //! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
+//! | [`bus`] | a broadcast bounded in values and in bytes (the event bus, the plain broker) |
+//! | [`intake`] | the memory and time that request bodies and MQTT packets being received may take |
+//! | [`json`] | client JSON: parsed, refused if a number in it would not be stored exactly |
 //! | [`warm`] | the `tablecast warm` command: a client of a running server |
 //! | [`error`] | the domain [`Error`](error::Error) and its stable [`ErrorCode`](error::ErrorCode), which every transport maps exhaustively |
 //! | [`config`], [`clock`] | leaves |
 //!
 //! # Write path (`PUT /Product/42`)
 //!
-//! handler -> [`Table::put`](table::Table::put) -> the storage writer thread takes every queued
-//! write, decides each against the current record (precondition, merge patch, primary key,
-//! timestamps from the [`Clock`](clock::Clock), schema validation), assigns a
-//! hybrid-logical-clock version, applies the batch (records, their index entries, change-log
-//! entries, table metadata) in one sled transaction and fsyncs once -> publishes one
-//! `ChangeEvent` per commit in commit order -> replies. A 2xx on a write means the write
-//! survives `kill -9`.
+//! handler (the body read under the [`intake`] limits, [`json::parse`]) ->
+//! [`Table::put`](table::Table::put) -> the write is decided against the record as it is now
+//! (precondition, merge patch, primary key, timestamps from the [`Clock`](clock::Clock), schema
+//! validation), serialised and indexed, ahead of the writer -> the storage writer thread takes
+//! every queued write, confirms each was decided against the current record (or decides it
+//! again), assigns a hybrid-logical-clock version, applies the batch (records, values above
+//! 4 KB in pieces, their index entries, change-log entries, table metadata) in one sled
+//! transaction and fsyncs once -> publishes one `ChangeEvent` per commit in commit order ->
+//! replies. A 2xx on a write means the write survives `kill -9`.
 //!
 //! # Read path (`GET /Product/42`)
 //!

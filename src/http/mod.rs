@@ -9,6 +9,8 @@
 //! | `listing.rs` | listings streamed as JSON, NDJSON or CSV |
 //! | `subscribe.rs` | subscriptions over HTTP: WebSocket upgrades and Server-Sent Events |
 //! | `extract.rs`, `headers.rs` | extractors with problem+json rejections; header conventions |
+//! | `body.rs` | request bodies read under the size, time and memory limits |
+//! | `unparsable.rs` | problem+json bodies for the requests hyper itself refuses |
 //! | `error.rs` | problem details: error codes to statuses |
 //! | `server.rs`, `cors.rs` | the connection loop and its limits; CORS |
 

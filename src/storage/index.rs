@@ -8,7 +8,7 @@
 //! elements and nested objects or arrays are not indexed, as no condition can match them).
 //!
 //! A string is indexed by its first [`MAX_STRING_BYTES`] bytes, so that no entry is too large
-//! for a sled page (see [`pieces`](super::pieces)): strings that share those bytes share an entry
+//! for a sled page (see `storage/pieces.rs`): strings that share those bytes share an entry
 //! value, and a query reads them all and keeps those that match, so the index only ever finds
 //! more candidates, never fewer. Byte order is code point order, so truncation keeps the order.
 
