@@ -94,6 +94,16 @@ impl HotRecords {
         Ok(loaded)
     }
 
+    /// The record under `key` in table `table` if it is here; unlike [`read`](Self::read), a
+    /// miss does not fill it (for a record about to be written).
+    pub(crate) fn peek(&self, table: u32, key: &[u8]) -> Option<Envelope> {
+        if self.shard_budget == 0 {
+            return None;
+        }
+        let key = hot_key(table, key);
+        lock(self.shard(&key)).entries.peek(&key).cloned()
+    }
+
     /// Forgets the record under `key` in table `table`: it has just been written.
     pub(crate) fn invalidate(&self, table: u32, key: &[u8]) {
         if self.shard_budget == 0 {

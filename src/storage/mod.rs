@@ -206,7 +206,7 @@ impl Store {
             Target::Key(key) => key.clone(),
             Target::NextInteger => records.predict_next_integer()?,
         };
-        let current = records.get(&key)?;
+        let current = records.get_for_write(&key)?;
         let now_ms = self.clock.now_ms();
         let context = WriteContext { key: &key, now_ms };
         let change = decide(current.as_ref(), &context).and_then(|c| records.prepare(c));

@@ -62,6 +62,8 @@ pub(crate) struct Pieces {
     pub batch: sled::Batch,
     /// The id the next stored value gets; persisted with the batch.
     pub next_id: u64,
+    /// Whether the batch stores or removes any piece (most write none).
+    pub touched: bool,
 }
 
 impl Pieces {
@@ -69,6 +71,7 @@ impl Pieces {
         Pieces {
             batch: sled::Batch::default(),
             next_id,
+            touched: false,
         }
     }
 
@@ -79,6 +82,7 @@ impl Pieces {
             len: value.len() as u64,
         };
         self.next_id += 1;
+        self.touched = true;
         for (index, piece) in (0..).zip(value.chunks(PIECE)) {
             self.batch.insert(&piece_key(reference.id, index), piece);
         }
@@ -87,6 +91,7 @@ impl Pieces {
 
     /// Removes the pieces of a value no longer referred to.
     pub fn release(&mut self, reference: Reference) {
+        self.touched = true;
         for index in 0..reference.pieces() {
             self.batch.remove(&piece_key(reference.id, index));
         }

@@ -215,6 +215,16 @@ impl Records {
         indexes.map(|i| index::values(record, &i.path)).collect()
     }
 
+    /// Reads one record about to be written: from the hot records if it is there, else from
+    /// sled without keeping it (the write would make it stale at once).
+    pub(crate) fn get_for_write(&self, key: &Key) -> Result<Option<Envelope>> {
+        let encoded = key.encode();
+        match self.hot.peek(self.id, &encoded) {
+            Some(record) => Ok(Some(record)),
+            None => self.read(&encoded),
+        }
+    }
+
     /// Reads one record from sled, past the hot records.
     pub(crate) fn read(&self, encoded: &[u8]) -> Result<Option<Envelope>> {
         Ok(self.read_stored(encoded)?.map(|(record, _)| record))

@@ -201,12 +201,13 @@ impl Writer {
     /// transaction, then fsyncs.
     fn apply(&self, batch: &Batch) -> Result<()> {
         // Every tree the batch touches, each with its batch; the meta tree comes first.
-        let mut trees = vec![
-            self.meta.clone(),
-            self.log.tree().clone(),
-            self.pieces.clone(),
-        ];
-        let mut batches = vec![&batch.log.entries, &batch.pieces.batch];
+        let mut trees = vec![self.meta.clone(), self.log.tree().clone()];
+        let mut batches = vec![&batch.log.entries];
+        let pieces = batch.pieces.touched;
+        if pieces {
+            trees.push(self.pieces.clone());
+            batches.push(&batch.pieces.batch);
+        }
         for table in batch.tables.values() {
             trees.push(table.records.tree.clone());
             batches.push(&table.batch);
@@ -228,7 +229,9 @@ impl Writer {
                 let (meta, others) = views.split_first().expect("the meta tree is first");
                 meta.insert(CLOCK_KEY, &clock)?;
                 meta.insert(LOG_KEY, &last_seq)?;
-                meta.insert(PIECE_KEY, &next_piece_id)?;
+                if pieces {
+                    meta.insert(PIECE_KEY, &next_piece_id)?;
+                }
                 for (view, batch) in others.iter().zip(&batches) {
                     view.apply_batch(batch)?;
                 }
