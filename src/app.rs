@@ -180,6 +180,7 @@ impl App {
             header_timeout: self.config.header_timeout,
             max_connections: self.config.max_connections,
             drain_timeout: self.config.drain_timeout,
+            write_stall: self.config.subscriber_silence,
         };
         let sweeper = Sweeper::start(
             self.catalog.caches().cloned().collect(),

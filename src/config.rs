@@ -106,7 +106,8 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_CHANGE_LOG", default_value_t = DEFAULT_CHANGE_LOG)]
     pub change_log: u64,
 
-    /// How long a WebSocket subscriber may neither read nor answer pings before it is dropped
+    /// How long an HTTP client (a WebSocket or SSE subscriber, or one downloading a listing) may
+    /// read nothing, or a WebSocket peer answer no ping, before its connection is closed
     /// (freeing its place under --max-subscribers), e.g. `60s`.
     #[arg(long, env = "TABLECAST_SUBSCRIBER_SILENCE", default_value = "60s", value_parser = parse_duration)]
     pub subscriber_silence: Duration,

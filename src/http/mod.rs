@@ -11,6 +11,7 @@
 //! | `extract.rs`, `headers.rs` | extractors with problem+json rejections; header conventions |
 //! | `body.rs` | request bodies read under the size, time and memory limits |
 //! | `unparsable.rs` | problem+json bodies for the requests hyper itself refuses |
+//! | `stall.rs` | connections whose peer reads nothing are closed |
 //! | `error.rs` | problem details: error codes to statuses |
 //! | `server.rs`, `cors.rs` | the connection loop and its limits; CORS |
 
@@ -24,6 +25,7 @@ mod listing;
 mod records;
 mod response;
 mod server;
+mod stall;
 mod subscribe;
 mod unparsable;
 

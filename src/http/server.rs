@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::stall::StallLimit;
 use super::unparsable::ProblemStream;
 use super::{ApiError, PROBLEM_JSON};
 
@@ -31,6 +32,8 @@ pub struct Limits {
     /// How long shutdown waits for requests in flight (a long listing to a slow client, say)
     /// before closing their connections.
     pub drain_timeout: Duration,
+    /// How long a write may wait for the peer to read before the connection is closed.
+    pub write_stall: Duration,
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then drains the connections.
@@ -68,7 +71,10 @@ pub async fn serve(
         };
         let connection = http
             .serve_connection(
-                TokioIo::new(ProblemStream::new(stream)),
+                TokioIo::new(ProblemStream::new(StallLimit::new(
+                    stream,
+                    limits.write_stall,
+                ))),
                 TowerToHyperService::new(router.clone()),
             )
             .with_upgrades();

@@ -2,7 +2,7 @@
 //!
 //! The server pings a third of the way into `--subscriber-silence`; a peer that sends nothing
 //! (not even the pong) for that long is dropped, and so is one that reads nothing for that long
-//! (a send blocked on it). A peer that stopped reading for less is not silent once it reads
+//! (its connection's writes fail: `http/stall.rs`). A peer that stopped reading for less is not silent once it reads
 //! again: it then falls under the lag policy instead. Closing: 1000 when the client closes, 1001
 //! when the server shuts down, 1008 for a client that sends data (the stream is one-way), 1011
 //! on a server fault.
@@ -69,13 +69,10 @@ pub async fn stream(mut socket: WebSocket, mut subscription: Subscription, realt
         // A peer that stops reading blocks this send; its subscription then falls behind and
         // is resynchronised when it reads again. Shutdown does not wait for it.
         let started = Instant::now();
+        // A peer that reads nothing for the silence limit fails the send (`http/stall.rs`).
         let sent = tokio::select! {
-            sent = tokio::time::timeout(silence, socket.send(outgoing)) => sent,
+            sent = socket.send(outgoing) => sent,
             () = closing.cancelled() => break None,
-        };
-        let Ok(sent) = sent else {
-            tracing::debug!("dropping a WebSocket peer that reads nothing");
-            break None;
         };
         if sent.is_err() {
             break None;

@@ -388,6 +388,56 @@ async fn ws_connect_small_buffer(server: &TestServer, path: &str) -> Ws {
         .0
 }
 
+#[tokio::test]
+async fn an_sse_client_that_reads_nothing_is_dropped_and_frees_its_place() {
+    use tokio::io::AsyncWriteExt;
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.subscriber_silence = Duration::from_millis(500);
+    config.max_subscribers = 1;
+    let server = TestServer::start(config).await;
+    let address: std::net::SocketAddr = server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("address");
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    let mut stalled = socket.connect(address).await.expect("connect");
+    stalled
+        .write_all(b"GET /Item/ HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .expect("write");
+    let large = "x".repeat(200_000);
+    for n in 0..20 {
+        put(
+            &server,
+            "/Item/large",
+            json!({ "name": format!("{n} {large}") }),
+        )
+        .await;
+    }
+    // Once the server gives up on the client that reads nothing, its place is free.
+    let mut attempts = 0;
+    loop {
+        let response = server
+            .client
+            .get(server.url("/Item/"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("GET");
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 503);
+        attempts += 1;
+        assert!(attempts < 200, "the silent SSE client keeps its place");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(stalled);
+}
+
 /// `config` with a server that waits for a stalled WebSocket peer for as long as a test stalls
 /// it (on a loaded machine, longer than the default minute).
 fn patient(mut config: tablecast::Config) -> tablecast::Config {
