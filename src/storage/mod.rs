@@ -12,6 +12,7 @@
 //! | `records.rs` | [`Records`]: one table's reads |
 //! | `mutation.rs` | the mutation contract: [`Target`], [`Decide`], [`Change`], [`Commit`] |
 //! | `writer.rs` | the writer thread: batches, one transaction and one fsync each |
+//! | `staged.rs` | what a batch writes to one table, staged mutation by mutation |
 //! | `changelog.rs` | the change log: entries, the writer's end, the reader's query |
 //! | `meta.rs`, `indexes.rs` | table metadata; opening, building and dropping indexes |
 //! | `index.rs`, `key.rs`, `envelope.rs`, `hlc.rs` | encodings of index entries, keys, records; the version clock |
@@ -29,6 +30,7 @@ mod meta;
 mod mutation;
 mod pieces;
 mod records;
+mod staged;
 mod writer;
 
 use std::path::Path;
@@ -52,7 +54,7 @@ use crate::config::{DEFAULT_CHANGE_LOG, DEFAULT_MAX_INDEX_ENTRIES, DEFAULT_STORE
 use crate::error::{Cause, Error, Result};
 use changelog::ChangeLog;
 use hot::HotRecords;
-use mutation::{Ahead, Command, Request};
+use mutation::{Ahead, Command, Prepared, Request};
 use writer::Writer;
 
 /// How a store is opened.
@@ -210,9 +212,12 @@ impl Store {
         let now_ms = self.clock.now_ms();
         let context = WriteContext { key: &key, now_ms };
         let change = decide(current.as_ref(), &context).and_then(|c| records.prepare(c));
+        // The index values of the record decided against, for a change that moves its entries.
         let seen = match (current, &change) {
-            (Some(current), Ok(_)) => Some((current.version, records.indexed(&current)?)),
-            (Some(current), Err(_)) => Some((current.version, Vec::new())),
+            (Some(current), Ok(Prepared::Put { .. } | Prepared::Delete)) => {
+                Some((current.version, records.indexed(&current)?))
+            }
+            (Some(current), _) => Some((current.version, Vec::new())),
             (None, _) => None,
         };
         let ahead = Ahead {

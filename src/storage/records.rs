@@ -15,7 +15,7 @@ use super::key::{Key, KeyType};
 use super::meta::{self, TableMeta};
 use super::mutation::{Change, Indexed, Prepared};
 use super::pieces::{self, Reference};
-use super::{Envelope, decode, index, storage_error, storage_failure, writer};
+use super::{Envelope, decode, index, staged, storage_error, storage_failure};
 use crate::error::{Error, Result};
 
 /// A table's records: a handle to its tree and index trees, cheap to clone.
@@ -150,7 +150,7 @@ impl Records {
 
     /// Up to `limit` keys of records whose expiry time is at or before `now`, earliest first.
     pub fn expired(&self, now: u64, limit: usize) -> Result<Vec<Key>> {
-        let due = ..writer::expiry_entry(now.saturating_add(1), &[]);
+        let due = ..staged::expiry_entry(now.saturating_add(1), &[]);
         self.expiry
             .range(due)
             .take(limit)

@@ -13,6 +13,8 @@ use tablecast::config::Listener;
 use tablecast::events::ChangeEvent;
 use tablecast::{App, Config, Listeners};
 use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 /// `Item`: string keys, strict properties.
@@ -352,4 +354,15 @@ pub async fn expect_problem(response: reqwest::Response, status: u16, code: &str
         "{body}"
     );
     body
+}
+
+/// Reads until the server closes the connection; fails if it stays open for `patience`.
+pub async fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> String {
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(patience, stream.read_to_end(&mut received)).await;
+    assert!(
+        read.is_ok(),
+        "the connection is still open after {patience:?}"
+    );
+    String::from_utf8_lossy(&received).into_owned()
 }

@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::common::{
     COUNTER_SCHEMA, Fixture, ITEM_SCHEMA, TestServer, delete, expect_problem, post_json, put,
+    read_until_closed,
 };
 use crate::origin::Origin;
 
@@ -139,16 +140,6 @@ async fn send_raw(server: &TestServer, head: &[u8]) -> TcpStream {
     stream
 }
 
-/// Reads the answer on `stream` until the server closes it, within `patience`.
-async fn answer(stream: &mut TcpStream, patience: Duration) -> String {
-    let mut received = Vec::new();
-    tokio::time::timeout(patience, stream.read_to_end(&mut received))
-        .await
-        .expect("the server answers and closes in time")
-        .expect("read");
-    String::from_utf8_lossy(&received).into_owned()
-}
-
 fn put_head(path: &str, length: u64) -> Vec<u8> {
     format!(
         "PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
@@ -166,14 +157,14 @@ async fn bodies_that_are_too_large_slow_or_too_many_are_refused_and_the_server_s
 
     // A declared length over --max-body is refused before a byte of the body is sent.
     let mut huge = send_raw(&server, &put_head("/Item/a", 999_999_999_999)).await;
-    let refused = answer(&mut huge, Duration::from_secs(5)).await;
+    let refused = read_until_closed(&mut huge, Duration::from_secs(5)).await;
     assert!(refused.starts_with("HTTP/1.1 413"), "{refused}");
     assert!(refused.contains("application/problem+json") && refused.contains("payload-too-large"));
 
     // A body that stops arriving is answered 408 once --body-timeout has passed.
     let mut stalled = send_raw(&server, &put_head("/Item/a", 100)).await;
     stalled.write_all(b"{\"name\":").await.expect("write");
-    let timed_out = answer(&mut stalled, Duration::from_secs(10)).await;
+    let timed_out = read_until_closed(&mut stalled, Duration::from_secs(10)).await;
     assert!(timed_out.starts_with("HTTP/1.1 408"), "{timed_out}");
     assert!(timed_out.contains("request-timeout") && timed_out.contains("--body-timeout"));
 
@@ -188,11 +179,11 @@ async fn bodies_that_are_too_large_slow_or_too_many_are_refused_and_the_server_s
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut third = send_raw(&server, &put_head("/Item/c", 900_000)).await;
     let _ = third.write_all(&[b' '; 400_000]).await;
-    let busy = answer(&mut third, Duration::from_secs(5)).await;
+    let busy = read_until_closed(&mut third, Duration::from_secs(5)).await;
     assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
     assert!(busy.contains("server-busy") && busy.contains("--body-memory"));
     for mut holder in holders {
-        let timed_out = answer(&mut holder, Duration::from_secs(10)).await;
+        let timed_out = read_until_closed(&mut holder, Duration::from_secs(10)).await;
         assert!(timed_out.starts_with("HTTP/1.1 408"), "{timed_out}");
     }
 
@@ -345,7 +336,7 @@ async fn requests_hyper_cannot_parse_get_problem_details_too() {
             .await
             .expect("connect");
         let _ = stream.write_all(request).await;
-        let answer = answer(&mut stream, Duration::from_secs(10)).await;
+        let answer = read_until_closed(&mut stream, Duration::from_secs(10)).await;
         assert!(
             answer.starts_with(&format!("HTTP/1.1 {status} ")),
             "{answer}"

@@ -5,18 +5,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Fixture, TestServer, eventually};
-
-/// Reads until the server closes the connection; fails if it stays open for `patience`.
-async fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> String {
-    let mut received = Vec::new();
-    let read = tokio::time::timeout(patience, stream.read_to_end(&mut received)).await;
-    assert!(
-        read.is_ok(),
-        "the connection is still open after {patience:?}"
-    );
-    String::from_utf8_lossy(&received).into_owned()
-}
+use crate::common::{Fixture, TestServer, eventually, read_until_closed};
 
 fn address(server: &TestServer) -> String {
     server.base.trim_start_matches("http://").to_owned()

@@ -7,6 +7,7 @@
 //! | `mod.rs` | the listener: one session per connection, closed in order at shutdown |
 //! | `connect.rs` | CONNECT: read in time, refused with a CONNACK code, admitted, accepted |
 //! | `session.rs` | the session loop: packets in, acknowledgements and deliveries out |
+//! | `session/subscribing.rs` | a session's SUBSCRIBE and UNSUBSCRIBE |
 //! | `publish.rs` | where a PUBLISH becomes a record write, a delete or a relayed message; its reason codes |
 //! | `grants.rs` | the subscriptions a connection holds |
 //! | `outbox.rs` | what a session sends, and its QoS 1 window |

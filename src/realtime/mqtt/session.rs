@@ -8,6 +8,8 @@
 //! [`Subscription`], which then follows the lag policy. A PUBLISH is acknowledged only once what
 //! it did is durable (`publish.rs`).
 
+mod subscribing;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
@@ -19,8 +21,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use rumqttd::protocol::{
     Disconnect, DisconnectReasonCode, LastWill, Packet, PingResp, PubComp, PubCompReason, PubRec,
-    PubRecReason, QoS, SubAck, SubAckProperties, Subscribe, SubscribeReasonCode, UnsubAck,
-    UnsubAckReason, Unsubscribe,
+    PubRecReason, QoS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,7 +39,7 @@ use super::outbox::Outbox;
 use super::publish::{self, Refusal, Relay};
 use crate::bus::{self, RecvError};
 use crate::events::ChangeKind;
-use crate::realtime::{Item, Subscription, TopicFilter};
+use crate::realtime::{Item, Subscription};
 
 /// Publishes one connection may have in progress: successive record writes share group commits,
 /// and are still acknowledged in order.
@@ -362,83 +363,6 @@ impl Session {
     /// Relays what a publish asked to, if anything.
     fn relay(&self, relay: Option<Relay>) -> Result<(), Refusal> {
         relay.map_or(Ok(()), |relay| publish::relay(&self.shared, relay))
-    }
-
-    fn subscribe(&mut self, subscribe: Subscribe) {
-        let v5 = self.codec.version() == Version::V5;
-        let catalog = self.shared.realtime.catalog().clone();
-        let mut codes = Vec::with_capacity(subscribe.filters.len());
-        let mut refusals = Vec::new();
-        for request in subscribe.filters {
-            let code = match self.grants.check(&request.path, &catalog) {
-                Ok(filter) => {
-                    let (qos, send_current) = self.grants.grant(filter.clone(), &request, v5);
-                    if catalog
-                        .resources()
-                        .any(|r| filter.may_match_table(r.table().name()))
-                    {
-                        if send_current {
-                            self.subscription.watch(filter.clone());
-                        } else {
-                            self.subscription.watch_changes(filter.clone());
-                        }
-                    }
-                    if send_current {
-                        for (topic, payload) in self.shared.broker.retained(&filter) {
-                            self.outbox.queue(topic, payload, qos);
-                        }
-                    }
-                    SubscribeReasonCode::Success(qos)
-                }
-                Err((code, detail)) => {
-                    tracing::warn!(client = %self.client_id, filter = request.path, "refused an MQTT subscription: {detail}");
-                    refusals.push(format!("{}: {detail}", request.path));
-                    if v5 {
-                        code
-                    } else {
-                        SubscribeReasonCode::Failure
-                    }
-                }
-            };
-            codes.push(code);
-        }
-        let properties = (v5 && !refusals.is_empty()).then(|| SubAckProperties {
-            reason_string: Some(refusals.join("; ")),
-            user_properties: Vec::new(),
-        });
-        self.outbox.send(Packet::SubAck(
-            SubAck {
-                pkid: subscribe.pkid,
-                return_codes: codes,
-            },
-            properties,
-        ));
-    }
-
-    fn unsubscribe(&mut self, unsubscribe: Unsubscribe) {
-        let reasons = unsubscribe
-            .filters
-            .iter()
-            .map(|path| {
-                let Ok(filter) = TopicFilter::parse(path) else {
-                    return UnsubAckReason::TopicFilterInvalid;
-                };
-                let removed = self.grants.remove(&filter);
-                self.subscription.unwatch(&filter);
-                if removed {
-                    UnsubAckReason::Success
-                } else {
-                    UnsubAckReason::NoSubscriptionExisted
-                }
-            })
-            .collect();
-        self.outbox.send(Packet::UnsubAck(
-            UnsubAck {
-                pkid: unsubscribe.pkid,
-                reasons,
-            },
-            None,
-        ));
     }
 
     /// Sends a subscription item to the client.

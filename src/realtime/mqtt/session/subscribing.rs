@@ -1,0 +1,92 @@
+//! A session's SUBSCRIBE and UNSUBSCRIBE: grants, what they start sending, and their answers.
+
+use rumqttd::protocol::{
+    Packet, SubAck, SubAckProperties, Subscribe, SubscribeReasonCode, UnsubAck, UnsubAckReason,
+    Unsubscribe,
+};
+
+use super::Session;
+use crate::realtime::TopicFilter;
+use crate::realtime::mqtt::codec::Version;
+
+impl Session {
+    /// Grants what a SUBSCRIBE asks that may be granted, starts sending current values and
+    /// retained messages where asked, and answers with a SUBACK.
+    pub(super) fn subscribe(&mut self, subscribe: Subscribe) {
+        let v5 = self.codec.version() == Version::V5;
+        let catalog = self.shared.realtime.catalog().clone();
+        let mut codes = Vec::with_capacity(subscribe.filters.len());
+        let mut refusals = Vec::new();
+        for request in subscribe.filters {
+            let code = match self.grants.check(&request.path, &catalog) {
+                Ok(filter) => {
+                    let (qos, send_current) = self.grants.grant(filter.clone(), &request, v5);
+                    if catalog
+                        .resources()
+                        .any(|r| filter.may_match_table(r.table().name()))
+                    {
+                        if send_current {
+                            self.subscription.watch(filter.clone());
+                        } else {
+                            self.subscription.watch_changes(filter.clone());
+                        }
+                    }
+                    if send_current {
+                        for (topic, payload) in self.shared.broker.retained(&filter) {
+                            self.outbox.queue(topic, payload, qos);
+                        }
+                    }
+                    SubscribeReasonCode::Success(qos)
+                }
+                Err((code, detail)) => {
+                    tracing::warn!(client = %self.client_id, filter = request.path, "refused an MQTT subscription: {detail}");
+                    refusals.push(format!("{}: {detail}", request.path));
+                    if v5 {
+                        code
+                    } else {
+                        SubscribeReasonCode::Failure
+                    }
+                }
+            };
+            codes.push(code);
+        }
+        let properties = (v5 && !refusals.is_empty()).then(|| SubAckProperties {
+            reason_string: Some(refusals.join("; ")),
+            user_properties: Vec::new(),
+        });
+        self.outbox.send(Packet::SubAck(
+            SubAck {
+                pkid: subscribe.pkid,
+                return_codes: codes,
+            },
+            properties,
+        ));
+    }
+
+    /// Removes the filters an UNSUBSCRIBE names and answers with an UNSUBACK.
+    pub(super) fn unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let reasons = unsubscribe
+            .filters
+            .iter()
+            .map(|path| {
+                let Ok(filter) = TopicFilter::parse(path) else {
+                    return UnsubAckReason::TopicFilterInvalid;
+                };
+                let removed = self.grants.remove(&filter);
+                self.subscription.unwatch(&filter);
+                if removed {
+                    UnsubAckReason::Success
+                } else {
+                    UnsubAckReason::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.outbox.send(Packet::UnsubAck(
+            UnsubAck {
+                pkid: unsubscribe.pkid,
+                reasons,
+            },
+            None,
+        ));
+    }
+}

@@ -1,0 +1,193 @@
+//! What one batch writes to one table: its records (in pieces where large), their index and
+//! expiry entries, and its metadata, as the writer stages the batch's mutations one by one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::envelope::Stored;
+use super::hlc::Hlc;
+use super::key::Key;
+use super::meta::TableMeta;
+use super::mutation::{Indexed, Prepared, Target};
+use super::pieces::Pieces;
+use super::records::{StoredRecord, next_integer};
+use super::{Envelope, Records, index};
+use crate::error::{Error, Result};
+
+/// What a batch writes to one table.
+pub(super) struct Staged {
+    pub records: Records,
+    pub batch: sled::Batch,
+    /// The records `batch` writes, by encoded key, so later mutations of the batch see them
+    /// (and the hot records forget them once applied).
+    pub written: BTreeMap<Vec<u8>, StoredRecord>,
+    /// One batch per index of the table, in the order of `records.indexes`.
+    pub index_batches: Vec<sled::Batch>,
+    /// Changes to the table's expiry tree, if any.
+    pub expiry: Option<sled::Batch>,
+    pub meta: TableMeta,
+}
+
+impl Staged {
+    pub fn new(records: &Records) -> Staged {
+        Staged {
+            meta: records.meta_snapshot(),
+            records: records.clone(),
+            batch: sled::Batch::default(),
+            written: BTreeMap::new(),
+            index_batches: records
+                .indexes
+                .iter()
+                .map(|_| sled::Batch::default())
+                .collect(),
+            expiry: None,
+        }
+    }
+
+    /// The key `target` names.
+    pub fn key(&mut self, target: Target) -> Result<Key> {
+        match target {
+            Target::Key(key) => Ok(key),
+            Target::NextInteger => {
+                let taken = |encoded: &[u8]| Ok(self.current(encoded)?.is_some());
+                let (key, free_from) = next_integer(&self.meta, taken)?;
+                self.meta.free_from = free_from;
+                Ok(key)
+            }
+        }
+    }
+
+    /// The record under `encoded` as the batch leaves it so far.
+    pub fn current(&self, encoded: &[u8]) -> Result<StoredRecord> {
+        match self.written.get(encoded) {
+            Some(staged) => Ok(staged.clone()),
+            None => self.records.read_stored(encoded),
+        }
+    }
+
+    /// Stages `envelope` as the record under `encoded`.
+    fn store(&mut self, encoded: &[u8], envelope: &Envelope, pieces: &mut Pieces) -> StoredRecord {
+        let (stored, reference) = Stored::store(envelope, pieces);
+        self.batch.insert(encoded, stored);
+        Some((envelope.clone(), reference))
+    }
+
+    /// Stages `change` of the record `key` (encoded as `encoded`, now `current`, whose index
+    /// values are `indexed_before` if known), at `now_ms` by `hlc`, its pieces in `pieces`;
+    /// returns the commit's version and the record after it.
+    pub fn change(
+        &mut self,
+        key: &Key,
+        encoded: Vec<u8>,
+        current: StoredRecord,
+        (change, indexed_before): (Prepared, Option<Indexed>),
+        (now_ms, hlc): (u64, &mut Hlc),
+        pieces: &mut Pieces,
+    ) -> Result<(u64, Option<Envelope>)> {
+        let (current, old_pieces) = match current {
+            Some((record, reference)) => (Some(record), reference),
+            None => (None, None),
+        };
+        let indexed_before = match (indexed_before, &current) {
+            (Some(indexed), _) => indexed,
+            (None, Some(current)) if !matches!(change, Prepared::Restamp(_)) => {
+                self.records.indexed(current)?
+            }
+            (None, _) => Vec::new(),
+        };
+        let old_expiry = current.as_ref().and_then(|c| c.expires_at);
+        let (version, stored) = match (change, current) {
+            (
+                Prepared::Put {
+                    json,
+                    indexed,
+                    stamp,
+                },
+                current,
+            ) => {
+                let envelope = Envelope {
+                    version: hlc.next(now_ms),
+                    created: current.as_ref().map_or(now_ms, |c| c.created),
+                    updated: now_ms,
+                    expires_at: stamp.expires_at,
+                    meta: stamp.meta,
+                    value: json,
+                };
+                let stored = self.store(&encoded, &envelope, pieces);
+                self.reindex(&encoded, &indexed_before, &indexed);
+                self.reschedule(&encoded, old_expiry, envelope.expires_at);
+                self.meta.count += u64::from(current.is_none());
+                if let Key::Int(n) = key {
+                    self.meta.max_int = Some(self.meta.max_int.map_or(*n, |m| m.max(*n)));
+                }
+                (envelope.version, stored)
+            }
+            (Prepared::Restamp(stamp), Some(current)) => {
+                let envelope = Envelope {
+                    expires_at: stamp.expires_at,
+                    meta: stamp.meta,
+                    ..current
+                };
+                let stored = self.store(&encoded, &envelope, pieces);
+                self.reschedule(&encoded, old_expiry, envelope.expires_at);
+                (envelope.version, stored)
+            }
+            (Prepared::Restamp(_), None) => {
+                return Err(Error::RecordNotFound {
+                    table: self.records.name.to_string(),
+                    id: key.to_string(),
+                });
+            }
+            (Prepared::Delete, current) => {
+                self.batch.remove(encoded.clone());
+                self.reindex(&encoded, &indexed_before, &Vec::new());
+                self.reschedule(&encoded, old_expiry, None);
+                self.meta.count -= u64::from(current.is_some());
+                (hlc.next(now_ms), None)
+            }
+        };
+        if let Some(reference) = old_pieces {
+            pieces.release(reference);
+        }
+        let record = stored.as_ref().map(|(record, _)| record.clone());
+        self.written.insert(encoded, stored);
+        Ok((version, record))
+    }
+
+    /// Moves the record's expiry entry from `before` to `after`.
+    fn reschedule(&mut self, key: &[u8], before: Option<u64>, after: Option<u64>) {
+        if before == after {
+            return;
+        }
+        let batch = self.expiry.get_or_insert_with(sled::Batch::default);
+        if let Some(at) = before {
+            batch.remove(expiry_entry(at, key));
+        }
+        if let Some(at) = after {
+            batch.insert(expiry_entry(at, key), &[]);
+        }
+    }
+
+    /// Moves the record's index entries from the values `before` to the values `after` (one set
+    /// per index; none for an absent record).
+    fn reindex(&mut self, key: &[u8], before: &Indexed, after: &Indexed) {
+        let none = BTreeSet::new();
+        for (i, batch) in self.index_batches.iter_mut().enumerate() {
+            let old = before.get(i).unwrap_or(&none);
+            let new = after.get(i).unwrap_or(&none);
+            for value in old.difference(new) {
+                batch.remove(index::entry(value, key));
+            }
+            for value in new.difference(old) {
+                batch.insert(index::entry(value, key), &[]);
+            }
+        }
+    }
+}
+
+/// An expiry tree entry: the moment first, so a range scan finds what is due.
+pub(crate) fn expiry_entry(at: u64, key: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(8 + key.len());
+    entry.extend_from_slice(&at.to_be_bytes());
+    entry.extend_from_slice(key);
+    entry
+}
