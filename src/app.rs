@@ -5,6 +5,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+use crate::access::Access;
 use crate::cache::Sweeper;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
@@ -29,6 +30,10 @@ pub enum StartError {
     Schemas(Vec<LoadError>),
     /// The store, or one of its tables, could not be opened.
     Store(Error),
+    /// The access file is bad.
+    Access(Vec<LoadError>),
+    /// No access file, on an address others can reach.
+    Unguarded(String),
 }
 
 impl fmt::Display for StartError {
@@ -39,6 +44,14 @@ impl fmt::Display for StartError {
                 errors.iter().try_for_each(|e| write!(f, "\n  {e}"))
             }
             StartError::Store(error) => write!(f, "{}", Chain(error)),
+            StartError::Access(errors) => {
+                write!(f, "the access file has {} problem(s):", errors.len())?;
+                errors.iter().try_for_each(|e| write!(f, "\n  {e}"))
+            }
+            StartError::Unguarded(address) => write!(
+                f,
+                "refusing to serve {address} without an access file: anyone who can reach it could read, change and delete every record; give --access FILE (see README, Security), listen on a loopback address, or pass --open to serve it open anyway"
+            ),
         }
     }
 }
@@ -51,6 +64,7 @@ pub struct App {
     store: Arc<Store>,
     catalog: Arc<Catalog>,
     realtime: Realtime,
+    access: Access,
 }
 
 /// The sockets a server listens on.
@@ -96,6 +110,14 @@ impl App {
     /// [`App::open`], with time read from `clock` (a manual clock in tests): cache freshness and
     /// commit times.
     pub fn open_with_clock(config: Config, clock: Clock) -> Result<App, StartError> {
+        if config.access.is_none() && !config.open {
+            let reachable = std::iter::once(config.http)
+                .chain(config.mqtt.0)
+                .find(|address| !address.ip().is_loopback());
+            if let Some(address) = reachable {
+                return Err(StartError::Unguarded(address.to_string()));
+            }
+        }
         let schemas = schema::load_dir(&config.schemas).map_err(StartError::Schemas)?;
         let events = EventBus::new(EVENT_BUFFER, EVENT_BUFFER_BYTES);
         let options = storage::Options {
@@ -117,6 +139,14 @@ impl App {
             data = %config.data.display(),
             "opened"
         );
+        let access = match &config.access {
+            Some(path) => {
+                let access = Access::load(path, catalog.clone()).map_err(StartError::Access)?;
+                tracing::info!(file = %path.display(), "access rules in force");
+                access
+            }
+            None => Access::open(),
+        };
         let realtime = Realtime::new(
             catalog.clone(),
             store.clone(),
@@ -128,6 +158,7 @@ impl App {
             store,
             catalog,
             realtime,
+            access,
         })
     }
 
@@ -154,7 +185,20 @@ impl App {
             max_body: self.config.max_body,
             intake: intake.clone(),
         };
-        let router = http::router(self.realtime.clone(), bodies, &self.config.cors_origins);
+        let router = http::router(
+            self.realtime.clone(),
+            http::Settings {
+                access: self.access.clone(),
+                bodies,
+                cors_origins: self.config.cors_origins.clone(),
+                tls: false,
+            },
+        );
+        let reloader = self
+            .config
+            .access
+            .clone()
+            .map(|path| tokio::spawn(reload_on_change(self.access.clone(), path)));
         let mqtt = listeners.mqtt.map(|listener| {
             tokio::spawn(realtime::mqtt::serve(
                 listener,
@@ -167,6 +211,7 @@ impl App {
                         bytes_per_client: self.config.mqtt_retained_per_client,
                     },
                     drain_timeout: self.config.drain_timeout,
+                    access: self.access.clone(),
                 },
             ))
         });
@@ -191,6 +236,9 @@ impl App {
             let _ = mqtt.await;
         }
         sweeper.stop().await;
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         for cache in self.catalog.caches() {
             cache.close(self.config.drain_timeout).await;
         }
@@ -205,5 +253,44 @@ impl App {
         tokio::task::spawn_blocking(move || store.close())
             .await
             .map_err(std::io::Error::other)
+    }
+}
+
+/// How often the access file is looked at for a change.
+const ACCESS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads the access file on SIGHUP and when it changes; a bad file leaves the rules in force.
+async fn reload_on_change(access: Access, path: std::path::PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut seen = modified(&path);
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    let mut poll = tokio::time::interval(ACCESS_POLL);
+    loop {
+        let asked = async {
+            match &mut hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = asked => {}
+            _ = poll.tick() => {
+                let now = modified(&path);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+            }
+        }
+        match access.reload() {
+            Ok(()) => tracing::info!(file = %path.display(), "access rules reloaded"),
+            Err(errors) => {
+                for error in &errors {
+                    tracing::error!("{error}");
+                }
+                tracing::error!(file = %path.display(), "the access file was not reloaded: the rules in force stay");
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
 use crate::storage::{Key, Store};
-use crate::table::{Precondition, Table};
+use crate::table::{Guard, Precondition, Table};
 
 /// What serves a table's URL space.
 pub enum Resource {
@@ -27,11 +27,20 @@ impl Resource {
         }
     }
 
-    /// Writes `record` under `key` unconditionally, as a `PUT` does: a cache table stores it as
-    /// a pushed value. Returns the new version once it is durable.
-    pub async fn put(&self, key: Key, record: serde_json::Value) -> Result<u64> {
+    /// Writes `record` under `key` as a `PUT` without preconditions does, if `guard` lets it:
+    /// a cache table stores it as a pushed value. Returns the new version once it is durable.
+    pub async fn put(
+        &self,
+        key: Key,
+        record: serde_json::Value,
+        guard: Option<Guard>,
+    ) -> Result<u64> {
+        let guarded = Precondition {
+            guard,
+            ..Precondition::default()
+        };
         let commit = match self {
-            Resource::Local(table) => table.put(key, record, Precondition::default()).await?,
+            Resource::Local(table) => table.put(key, record, guarded).await?,
             Resource::Cached(cache) => {
                 cache
                     .push(key, record, Precondition::default(), None)
@@ -41,10 +50,15 @@ impl Resource {
         Ok(commit.version)
     }
 
-    /// Removes the record `key` unconditionally, as a `DELETE` does (a cache table evicts it).
-    pub async fn delete(&self, key: Key) -> Result<()> {
+    /// Removes the record `key` as a `DELETE` without preconditions does, if `guard` lets it (a
+    /// cache table evicts it).
+    pub async fn delete(&self, key: Key, guard: Option<Guard>) -> Result<()> {
+        let guarded = Precondition {
+            guard,
+            ..Precondition::default()
+        };
         match self {
-            Resource::Local(table) => table.delete(key, Precondition::default()).await.map(drop),
+            Resource::Local(table) => table.delete(key, guarded).await.map(drop),
             Resource::Cached(cache) => cache.evict(key, Precondition::default()).await,
         }
     }

@@ -130,6 +130,16 @@ pub struct Config {
     /// `https://app.example.com`; `*` allows any origin. None by default.
     #[arg(long, env = "TABLECAST_CORS_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
+    /// The access file: users, token verification and roles (JSON; `${VAR}` reads the
+    /// environment). Without one, everyone may do everything, which is allowed only while
+    /// every listener is on a loopback address (or with --open). Reloaded on SIGHUP or when the
+    /// file changes.
+    #[arg(long, env = "TABLECAST_ACCESS")]
+    pub access: Option<PathBuf>,
+    /// Serve without an access file on addresses other than loopback: anyone who can reach the
+    /// server may read, change and delete every record.
+    #[arg(long, env = "TABLECAST_OPEN")]
+    pub open: bool,
 }
 
 impl Config {
@@ -155,6 +165,8 @@ impl Config {
             cors_origins: Vec::new(),
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            access: None,
+            open: false,
         }
     }
 }

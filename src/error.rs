@@ -31,6 +31,21 @@ pub enum Error {
     #[error("table `{table}` has no record with id `{id}`")]
     RecordNotFound { table: String, id: String },
 
+    /// No identity, or credentials that do not prove one (why, safe to tell).
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// An identity that may not do what it asked (what, and where).
+    #[error("{0}")]
+    Forbidden(String),
+
+    /// An identity past its rate: what the rate is, and when to retry.
+    #[error("{detail}; retry in {} s", .retry_after.as_secs().max(1))]
+    RateLimited {
+        detail: String,
+        retry_after: std::time::Duration,
+    },
+
     #[error("`{id}` is not a valid {key_type} id: {reason}")]
     InvalidId {
         id: String,
@@ -247,6 +262,9 @@ impl Error {
         match self {
             Error::UnknownTable(_) => ErrorCode::UnknownTable,
             Error::RecordNotFound { .. } => ErrorCode::RecordNotFound,
+            Error::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::InvalidId { .. } => ErrorCode::InvalidId,
             Error::MalformedJson { .. } => ErrorCode::MalformedJson,
             Error::InexactNumber { .. } => ErrorCode::InexactNumber,

@@ -82,6 +82,7 @@
 //! order through the filter, paging and `select` -> JSON, NDJSON or CSV chunks, each produced when
 //! the client can take it.
 
+pub mod access;
 pub mod app;
 pub mod bus;
 pub mod cache;

@@ -23,6 +23,9 @@ enum Command {
     Serve(Box<Config>),
     /// Fetch ids into a cache table of a running server ahead of use.
     Warm(WarmArgs),
+    /// Print the argon2id hash of a password (asked at a terminal, or read from standard
+    /// input), for a user in the access file.
+    Passwd,
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(config) => runtime.block_on(serve(*config)),
         Command::Warm(args) => runtime.block_on(warm_cache(args)),
+        Command::Passwd => tablecast::access::passwd::run()
+            .map(|hash| println!("{hash}"))
+            .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,9 @@
 pub enum ErrorCode {
     UnknownTable,
     RecordNotFound,
+    Unauthenticated,
+    Forbidden,
+    RateLimited,
     NoRoute,
     InvalidId,
     MalformedJson,
@@ -45,6 +48,9 @@ impl ErrorCode {
         match self {
             ErrorCode::UnknownTable => "unknown-table",
             ErrorCode::RecordNotFound => "record-not-found",
+            ErrorCode::Unauthenticated => "unauthenticated",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::RateLimited => "rate-limited",
             ErrorCode::NoRoute => "no-route",
             ErrorCode::InvalidId => "invalid-id",
             ErrorCode::MalformedJson => "malformed-json",
@@ -82,6 +88,9 @@ impl ErrorCode {
         match self {
             ErrorCode::UnknownTable => "Unknown table",
             ErrorCode::RecordNotFound => "Record not found",
+            ErrorCode::Unauthenticated => "Authentication required",
+            ErrorCode::Forbidden => "Forbidden",
+            ErrorCode::RateLimited => "Too many requests",
             ErrorCode::NoRoute => "Not found",
             ErrorCode::InvalidId => "Invalid record id",
             ErrorCode::MalformedJson => "Malformed JSON",
@@ -129,6 +138,9 @@ impl ErrorCode {
             }
             ErrorCode::UnknownTable
             | ErrorCode::RecordNotFound
+            | ErrorCode::Unauthenticated
+            | ErrorCode::Forbidden
+            | ErrorCode::RateLimited
             | ErrorCode::NoRoute
             | ErrorCode::InvalidId
             | ErrorCode::MalformedJson

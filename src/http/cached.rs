@@ -9,29 +9,67 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::response::{self, set, set_cache_status};
+use crate::access::{Identity, Write};
 use crate::cache::{CacheStatus, CachedTable, Detail, Entry, Found, RequestDirectives};
 use crate::catalog::Resource;
 use crate::error::Error;
 use crate::storage::Key;
 
-/// `GET /T/id` on a cache table.
-pub async fn get(cache: &CachedTable, id: &str, request: &HeaderMap) -> Response {
+/// Refuses a push (`PUT`) or an eviction (`DELETE`) unless `caller` may write every record of
+/// the cache table: an entry mirrors the origin for everyone, so a row rule cannot apply.
+pub fn may_write(caller: &Identity, cache: &CachedTable, write: Write) -> Result<(), ApiError> {
+    if caller.writer(cache.table()).writes_any_record(write) {
+        return Ok(());
+    }
+    let what = match write {
+        Write::Delete => "evict entries of",
+        _ => "push entries to",
+    };
+    let name = cache.table().name();
+    Err(caller.refusal(format!("{what} cache table `{name}` (it needs update: true, or delete: true, without property rules)")).into())
+}
+
+/// `GET /T/id` on a cache table: the entry is shared; `caller`'s rules apply to what is served.
+pub async fn get(
+    cache: &CachedTable,
+    caller: &Identity,
+    id: &str,
+    request: &HeaderMap,
+) -> Response {
     let key = match cache.table().parse_id(id) {
         Ok(key) => key,
         Err(error) => return problem(error, &CacheStatus::default()),
     };
+    let reader = caller.reader(cache.table());
+    if reader.nothing() {
+        let refused = response::unseen(caller, &reader, (cache.table().name(), id));
+        return problem(refused, &CacheStatus::default());
+    }
     let served = cache.get(key, &request_directives(request)).await;
     let mut response = match served.outcome {
         Ok(Found::Stored(record, entry)) => {
-            let mut response =
-                response::read(request, &record).unwrap_or_else(IntoResponse::into_response);
+            let shown =
+                response::visible(caller, &reader, (cache.table().name(), id), Some(record));
+            let mut response = match shown {
+                Ok(record) => {
+                    response::read(request, &record).unwrap_or_else(IntoResponse::into_response)
+                }
+                Err(error) => ApiError::from(error).into_response(),
+            };
             let control = freshness_control(&entry, served.status.ttl.unwrap_or(0));
             set(response.headers_mut(), header::CACHE_CONTROL, &control);
             response
+        }
+        Ok(Found::Unstored(body)) if !reader.sees_all() => {
+            // Not stored, so not a record the rules can be checked on as one.
+            drop(body);
+            let refused = response::unseen(caller, &reader, (cache.table().name(), id));
+            ApiError::from(refused).into_response()
         }
         Ok(Found::Unstored(body)) => {
             let mut response = (StatusCode::OK, body).into_response();
@@ -114,9 +152,11 @@ pub async fn delete(cache: &CachedTable, id: &str, request: &HeaderMap) -> Respo
 /// `POST /_cache/T/invalidate` with `{"ids": [...]}` or `{"all": true}`: marks entries stale.
 pub async fn cache_invalidate(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    caller.require_admin(&format!("invalidate entries of `{name}`"))?;
     let cache = cache_table(&state, &name)?;
     let keys = match (&body, body.get("all")) {
         (Value::Object(fields), Some(Value::Bool(true))) if fields.len() == 1 => None,
@@ -129,9 +169,11 @@ pub async fn cache_invalidate(
 /// `POST /_cache/T/warm` with `{"ids": [...]}`: fetches the ids that are not fresh now.
 pub async fn cache_warm(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    caller.require_admin(&format!("warm entries of `{name}`"))?;
     let cache = cache_table(&state, &name)?;
     let keys = ids(cache, &body)?;
     let report = cache.warm(keys).await;

@@ -31,6 +31,7 @@ pub fn layer(origins: &[String]) -> Option<CorsLayer> {
             .allow_headers([
                 header::CONTENT_TYPE,
                 header::ACCEPT,
+                header::AUTHORIZATION,
                 header::IF_MATCH,
                 header::IF_NONE_MATCH,
                 header::CACHE_CONTROL,

@@ -6,6 +6,9 @@ use serde_json::{Map, Value, json};
 
 use crate::error::{CacheTableWrite, Chain, Error, ErrorCode};
 
+/// The challenges of a 401: a user's password, or a token.
+pub const WWW_AUTHENTICATE: &str = r#"Basic realm="tablecast", Bearer realm="tablecast""#;
+
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -51,6 +54,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | ErrorCode::KeyInBody
         | ErrorCode::BadQuery
         | ErrorCode::BadRequest => S::BAD_REQUEST,
+        ErrorCode::Unauthenticated => S::UNAUTHORIZED,
+        ErrorCode::Forbidden => S::FORBIDDEN,
+        ErrorCode::RateLimited => S::TOO_MANY_REQUESTS,
         ErrorCode::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
         ErrorCode::NotAcceptable => S::NOT_ACCEPTABLE,
         ErrorCode::PreconditionFailed => S::PRECONDITION_FAILED,
@@ -184,8 +190,13 @@ fn add_fields(body: &mut Map<String, Value>, error: &Error) {
             add("limit", json!(limit));
         }
         Error::OriginTimeout { after_ms, .. } => add("timeoutMs", json!(after_ms)),
+        Error::RateLimited { retry_after, .. } => {
+            add("retryAfter", json!(retry_after.as_secs().max(1)));
+        }
         Error::UnknownTable(_)
         | Error::RecordNotFound { .. }
+        | Error::Unauthenticated(_)
+        | Error::Forbidden(_)
         | Error::InvalidId { .. }
         | Error::KeyMismatch { .. }
         | Error::KeyInBody { .. }
@@ -220,8 +231,24 @@ impl IntoResponse for ApiError {
         if let ApiError::Domain(Error::NotOnCacheTable { write, .. }) = &self {
             headers.insert(header::ALLOW, HeaderValue::from_static(allowed(*write)));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            _ if status == StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::Domain(Error::Unauthenticated(_)) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(WWW_AUTHENTICATE),
+                );
+            }
+            ApiError::Domain(Error::RateLimited { retry_after, .. }) => {
+                let seconds = retry_after.as_secs().max(1).to_string();
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_str(&seconds).expect("digits"),
+                );
+            }
+            _ => {}
         }
         response
     }

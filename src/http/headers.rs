@@ -40,6 +40,7 @@ pub fn precondition(headers: &HeaderMap) -> Precondition {
     Precondition {
         if_match: tags(headers, header::IF_MATCH, false),
         if_none_match: tags(headers, header::IF_NONE_MATCH, true),
+        guard: None,
     }
 }
 

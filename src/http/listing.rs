@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, header};
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use crate::access::Reader;
 use crate::error::{Cause, Chain, Error, Result};
 use crate::query::executor::{Content, ListedRecord, Listing};
 
@@ -61,6 +62,25 @@ impl Format {
             Format::Csv(_) => "text/csv; charset=utf-8; header=present",
         }
     }
+}
+
+/// `records` without what `reader` may not see of them (its rows are the query's business).
+pub fn shown(records: Listing, reader: Reader) -> Listing {
+    if reader.hides_nothing() {
+        return records;
+    }
+    Box::new(records.map(move |record| {
+        let mut record = record?;
+        let mut value = match record.content {
+            Content::Stored(bytes) => {
+                serde_json::from_slice(&bytes).map_err(Error::stored_not_json)?
+            }
+            Content::Value(value) => value,
+        };
+        reader.strip(&mut value);
+        record.content = Content::Value(value);
+        Ok(record)
+    }))
 }
 
 /// The body of an answer of `records` as `format`. Call it on the blocking pool: it produces the

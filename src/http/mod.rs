@@ -3,6 +3,7 @@
 //! | file | holds |
 //! | --- | --- |
 //! | `mod.rs` | the router |
+//! | `auth.rs` | who each request is, its rate, private answers; `/_session` |
 //! | `records.rs` | handlers of `/T`, `/T/` and `/T/id` |
 //! | `cached.rs` | cache tables: reads with RFC 9111/9211 headers, pushes, evictions, `/_cache/T/...` |
 //! | `response.rs` | response builders the handlers share |
@@ -15,6 +16,7 @@
 //! | `error.rs` | problem details: error codes to statuses |
 //! | `server.rs`, `cors.rs` | the connection loop and its limits; CORS |
 
+mod auth;
 mod body;
 mod cached;
 pub mod cors;
@@ -36,10 +38,12 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 
+pub use auth::Peer;
 pub use body::BodyLimits;
 pub use error::{ApiError, PROBLEM_JSON};
 pub use server::{Limits, serve};
 
+use crate::access::Access;
 use crate::catalog::Catalog;
 use crate::realtime::Realtime;
 
@@ -47,11 +51,27 @@ use crate::realtime::Realtime;
 #[derive(Clone)]
 pub struct AppState(Arc<Shared>);
 
-/// The catalog, the real-time hub and the body limits.
+/// The catalog, the real-time hub, the access rules and the limits.
 pub struct Shared {
     catalog: Arc<Catalog>,
     realtime: Realtime,
+    access: Access,
     bodies: BodyLimits,
+    cors_origins: Vec<String>,
+    /// Whether requests arrive over TLS (session cookies are then `Secure`).
+    tls: bool,
+}
+
+/// How the router serves.
+pub struct Settings {
+    /// Who may do what.
+    pub access: Access,
+    /// How request bodies are read.
+    pub bodies: BodyLimits,
+    /// Origins allowed cross-origin requests (`*` for any).
+    pub cors_origins: Vec<String>,
+    /// Whether requests arrive over TLS.
+    pub tls: bool,
 }
 
 impl std::ops::Deref for AppState {
@@ -62,17 +82,27 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The router for the tables of `realtime`, reading bodies under `bodies`, and
-/// cross-origin requests from `cors_origins` (`*` for any).
-pub fn router(realtime: Realtime, bodies: BodyLimits, cors_origins: &[String]) -> Router {
-    let max_body = bodies.max_body;
+/// The router for the tables of `realtime`, served as `settings` say.
+pub fn router(realtime: Realtime, settings: Settings) -> Router {
+    let max_body = settings.bodies.max_body;
+    let cors = cors::layer(&settings.cors_origins);
     let state = AppState(Arc::new(Shared {
         catalog: realtime.catalog().clone(),
         realtime,
-        bodies,
+        access: settings.access,
+        bodies: settings.bodies,
+        cors_origins: settings.cors_origins,
+        tls: settings.tls,
     }));
     let router = Router::new()
         .route("/_health", get(health))
+        .route(
+            "/_session",
+            get(auth::session_show)
+                .post(auth::session_open)
+                .delete(auth::session_close)
+                .fallback(method_not_allowed),
+        )
         .route(
             "/_cache/{table}/invalidate",
             post(cached::cache_invalidate).fallback(method_not_allowed),
@@ -101,8 +131,12 @@ pub fn router(realtime: Realtime, bodies: BodyLimits, cors_origins: &[String]) -
         )
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state);
-    match cors::layer(cors_origins) {
+    match cors {
         Some(cors) => router.layer(cors),
         None => router,
     }

@@ -7,6 +7,7 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use serde_json::json;
 
 use super::AppState;
+use super::auth::Caller;
 use super::cached;
 use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
@@ -14,6 +15,7 @@ use super::headers;
 use super::listing;
 use super::response;
 use super::subscribe::{self, Subscription};
+use crate::access::{Identity, Reader, Write};
 use crate::cache::{CacheStatus, Detail};
 use crate::catalog::{Catalog, Resource};
 use crate::error::{CacheTableWrite, Cause, Error};
@@ -21,7 +23,7 @@ use crate::query::executor::{self, ListedRecord};
 use crate::query::{self, Select};
 use crate::realtime::TopicFilter;
 use crate::storage::Key;
-use crate::table::Table;
+use crate::table::{Guard, Precondition, Table};
 
 /// Characters escaped in a path segment (RFC 3986 `pchar` keeps the rest).
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -66,6 +68,7 @@ fn local<'a>(
 /// `GET /T/id`: the stored JSON bytes as they are; through the cache on a cache table.
 pub async fn records_get(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath((name, id)): UrlPath<(String, String)>,
     Subscription(subscribe): Subscription,
     request: Request,
@@ -75,81 +78,133 @@ pub async fn records_get(
     if let Some(transport) = subscribe {
         let table = state.catalog.resource(&name)?.table();
         let key = table.parse_id(&id)?;
-        return subscribe::start(&state, TopicFilter::record(table.name(), &key), transport);
+        let filter = TopicFilter::record(table.name(), &key);
+        return subscribe::start(&state, &caller, table, filter, transport);
     }
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
-        Resource::Cached(cache) => return Ok(cached::get(cache, &id, request).await),
+        Resource::Cached(cache) => return Ok(cached::get(cache, &caller, &id, request).await),
     };
     let key = table.parse_id(&id)?;
-    let record = table
-        .get(&key)?
-        .ok_or(Error::RecordNotFound { table: name, id })?;
+    let reader = caller.reader(table);
+    let record = response::visible(&caller, &reader, (&name, &id), table.get(&key)?)?;
     response::read(request, &record)
+}
+
+/// The guard of `write` by `caller` on `table`; refused at once if no record could be written.
+fn guard(
+    caller: &Identity,
+    table: &Table,
+    write: Write,
+) -> Result<(Option<Guard>, Reader), ApiError> {
+    let writer = caller.writer(table);
+    if writer.refuses(write) {
+        let what = match write {
+            Write::Put => "write to",
+            Write::Create => "create records in",
+            Write::Patch => "change records of",
+            Write::Delete => "delete records of",
+        };
+        return Err(caller
+            .refusal(format!("{what} table `{}`", table.name()))
+            .into());
+    }
+    let reader = caller.reader(table);
+    Ok((writer.guard(write), reader))
 }
 
 /// `PUT /T/id`: create or replace; on a cache table, push a value.
 pub async fn records_put(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
-        Resource::Cached(cache) => return Ok(cached::put(cache, &id, &request, body).await),
+        Resource::Cached(cache) => {
+            cached::may_write(&caller, cache, Write::Put)?;
+            return Ok(cached::put(cache, &id, &request, body).await);
+        }
     };
     let key = table.parse_id(&id)?;
-    let commit = table
-        .put(key, body, headers::precondition(&request))
-        .await?;
-    Ok(response::written(&request, &commit))
+    let (guard, reader) = guard(&caller, table, Write::Put)?;
+    let precondition = Precondition {
+        guard,
+        ..headers::precondition(&request)
+    };
+    let commit = table.put(key, body, precondition).await?;
+    Ok(response::written(
+        &request,
+        &response::shown(&reader, commit)?,
+    ))
 }
 
 /// `PATCH /T/id`: JSON merge patch, then validation.
 pub async fn records_patch(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
     JsonBody(patch): JsonBody,
 ) -> Result<Response, ApiError> {
     let table = local(&state.catalog, &name, CacheTableWrite::Patch)?;
     let key = table.parse_id(&id)?;
-    let commit = table
-        .patch(key, patch, headers::precondition(&request))
-        .await?;
-    Ok(response::written(&request, &commit))
+    let (guard, reader) = guard(&caller, table, Write::Patch)?;
+    let precondition = Precondition {
+        guard,
+        ..headers::precondition(&request)
+    };
+    let commit = table.patch(key, patch, precondition).await?;
+    Ok(response::written(
+        &request,
+        &response::shown(&reader, commit)?,
+    ))
 }
 
 /// `DELETE /T/id`; on a cache table, evict the entry.
 pub async fn records_delete(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath((name, id)): UrlPath<(String, String)>,
     request: HeaderMap,
 ) -> Result<Response, ApiError> {
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
-        Resource::Cached(cache) => return Ok(cached::delete(cache, &id, &request).await),
+        Resource::Cached(cache) => {
+            cached::may_write(&caller, cache, Write::Delete)?;
+            return Ok(cached::delete(cache, &id, &request).await);
+        }
     };
     let key = table.parse_id(&id)?;
-    table.delete(key, headers::precondition(&request)).await?;
+    let (guard, _) = guard(&caller, table, Write::Delete)?;
+    let precondition = Precondition {
+        guard,
+        ..headers::precondition(&request)
+    };
+    table.delete(key, precondition).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `POST /T/`: create under a generated key.
 pub async fn records_post(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let table = local(&state.catalog, &name, CacheTableWrite::Post)?;
-    let commit = table.create(body).await?;
-    let record = commit.record.as_ref().expect("a create stores a record");
-    let mut response = response::record(StatusCode::CREATED, record);
+    let (guard, reader) = guard(&caller, table, Write::Create)?;
+    let commit = response::shown(&reader, table.create(body, guard).await?)?;
     let location = format!(
         "/{name}/{}",
         utf8_percent_encode(&commit.key.to_string(), SEGMENT)
     );
+    let mut response = match &commit.record {
+        Some(record) => response::record(StatusCode::CREATED, record),
+        None => StatusCode::CREATED.into_response(),
+    };
     response.headers_mut().insert(
         header::LOCATION,
         HeaderValue::from_str(&location).expect("percent-encoded path"),
@@ -165,6 +220,7 @@ pub async fn records_post(
 /// threads that serve the others.
 pub async fn records_list(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
     RawQuery(raw): RawQuery,
     Subscription(subscribe): Subscription,
@@ -177,16 +233,20 @@ pub async fn records_list(
                 "a subscription watches a whole table or one record; it takes no query".to_owned(),
             ));
         }
-        return subscribe::start(&state, TopicFilter::table(table.name()), transport);
+        let filter = TopicFilter::table(table.name());
+        return subscribe::start(&state, &caller, table, filter, transport);
     }
     let catalog = state.catalog.clone();
-    tokio::task::spawn_blocking(move || list(&catalog, &name, &raw.unwrap_or_default(), &request))
-        .await
-        .map_err(|e| Error::Internal(Cause::of("the listing task failed", e)))?
+    tokio::task::spawn_blocking(move || {
+        list(&catalog, &caller, &name, &raw.unwrap_or_default(), &request)
+    })
+    .await
+    .map_err(|e| Error::Internal(Cause::of("the listing task failed", e)))?
 }
 
 fn list(
     catalog: &Catalog,
+    caller: &Identity,
     name: &str,
     raw: &str,
     request: &HeaderMap,
@@ -194,10 +254,16 @@ fn list(
     let resource = catalog.resource(name)?;
     let table = resource.table();
     let schema = table.schema();
-    let query = query::parse(raw)
+    let reader = caller.reader(table);
+    if reader.nothing() {
+        return Err(caller.refusal(format!("read table `{name}`")).into());
+    }
+    let mut query = query::parse(raw)
         .and_then(|query| query::bind(query, &schema.document))
         .map_err(Error::BadQuery)?;
-    let format = listing::negotiate(request, || csv_columns(&query, &schema.document))
+    reader.check_query(&query)?;
+    reader.restrict(&mut query);
+    let format = listing::negotiate(request, || csv_columns(&query, &schema.document, &reader))
         .ok_or(ApiError::NotAcceptable)?;
     let total = headers::prefers(request, "count=exact")
         .then(|| executor::count(table, &query))
@@ -207,7 +273,7 @@ fn list(
     let linked_page = limit
         .filter(|&n| n > 0 && n <= MAX_LINKED_PAGE && executor::key_order(table, &query).is_some());
     let paging = query.paging.clone();
-    let mut listed = executor::execute(table, query)?;
+    let mut listed = listing::shown(executor::execute(table, query)?, reader);
     let mut response_headers = HeaderMap::new();
     let mut returned = total.map(|total| {
         limit
@@ -288,15 +354,22 @@ fn to_usize(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
-/// CSV columns: the selected properties, or every property the schema declares.
-fn csv_columns(query: &query::Query, schema: &serde_json::Value) -> Vec<String> {
+/// CSV columns: the selected properties, or every property the schema declares that the
+/// reader may see.
+fn csv_columns(query: &query::Query, schema: &serde_json::Value, reader: &Reader) -> Vec<String> {
     match &query.select {
         Some(Select::Value(path)) => vec![path.join(".")],
         Some(Select::Fields(fields)) => fields.iter().map(|f| f.name.clone()).collect(),
         None => schema
             .get("properties")
             .and_then(serde_json::Value::as_object)
-            .map(|properties| properties.keys().cloned().collect())
+            .map(|properties| {
+                properties
+                    .keys()
+                    .filter(|name| !reader.hides(name))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default(),
     }
 }
@@ -304,15 +377,26 @@ fn csv_columns(query: &query::Query, schema: &serde_json::Value) -> Vec<String> 
 /// `GET /T`: what the table is.
 pub async fn tables_describe(
     State(state): State<AppState>,
+    caller: Caller,
     UrlPath(name): UrlPath<String>,
 ) -> Result<Response, ApiError> {
     let resource = state.catalog.resource(&name)?;
     let table = resource.table();
     let schema = table.schema();
+    let reader = caller.reader(table);
+    if reader.nothing() {
+        return Err(caller.refusal(format!("read table `{name}`")).into());
+    }
+    let mut document = schema.document.clone();
+    if let Some(properties) = document.get_mut("properties") {
+        reader.strip(properties);
+    }
+    // How many records there are, and what the cache holds, are the table's, not the reader's.
+    let whole = reader.sees_all();
     let settings = &schema.settings;
     let cache = match resource {
-        Resource::Cached(cache) => Some(cache.describe()),
-        Resource::Local(_) => None,
+        Resource::Cached(cache) if whole => Some(cache.describe()),
+        Resource::Cached(_) | Resource::Local(_) => None,
     };
     let description = json!({
         "name": table.name(),
@@ -320,10 +404,10 @@ pub async fn tables_describe(
         "keyType": settings.key_type.name(),
         "indexes": settings.indexes,
         "timestamps": settings.timestamps,
-        "recordCount": table.count(),
+        "recordCount": whole.then(|| table.count()),
         "schemaFile": schema.file.display().to_string(),
         "cache": cache,
-        "schema": schema.document,
+        "schema": document,
     });
     Ok(axum::Json(description).into_response())
 }

@@ -6,10 +6,51 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::headers;
+use crate::access::{Identity, Reader};
 use crate::cache::CacheStatus;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::storage::{Commit, Envelope};
 use crate::table::Verdict;
+
+/// `record` (the record `table/id`, if there is one) as `caller` may see it with `reader`. A
+/// record it may not read does not exist for it (404); without credentials, any record it does
+/// not see needs them (401: whether it exists is not told).
+pub fn visible(
+    caller: &Identity,
+    reader: &Reader,
+    (table, id): (&str, &str),
+    record: Option<Envelope>,
+) -> Result<Envelope> {
+    let shown = match record {
+        Some(record) => reader
+            .show(&record.value)?
+            .map(|value| Envelope { value, ..record }),
+        None => None,
+    };
+    shown.ok_or_else(|| unseen(caller, reader, (table, id)))
+}
+
+/// The error for a record `caller` does not see with `reader`: see [`visible`].
+pub fn unseen(caller: &Identity, reader: &Reader, (table, id): (&str, &str)) -> Error {
+    if !caller.authenticated && !reader.sees_all() {
+        caller.refusal(format!("read `{table}/{id}`"))
+    } else {
+        Error::RecordNotFound {
+            table: table.to_owned(),
+            id: id.to_owned(),
+        }
+    }
+}
+
+/// A commit's record as `reader` shows it (a write's `Prefer: return=representation`).
+pub fn shown(reader: &Reader, mut commit: Commit) -> Result<Commit> {
+    if let Some(record) = commit.record.take() {
+        commit.record = reader
+            .show(&record.value)?
+            .map(|value| Envelope { value, ..record });
+    }
+    Ok(commit)
+}
 
 /// `record`'s JSON bytes as they are stored, with its `ETag` and `Last-Modified`.
 pub fn record(status: StatusCode, record: &Envelope) -> Response {
@@ -43,10 +84,10 @@ pub fn read(request: &HeaderMap, record: &Envelope) -> Result<Response, ApiError
 /// The answer to a put or patch: 204 with the new validators, or 200 with the record under
 /// `Prefer: return=representation`.
 pub fn written(request: &HeaderMap, commit: &Commit) -> Response {
-    let stored = commit
-        .record
-        .as_ref()
-        .expect("a put or patch stores a record");
+    let Some(stored) = commit.record.as_ref() else {
+        // Stored, but not a record the writer may read.
+        return StatusCode::NO_CONTENT.into_response();
+    };
     if headers::prefers(request, "return=representation") {
         let mut response = record(StatusCode::OK, stored);
         response.headers_mut().insert(

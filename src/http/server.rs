@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
+use super::auth::Peer;
 use super::stall::StallLimit;
 use super::unparsable::ProblemStream;
 use super::{ApiError, PROBLEM_JSON};
@@ -51,9 +52,9 @@ pub async fn serve(
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, typically: wait for connections to close.
                     tracing::warn!(%error, "accept failed");
@@ -75,7 +76,10 @@ pub async fn serve(
                     stream,
                     limits.write_stall,
                 ))),
-                TowerToHyperService::new(router.clone()),
+                TowerToHyperService::new(WithPeer {
+                    router: router.clone(),
+                    peer: Peer(peer),
+                }),
             )
             .with_upgrades();
         let mut closed = closed.clone();
@@ -106,6 +110,31 @@ pub async fn serve(
             limits.drain_timeout
         );
         connections.shutdown().await;
+    }
+}
+
+/// The router, with the client's address set on each request.
+#[derive(Clone)]
+struct WithPeer {
+    router: Router,
+    peer: Peer,
+}
+
+impl tower_service::Service<axum::extract::Request<hyper::body::Incoming>> for WithPeer {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = <Router as tower_service::Service<axum::extract::Request>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: axum::extract::Request<hyper::body::Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.peer);
+        self.router.call(request.map(axum::body::Body::new))
     }
 }
 

@@ -8,9 +8,11 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::auth::{BEARER_PROTOCOL, Caller};
 use super::error::ApiError;
 use super::headers;
 use crate::realtime::{TopicFilter, sse, ws};
+use crate::table::Table;
 
 /// The subscription a `GET` asks for, if it asks for one.
 pub enum Subscribe {
@@ -57,20 +59,28 @@ impl FromRequestParts<AppState> for Subscription {
     }
 }
 
-/// Starts the subscription to `filter` over the transport asked for.
+/// Starts `caller`'s subscription to `filter` (on `table`) over the transport asked for.
 pub fn start(
     state: &AppState,
+    caller: &Caller,
+    table: &Table,
     filter: TopicFilter,
     transport: Subscribe,
 ) -> Result<Response, ApiError> {
+    if caller.reader(table).nothing() {
+        return Err(caller
+            .refusal(format!("subscribe to table `{}`", table.name()))
+            .into());
+    }
     let realtime = &state.realtime;
     let admitted = realtime.admit()?;
-    let mut subscription = realtime.subscribe();
+    let mut subscription = realtime.subscribe(caller.0.clone());
     match transport {
         Subscribe::WebSocket(upgrade) => {
             subscription.watch(filter);
             let realtime = realtime.clone();
             Ok(ws::configure(upgrade)
+                .protocols([BEARER_PROTOCOL])
                 .on_upgrade(move |socket| async move {
                     ws::stream(socket, subscription, realtime).await;
                     drop(admitted);

@@ -10,6 +10,7 @@ pub mod mqtt;
 pub mod sse;
 mod subscription;
 mod topic_filter;
+mod visibility;
 pub mod ws;
 
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use subscription::{Item, Subscription};
 pub use topic_filter::TopicFilter;
 
+use crate::access::Identity;
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, ChangeKind, EventBus};
@@ -76,12 +78,14 @@ impl Realtime {
             })
     }
 
-    /// A subscription watching nothing yet; it sees every change announced from now on.
-    pub fn subscribe(&self) -> Subscription {
+    /// A subscription watching nothing yet; it sees every change announced from now on that
+    /// `identity` may read.
+    pub fn subscribe(&self, identity: Arc<Identity>) -> Subscription {
         Subscription::new(
             self.catalog.clone(),
             self.store.clone(),
             self.events.subscribe(),
+            visibility::Visibility::of(identity, self.catalog.clone()),
         )
     }
 

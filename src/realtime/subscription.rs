@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::TopicFilter;
+use super::visibility::Visibility;
 use crate::bus::{self, RecvError};
 use crate::catalog::Catalog;
 use crate::error::{Chain, Result};
@@ -73,6 +74,8 @@ pub struct Subscription {
     /// The step of a job being done on the blocking pool.
     running: Option<JoinHandle<Result<Step>>>,
     ready: VecDeque<Item>,
+    /// What the subscriber may see; `None` if everything.
+    visibility: Option<Visibility>,
 }
 
 impl Subscription {
@@ -80,6 +83,7 @@ impl Subscription {
         catalog: Arc<Catalog>,
         store: Arc<Store>,
         events: bus::Receiver<ChangeEvent>,
+        visibility: Option<Visibility>,
     ) -> Subscription {
         Subscription {
             catalog,
@@ -89,6 +93,7 @@ impl Subscription {
             jobs: VecDeque::new(),
             running: None,
             ready: VecDeque::new(),
+            visibility,
         }
     }
 
@@ -145,11 +150,33 @@ impl Subscription {
         });
     }
 
-    /// The next item; `None` once the server is shutting down.
+    /// The next item the subscriber may see; `None` once the server is shutting down.
     ///
     /// Cancel-safe: a read of current values in progress when the caller stops waiting is kept
     /// and finished on the next call.
     pub async fn next(&mut self) -> Option<Item> {
+        loop {
+            let item = self.next_item().await?;
+            let Some(visibility) = &mut self.visibility else {
+                return Some(item);
+            };
+            let visible = match item {
+                Item::Change(event) => visibility.view(&event).map(|e| Item::Change(Arc::new(e))),
+                Item::Current(event) => visibility.view(&event).map(Item::Current),
+                Item::Resync => {
+                    visibility.reset();
+                    Some(Item::Resync)
+                }
+                synced @ Item::Synced { .. } => Some(synced),
+            };
+            if visible.is_some() {
+                return visible;
+            }
+        }
+    }
+
+    /// The next item, whoever the subscriber is.
+    async fn next_item(&mut self) -> Option<Item> {
         loop {
             if let Some(item) = self.ready.pop_front() {
                 return Some(item);

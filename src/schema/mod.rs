@@ -4,7 +4,7 @@
 //! file, a JSON pointer into it and the reason. Validators are compiled once per table.
 
 mod cache_settings;
-mod settings;
+pub(crate) mod settings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@
 //! record's validation and indexing delay other writes; it is committed durably and announced
 //! as a [`ChangeEvent`] in commit order.
 
+mod guard;
 mod merge_patch;
 mod precondition;
 mod record;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+pub use guard::{Check, Guard};
 pub use precondition::{Precondition, Tags, Verdict};
 pub use record::Rejection;
 
@@ -136,15 +138,10 @@ impl Table {
             weight,
             Arc::new(move |current, context| {
                 check(&precondition, current)?;
+                let record = guarded(&precondition, &schema, context.key, current, record.clone())?;
                 let created = current.map_or(context.now_ms, |c| c.created);
-                compose(
-                    &schema,
-                    context.key,
-                    record.clone(),
-                    created,
-                    context.now_ms,
-                )
-                .map(|record| Change::Put(record, stamp.clone()))
+                compose(&schema, context.key, record, created, context.now_ms)
+                    .map(|record| Change::Put(record, stamp.clone()))
             }),
         )
         .await
@@ -255,6 +252,7 @@ impl Table {
                 let mut record: Value =
                     serde_json::from_slice(&current.value).map_err(Error::stored_not_json)?;
                 merge_patch::apply(&mut record, &patch);
+                let record = guarded(&precondition, &schema, context.key, Some(current), record)?;
                 let stamp = Stamp {
                     expires_at: current.expires_at,
                     meta: current.meta.clone(),
@@ -278,7 +276,10 @@ impl Table {
         self.commit_ahead(
             Target::Key(key),
             Arc::new(move |current, context| {
-                existing(&schema, &precondition, current, context.key)?;
+                let current = existing(&schema, &precondition, current, context.key)?;
+                if let Some(guard) = &precondition.guard {
+                    guard.check(context.key, Some(&parsed(current)?), None)?;
+                }
                 Ok(Change::Delete)
             }),
         )
@@ -287,7 +288,7 @@ impl Table {
 
     /// Creates a record under a generated key: a UUIDv7 for string keys, one above the highest
     /// integer key ever used for integer keys.
-    pub async fn create(&self, record: Value) -> Result<Commit> {
+    pub async fn create(&self, record: Value, guard: Option<Guard>) -> Result<Commit> {
         let settings = &self.schema.settings;
         if record.get(&settings.primary_key).is_some() {
             return Err(Error::KeyInBody {
@@ -305,7 +306,11 @@ impl Table {
             target,
             weight,
             Arc::new(move |_, context| {
-                let record = record.clone();
+                let mut record = record.clone();
+                if let Some(guard) = &guard {
+                    with_key(&schema, context.key, &mut record);
+                    guard.check(context.key, None, Some(&mut record))?;
+                }
                 compose(&schema, context.key, record, context.now_ms, context.now_ms)
                     .map(|record| Change::Put(record, Stamp::default()))
             }),
@@ -374,6 +379,37 @@ fn compose(
 ) -> Result<Value> {
     record::compose(schema, key, record, created, now)
         .map_err(|rejection| rejection.into_error(&schema.name))
+}
+
+/// `record` as the precondition's guard lets it be stored over `current`.
+fn guarded(
+    precondition: &Precondition,
+    schema: &TableSchema,
+    key: &Key,
+    current: Option<&Envelope>,
+    mut record: Value,
+) -> Result<Value> {
+    let Some(guard) = &precondition.guard else {
+        return Ok(record);
+    };
+    let before = current.map(parsed).transpose()?;
+    with_key(schema, key, &mut record);
+    guard.check(key, before.as_ref(), Some(&mut record))?;
+    Ok(record)
+}
+
+/// A rule may name the primary key, which a body may leave to the URL.
+fn with_key(schema: &TableSchema, key: &Key, record: &mut Value) {
+    if let Value::Object(fields) = record {
+        let name = &schema.settings.primary_key;
+        if !fields.contains_key(name) {
+            fields.shift_insert(0, name.clone(), key.to_json());
+        }
+    }
+}
+
+fn parsed(record: &Envelope) -> Result<Value> {
+    serde_json::from_slice(&record.value).map_err(Error::stored_not_json)
 }
 
 fn check(precondition: &Precondition, current: Option<&Envelope>) -> Result<()> {

@@ -10,6 +10,8 @@ pub enum Tags {
     Versions(Vec<u64>),
 }
 
+use super::guard::Guard;
+
 /// The preconditions a request carries.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Precondition {
@@ -18,6 +20,8 @@ pub struct Precondition {
     /// `If-None-Match`: a write proceeds (a read answers in full) only if the current version is
     /// none of these.
     pub if_none_match: Option<Tags>,
+    /// The writer's permissions, checked against the record before and after the write.
+    pub guard: Option<Guard>,
 }
 
 /// The outcome of evaluating a [`Precondition`].
@@ -44,7 +48,7 @@ impl Tags {
 impl Precondition {
     /// Whether there is nothing to check.
     pub fn is_empty(&self) -> bool {
-        self.if_match.is_none() && self.if_none_match.is_none()
+        self.if_match.is_none() && self.if_none_match.is_none() && self.guard.is_none()
     }
 
     /// Evaluates the precondition against the current record's version (`None` if there is none), in
@@ -100,6 +104,7 @@ mod tests {
             let precondition = Precondition {
                 if_match: if_match.clone(),
                 if_none_match: if_none_match.clone(),
+                guard: None,
             };
             assert_eq!(
                 precondition.evaluate(current, read),

@@ -181,8 +181,17 @@ impl MqttClient for Client5 {
 
 impl Client5 {
     pub async fn connect(server: SocketAddr, id: &str) -> Client5 {
+        Client5::connect_with(server, id, |_| {}).await
+    }
+
+    pub async fn connect_with(
+        server: SocketAddr,
+        id: &str,
+        configure: impl FnOnce(&mut rumqttc::v5::MqttOptions),
+    ) -> Client5 {
         let mut options = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", server.port());
         options.set_keep_alive(Duration::from_secs(30));
+        configure(&mut options);
         let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
         let (incoming, _task) = pump(eventloop, 16);
         let mut connected = Client5 { client, incoming };

@@ -14,7 +14,7 @@ use crate::common::{
     Fixture, TestServer, delete, eventually, expect_problem, put, put_counters, version,
 };
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// How long a test waits for one expected delivery.
 const WAIT: Duration = Duration::from_secs(20);
@@ -241,7 +241,11 @@ impl SseReader {
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = request.send().await.expect("GET");
+        SseReader::read(request.send().await.expect("GET"))
+    }
+
+    /// Reads the event stream `response` opened.
+    pub fn read(response: reqwest::Response) -> SseReader {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         SseReader {

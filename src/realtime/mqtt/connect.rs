@@ -3,14 +3,19 @@
 
 use std::time::Duration;
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use bytes::BytesMut;
-use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, Packet};
+use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, Login, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::Shared;
 use super::codec::{self, Codec, Hello, Version};
+use crate::access::{Credentials, Identity};
+use crate::error::{Error, ErrorCode};
 
 /// How long a new connection has to send its CONNECT packet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -31,6 +36,8 @@ pub struct Client {
     pub will: Option<LastWill>,
     /// The client's place among the subscribers, held while it is connected.
     pub admitted: OwnedSemaphorePermit,
+    /// Who the client is.
+    pub identity: Arc<Identity>,
 }
 
 /// What a CONNECT said that the session needs.
@@ -39,6 +46,7 @@ struct Connected {
     keep_alive: u16,
     receive_maximum: Option<u16>,
     will: Option<LastWill>,
+    login: Option<Login>,
 }
 
 /// Why a CONNECT is not accepted: with the codec and code to answer with, or `None` when the
@@ -52,7 +60,7 @@ pub async fn admit(
     writer: &mut OwnedWriteHalf,
     input: &mut BytesMut,
     shared: &Shared,
-    number: u64,
+    (number, address): (u64, IpAddr),
 ) -> Option<Client> {
     let deadline = CONNECT_TIMEOUT.min(shared.intake.timeout());
     let read = tokio::time::timeout(deadline, read_connect(reader, input, shared));
@@ -66,6 +74,14 @@ pub async fn admit(
         }
         Err(_) => {
             tracing::debug!("an MQTT connection sent no CONNECT in time");
+            return None;
+        }
+    };
+    let identity = match authenticate(shared, connected.login.clone(), address).await {
+        Ok(identity) => identity,
+        Err(error) => {
+            tracing::warn!(client = connected.client_id, %address, "refusing an MQTT connection: {error}");
+            refuse(&codec, writer, refusal(codec.version(), error.code())).await;
             return None;
         }
     };
@@ -94,7 +110,52 @@ pub async fn admit(
         receive_maximum: connected.receive_maximum,
         will: connected.will,
         admitted,
+        identity,
     })
+}
+
+/// Who the CONNECT's username and password prove: a user and its password, or a bearer token
+/// as the password (with any username); anonymous without them. On a server with an access
+/// file, an anonymous client that may do nothing is refused.
+async fn authenticate(
+    shared: &Shared,
+    login: Option<Login>,
+    address: IpAddr,
+) -> Result<Arc<Identity>, Error> {
+    let credentials = match login {
+        None => Credentials::None,
+        Some(Login { password, .. }) if looks_like_token(&password) => Credentials::Token(password),
+        Some(Login { username, password }) => Credentials::Password {
+            user: username,
+            password,
+        },
+    };
+    let access = &shared.access;
+    let identity = access.authenticate(credentials, address).await?;
+    if access.is_guarded() && !identity.authenticated && identity.roles().is_empty() {
+        return Err(Error::Unauthenticated(
+            "this server needs credentials: a username and password, or a token as the password"
+                .to_owned(),
+        ));
+    }
+    Ok(identity)
+}
+
+/// A JWT: three base64url parts, the first a JSON object (`eyJ`).
+fn looks_like_token(password: &str) -> bool {
+    password.starts_with("eyJ") && password.matches('.').count() == 2
+}
+
+/// The CONNACK code of a refusal, in the client's protocol (3.1.1 has codes 1 to 5 only).
+fn refusal(version: Version, code: ErrorCode) -> ConnectReturnCode {
+    match (version, code) {
+        (_, ErrorCode::Unauthenticated) => ConnectReturnCode::BadUserNamePassword,
+        (Version::V311, ErrorCode::RateLimited) => ConnectReturnCode::ServiceUnavailable,
+        (Version::V5, ErrorCode::RateLimited) => ConnectReturnCode::ConnectionRateExceeded,
+        (_, ErrorCode::Forbidden) => ConnectReturnCode::NotAuthorized,
+        (Version::V311, _) => ConnectReturnCode::ServiceUnavailable,
+        (Version::V5, _) => ConnectReturnCode::UnspecifiedError,
+    }
 }
 
 /// The CONNACK that accepts `client`; an MQTT 5 client is told what the server supports.
@@ -172,7 +233,7 @@ async fn read_connect(
     };
     loop {
         match codec.read(input) {
-            Ok(Some(Packet::Connect(connect, properties, will, _, _))) => {
+            Ok(Some(Packet::Connect(connect, properties, will, _, login))) => {
                 if connect.client_id.is_empty() && !connect.clean_session {
                     // MQTT 3.1.1: a persistent session needs a client id.
                     return Err(Some((codec, ConnectReturnCode::ClientIdentifierNotValid)));
@@ -189,6 +250,7 @@ async fn read_connect(
                     keep_alive: connect.keep_alive,
                     receive_maximum: properties.and_then(|p| p.receive_maximum),
                     will,
+                    login,
                 };
                 return Ok((codec, connected));
             }

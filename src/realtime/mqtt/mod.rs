@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::Realtime;
+use crate::access::Access;
 use crate::intake::Intake;
 use broker::Broker;
 pub use broker::RetainedLimits;
@@ -48,6 +49,8 @@ struct Shared {
     intake: Intake,
     /// Places for connections that have not sent CONNECT yet.
     connecting: Arc<Semaphore>,
+    /// Who may do what.
+    access: Access,
 }
 
 /// Topics whose first level starts with an upper-case letter belong to tables (table names
@@ -76,6 +79,8 @@ pub struct Settings {
     pub retained: RetainedLimits,
     /// How long shutdown waits for sessions to finish what they are applying.
     pub drain_timeout: Duration,
+    /// Who may do what.
+    pub access: Access,
 }
 
 /// Serves MQTT on `listener` until the server starts shutting down, then closes every session.
@@ -86,6 +91,7 @@ pub async fn serve(listener: TcpListener, realtime: Realtime, settings: Settings
         max_body: settings.max_body,
         intake: settings.intake,
         connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
+        access: settings.access,
     });
     let drain_timeout = settings.drain_timeout;
     let numbers = AtomicU64::new(1);

@@ -20,6 +20,8 @@ use rumqttd::protocol::{
 use super::Shared;
 use super::broker::{Message, Publisher};
 use super::codec::Version;
+use crate::access::{Identity, Write};
+use crate::catalog::Resource;
 use crate::error::{Chain, Error, ErrorCode};
 use crate::events::{ChangeEvent, ChangeKind};
 
@@ -60,12 +62,12 @@ pub fn topic(
     }
 }
 
-/// Checks a PUBLISH from session `from` and starts what it asks: a record write or delete (the
+/// Checks a PUBLISH from session `from`, by `who`, against what `who` may write, and starts what it asks: a record write or delete (the
 /// returned future completes once it is durable), or a message to relay (returned, to be relayed
 /// in its turn).
 pub fn accept(
     shared: &Shared,
-    from: &Publisher,
+    (from, who): (&Publisher, &Identity),
     topic: &str,
     payload: Bytes,
     qos: QoS,
@@ -93,6 +95,11 @@ pub fn accept(
         if super::reserved_for_tables(first) {
             return refuse(Refusal::Topic(super::no_such_table(first)));
         }
+        if !who.may_publish(topic) {
+            return refuse(Refusal::Domain(
+                who.refusal(format!("publish to `{topic}`")),
+            ));
+        }
         return relay(Relay::Broker(Message {
             topic: topic.to_owned(),
             payload,
@@ -110,6 +117,21 @@ pub fn accept(
         Ok(key) => key,
         Err(error) => return refuse(Refusal::Domain(error)),
     };
+    let writer = who.writer(resource.table());
+    let write = if retain && payload.is_empty() {
+        Write::Delete
+    } else {
+        Write::Put
+    };
+    let cache_table = matches!(resource, Resource::Cached(_));
+    let refused = writer.refuses(write) || (cache_table && !writer.writes_any_record(write));
+    if refused {
+        let what = match write {
+            Write::Delete => format!("delete `{topic}`"),
+            _ => format!("publish to `{topic}`"),
+        };
+        return refuse(Refusal::Domain(who.refusal(what)));
+    }
     if !retain {
         return relay(Relay::Record(ChangeEvent {
             kind: ChangeKind::Message,
@@ -129,11 +151,12 @@ pub fn accept(
         }
     };
     let table = first.to_owned();
+    let guard = writer.guard(write);
     Box::pin(async move {
         let resource = catalog.resource(&table).map_err(Refusal::Domain)?;
         let written = match record {
-            Some(record) => resource.put(key, record).await.map(drop),
-            None => match resource.delete(key).await {
+            Some(record) => resource.put(key, record, guard).await.map(drop),
+            None => match resource.delete(key, guard).await {
                 Err(Error::RecordNotFound { .. }) => Ok(()),
                 deleted => deleted,
             },
@@ -221,6 +244,8 @@ fn reason(code: ErrorCode) -> PubAckReason {
         | ErrorCode::KeyInBody
         | ErrorCode::UnsupportedMediaType => PubAckReason::PayloadFormatInvalid,
         ErrorCode::TooManyIndexEntries => PubAckReason::ImplementationSpecificError,
+        ErrorCode::Unauthenticated | ErrorCode::Forbidden => PubAckReason::NotAuthorized,
+        ErrorCode::RateLimited => PubAckReason::QuotaExceeded,
         ErrorCode::PayloadTooLarge
         | ErrorCode::TooManyConnections
         | ErrorCode::TooManySubscribers

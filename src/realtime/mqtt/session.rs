@@ -12,6 +12,7 @@ mod subscribing;
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +21,8 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use rumqttd::protocol::{
-    Disconnect, DisconnectReasonCode, LastWill, Packet, PingResp, PubComp, PubCompReason, PubRec,
-    PubRecReason, QoS,
+    Disconnect, DisconnectProperties, DisconnectReasonCode, LastWill, Packet, PingResp, PubComp,
+    PubCompReason, PubRec, PubRecReason, QoS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,6 +38,7 @@ use super::connect;
 use super::grants::{Grants, lower};
 use super::outbox::Outbox;
 use super::publish::{self, Refusal, Relay};
+use crate::access::Identity;
 use crate::bus::{self, RecvError};
 use crate::events::ChangeKind;
 use crate::realtime::{Item, Subscription};
@@ -73,9 +75,19 @@ pub async fn run(
     connecting: OwnedSemaphorePermit,
 ) {
     let _ = stream.set_nodelay(true);
+    let address = stream
+        .peer_addr()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip());
     let (mut reader, mut writer) = stream.into_split();
     let mut input = BytesMut::with_capacity(4096);
-    let admitted = connect::admit(&mut reader, &mut writer, &mut input, &shared, number).await;
+    let admitted = connect::admit(
+        &mut reader,
+        &mut writer,
+        &mut input,
+        &shared,
+        (number, address),
+    )
+    .await;
     drop(connecting);
     let Some(client) = admitted else {
         return;
@@ -92,6 +104,7 @@ pub async fn run(
         receive_maximum,
         will,
         admitted: _admitted,
+        identity,
         ..
     } = client;
     let mut session = Session {
@@ -99,7 +112,7 @@ pub async fn run(
         writer,
         outbox: Outbox::new(codec, receive_maximum, client_id.clone()),
         grants: Grants::default(),
-        subscription: shared.realtime.subscribe(),
+        subscription: shared.realtime.subscribe(identity.clone()),
         messages: shared.broker.listen(),
         awaiting_release: HashSet::new(),
         applying: FuturesOrdered::new(),
@@ -112,6 +125,8 @@ pub async fn run(
         },
         client_id: client_id.clone(),
         over_quota: false,
+        identity,
+        address,
     };
     session.outbox.send(accepted);
     tracing::debug!(client = %client_id, version = ?session.codec.version(), "MQTT client connected");
@@ -153,6 +168,9 @@ struct Session {
     /// An MQTT 3.1.1 client published more than the broker may retain for it: 3.1.1 has no
     /// negative acknowledgement, so the connection is closed.
     over_quota: bool,
+    /// Who the client is.
+    identity: Arc<Identity>,
+    address: IpAddr,
 }
 
 impl Session {
@@ -267,6 +285,12 @@ impl Session {
     async fn handle(&mut self, packet: Packet) -> Option<End> {
         match packet {
             Packet::Publish(publish, properties) => {
+                if let Err(error) = self.shared.access.limit(&self.identity, self.address) {
+                    tracing::warn!(client = %self.client_id, "closing an MQTT connection: {error}");
+                    self.disconnect(DisconnectReasonCode::MessageRateTooHigh)
+                        .await;
+                    return Some(End::Abrupt);
+                }
                 let (qos, pkid) = codec::qos_and_pkid(&publish);
                 let topic = match publish::topic(&publish, properties.as_ref()) {
                     Ok(topic) => topic,
@@ -280,7 +304,8 @@ impl Session {
                     Box::pin(std::future::ready(Ok(None)))
                 } else {
                     let (payload, retain) = (publish.payload, publish.retain);
-                    publish::accept(&self.shared, &self.publisher, &topic, payload, qos, retain)
+                    let from = (&self.publisher, self.identity.as_ref());
+                    publish::accept(&self.shared, from, &topic, payload, qos, retain)
                 };
                 self.applying.push_back(Box::pin(async move {
                     Applied {
@@ -430,7 +455,16 @@ impl Session {
     async fn disconnect(&mut self, code: DisconnectReasonCode) {
         if self.codec.version() == Version::V5 {
             let disconnect = Disconnect { reason_code: code };
-            self.outbox.send(Packet::Disconnect(disconnect, None));
+            // rumqttd encodes a DISCONNECT with a reason but no properties wrongly (a stray byte
+            // its own reader refuses): a reason string keeps the packet well-formed.
+            let properties = DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: Some(format!("{code:?}")),
+                user_properties: Vec::new(),
+                server_reference: None,
+            };
+            self.outbox
+                .send(Packet::Disconnect(disconnect, Some(properties)));
         }
         if let Some(out) = self.outbox.take() {
             let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.write_all(&out)).await;
@@ -444,7 +478,7 @@ impl Session {
         };
         let applying = publish::accept(
             &self.shared,
-            &self.publisher,
+            (&self.publisher, self.identity.as_ref()),
             &topic,
             will.message,
             will.qos,

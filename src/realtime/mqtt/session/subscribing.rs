@@ -18,7 +18,11 @@ impl Session {
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut refusals = Vec::new();
         for request in subscribe.filters {
-            let code = match self.grants.check(&request.path, &catalog) {
+            let checked = self
+                .grants
+                .check(&request.path, &catalog)
+                .and_then(|filter| self.permitted(filter, v5));
+            let code = match checked {
                 Ok(filter) => {
                     let (qos, send_current) = self.grants.grant(filter.clone(), &request, v5);
                     if catalog
@@ -61,6 +65,36 @@ impl Session {
             },
             properties,
         ));
+    }
+
+    /// `filter`, if the client's identity may subscribe to it: a table's topics need read access
+    /// to the table (the records delivered are then those it may read); any other filter, one
+    /// of the role's plain MQTT topics.
+    fn permitted(
+        &self,
+        filter: TopicFilter,
+        v5: bool,
+    ) -> Result<TopicFilter, (SubscribeReasonCode, String)> {
+        let catalog = self.shared.realtime.catalog();
+        let allowed = match filter.first().map(|first| catalog.resource(first)) {
+            Some(Ok(resource)) => !self.identity.reader(resource.table()).nothing(),
+            _ if filter.to_string() == super::RESYNC_TOPIC => true,
+            _ => self.identity.may_subscribe(&filter.to_string()),
+        };
+        if allowed {
+            return Ok(filter);
+        }
+        let code = if v5 {
+            SubscribeReasonCode::NotAuthorized
+        } else {
+            SubscribeReasonCode::Failure
+        };
+        Err((
+            code,
+            self.identity
+                .refusal(format!("subscribe to `{filter}`"))
+                .to_string(),
+        ))
     }
 
     /// Removes the filters an UNSUBSCRIBE names and answers with an UNSUBACK.

@@ -1,0 +1,255 @@
+//! Credentials and what they prove: a user's password (argon2id, slow on purpose), a bearer
+//! token, or a session started with either.
+//!
+//! A verified password or token is remembered for a short time, keyed by a SHA-256 of it, so a
+//! client that sends it with every request pays the verification once. Verifications are
+//! throttled per user name and per client address, so passwords cannot be guessed quickly.
+
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::{Argon2, PasswordVerifier};
+use aws_lc_rs::digest;
+use lru::LruCache;
+use serde_json::Value;
+
+use super::rate::RateLimit;
+use super::{Identity, Loaded};
+use crate::error::{Cause, Error, Result};
+
+/// How long a verified password or token is remembered.
+const REMEMBERED_FOR: Duration = Duration::from_secs(60);
+/// Verified credentials remembered at most.
+const REMEMBERED: usize = 10_000;
+/// How long a session lasts.
+const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Sessions kept at most; the least recently used go first.
+const SESSIONS: usize = 100_000;
+/// Password verifications allowed per user name, and per client address.
+const ATTEMPTS_PER_USER: &str = "10/m";
+const ATTEMPTS_PER_ADDRESS: &str = "30/m";
+
+/// What a request presents.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// Nothing: anonymous.
+    None,
+    /// A user of the access file (HTTP Basic, MQTT username and password).
+    Password { user: String, password: String },
+    /// A JWT (HTTP Bearer, a WebSocket subprotocol, an MQTT password).
+    Token(String),
+    /// A session cookie.
+    Session(String),
+}
+
+struct Remembered {
+    identity: Arc<Identity>,
+    until: Instant,
+}
+
+struct Session {
+    user: Option<String>,
+    claims: Value,
+    roles: Vec<String>,
+    until: Instant,
+}
+
+/// Verifies credentials, remembering what it verified.
+pub struct Verifier {
+    remembered: Mutex<LruCache<[u8; 32], Remembered>>,
+    sessions: Mutex<LruCache<String, Session>>,
+    per_user: RateLimit,
+    per_address: RateLimit,
+}
+
+impl Verifier {
+    pub fn new() -> Verifier {
+        let size = |n| NonZeroUsize::new(n).expect("not zero");
+        Verifier {
+            remembered: Mutex::new(LruCache::new(size(REMEMBERED))),
+            sessions: Mutex::new(LruCache::new(size(SESSIONS))),
+            per_user: RateLimit::parse(ATTEMPTS_PER_USER).expect("a rate"),
+            per_address: RateLimit::parse(ATTEMPTS_PER_ADDRESS).expect("a rate"),
+        }
+    }
+
+    /// Forgets every verified credential (the rules changed).
+    pub fn forget(&self) {
+        self.remembered.lock().expect("lock").clear();
+    }
+
+    pub async fn verify(
+        &self,
+        loaded: &Arc<Loaded>,
+        credentials: Credentials,
+        address: IpAddr,
+    ) -> Result<Arc<Identity>> {
+        match credentials {
+            Credentials::None => Ok(loaded.anonymous.clone()),
+            Credentials::Session(token) => self.session(loaded, &token),
+            Credentials::Password { user, password } => {
+                let key = fingerprint(&["password", &user, &password]);
+                if let Some(identity) = self.recall(&key) {
+                    return Ok(identity);
+                }
+                self.throttle(&user, address)?;
+                let identity = verify_password(loaded.clone(), user, password).await?;
+                Ok(self.remember(key, identity, REMEMBERED_FOR))
+            }
+            Credentials::Token(token) => {
+                let key = fingerprint(&["token", &token]);
+                if let Some(identity) = self.recall(&key) {
+                    return Ok(identity);
+                }
+                let Some(settings) = &loaded.policy.tokens else {
+                    return Err(Error::Unauthenticated(
+                        "this server's access file accepts no bearer tokens".to_owned(),
+                    ));
+                };
+                let verified = settings.verify(&token).map_err(Error::Unauthenticated)?;
+                let left = verified.expires.map_or(REMEMBERED_FOR, |exp| {
+                    Duration::from_secs(exp.saturating_sub(epoch_seconds()))
+                });
+                let identity = loaded.identity(verified.user, verified.claims, verified.roles);
+                Ok(self.remember(key, Arc::new(identity), left.min(REMEMBERED_FOR)))
+            }
+        }
+    }
+
+    fn recall(&self, key: &[u8; 32]) -> Option<Arc<Identity>> {
+        let mut remembered = self.remembered.lock().expect("lock");
+        match remembered.get(key) {
+            Some(entry) if entry.until > Instant::now() => Some(entry.identity.clone()),
+            Some(_) => {
+                remembered.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember(
+        &self,
+        key: [u8; 32],
+        identity: Arc<Identity>,
+        lifetime: Duration,
+    ) -> Arc<Identity> {
+        let until = Instant::now() + lifetime;
+        let entry = Remembered {
+            identity: identity.clone(),
+            until,
+        };
+        self.remembered.lock().expect("lock").put(key, entry);
+        identity
+    }
+
+    fn throttle(&self, user: &str, address: IpAddr) -> Result<()> {
+        let refused = self
+            .per_user
+            .check(user)
+            .and_then(|_| self.per_address.check(&address.to_string()))
+            .err();
+        match refused {
+            Some(refused) => Err(Error::RateLimited {
+                detail: "too many sign-in attempts for this user or from this address".to_owned(),
+                retry_after: refused.retry_after,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    pub fn open_session(&self, identity: &Identity) -> String {
+        let mut bytes = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut bytes).expect("the system's random numbers");
+        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let session = Session {
+            user: identity.user.clone(),
+            claims: identity.claims.clone(),
+            roles: identity.roles().to_vec(),
+            until: Instant::now() + SESSION_LIFETIME,
+        };
+        self.sessions
+            .lock()
+            .expect("lock")
+            .put(token.clone(), session);
+        token
+    }
+
+    pub fn close_session(&self, token: &str) {
+        self.sessions.lock().expect("lock").pop(token);
+    }
+
+    fn session(&self, loaded: &Loaded, token: &str) -> Result<Arc<Identity>> {
+        let mut sessions = self.sessions.lock().expect("lock");
+        match sessions.get(token) {
+            Some(session) if session.until > Instant::now() => Ok(Arc::new(loaded.identity(
+                session.user.clone(),
+                session.claims.clone(),
+                session.roles.clone(),
+            ))),
+            _ => {
+                sessions.pop(token);
+                Err(Error::Unauthenticated(
+                    "the session has ended; sign in again at POST /_session".to_owned(),
+                ))
+            }
+        }
+    }
+}
+
+/// Checks `password` on the blocking pool (argon2 takes tens of milliseconds); an unknown user
+/// takes as long as a known one, so timing does not tell which names exist.
+async fn verify_password(
+    loaded: Arc<Loaded>,
+    user: String,
+    password: String,
+) -> Result<Arc<Identity>> {
+    let checked = tokio::task::spawn_blocking(move || {
+        let known = loaded.policy.users.get(&user);
+        let hash = known.map_or_else(|| decoy().as_str(), |u| u.password.as_str());
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), hash)
+            .is_ok();
+        match known {
+            Some(known) if matches => {
+                let roles = known.roles.clone();
+                Ok(Arc::new(loaded.identity(
+                    Some(user),
+                    Value::Object(Default::default()),
+                    roles,
+                )))
+            }
+            _ => Err(Error::Unauthenticated(
+                "wrong user name or password".to_owned(),
+            )),
+        }
+    });
+    checked
+        .await
+        .map_err(|e| Error::Internal(Cause::of("verifying a password failed", e)))?
+}
+
+/// A hash no password matches, checked for unknown users.
+fn decoy() -> &'static String {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| super::passwd::hash("not a password of anyone").expect("argon2 hashes"))
+}
+
+fn fingerprint(parts: &[&str]) -> [u8; 32] {
+    let mut context = digest::Context::new(&digest::SHA256);
+    for part in parts {
+        context.update(&(part.len() as u64).to_le_bytes());
+        context.update(part.as_bytes());
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(context.finish().as_ref());
+    key
+}
+
+fn epoch_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
