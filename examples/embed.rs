@@ -36,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listeners = Listeners {
         http: listener,
         mqtt: None,
+        mqtts: None,
     };
     let server = tokio::spawn(app.serve(listeners, async {
         let _ = stopped.await;

@@ -16,6 +16,7 @@ use crate::intake::Intake;
 use crate::realtime::{self, Realtime};
 use crate::schema::{self, LoadError};
 use crate::storage::{self, Store};
+use crate::tls::Tls;
 use crate::{http, table};
 
 /// Events buffered for the slowest in-process subscriber before it is told it lagged.
@@ -34,6 +35,8 @@ pub enum StartError {
     Access(Vec<LoadError>),
     /// No access file, on an address others can reach.
     Unguarded(String),
+    /// The certificate or its key cannot be used.
+    Tls(String),
 }
 
 impl fmt::Display for StartError {
@@ -48,6 +51,7 @@ impl fmt::Display for StartError {
                 write!(f, "the access file has {} problem(s):", errors.len())?;
                 errors.iter().try_for_each(|e| write!(f, "\n  {e}"))
             }
+            StartError::Tls(reason) => write!(f, "cannot serve TLS: {reason}"),
             StartError::Unguarded(address) => write!(
                 f,
                 "refusing to serve {address} without an access file: anyone who can reach it could read, change and delete every record; give --access FILE (see README, Security), listen on a loopback address, or pass --open to serve it open anyway"
@@ -65,6 +69,7 @@ pub struct App {
     catalog: Arc<Catalog>,
     realtime: Realtime,
     access: Access,
+    tls: Option<Tls>,
 }
 
 /// The sockets a server listens on.
@@ -72,6 +77,8 @@ pub struct Listeners {
     pub http: TcpListener,
     /// `None` when MQTT is off.
     pub mqtt: Option<TcpListener>,
+    /// MQTT over TLS; `None` without a certificate, or when off.
+    pub mqtts: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -97,7 +104,18 @@ impl Listeners {
             ),
             None => None,
         };
-        Ok(Listeners { http, mqtt })
+        let mqtts = match config.mqtts() {
+            Some(address) => Some(
+                bind(
+                    address,
+                    "MQTT over TLS",
+                    "choose another address with --mqtts, or turn it off with --mqtts off",
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        Ok(Listeners { http, mqtt, mqtts })
     }
 }
 
@@ -113,6 +131,7 @@ impl App {
         if config.access.is_none() && !config.open {
             let reachable = std::iter::once(config.http)
                 .chain(config.mqtt.0)
+                .chain(config.mqtts())
                 .find(|address| !address.ip().is_loopback());
             if let Some(address) = reachable {
                 return Err(StartError::Unguarded(address.to_string()));
@@ -147,6 +166,10 @@ impl App {
             }
             None => Access::open(),
         };
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls::load(cert, key).map_err(StartError::Tls)?),
+            _ => None,
+        };
         let realtime = Realtime::new(
             catalog.clone(),
             store.clone(),
@@ -159,6 +182,7 @@ impl App {
             catalog,
             realtime,
             access,
+            tls,
         })
     }
 
@@ -191,17 +215,25 @@ impl App {
                 access: self.access.clone(),
                 bodies,
                 cors_origins: self.config.cors_origins.clone(),
-                tls: false,
+                tls: self.tls.is_some(),
             },
         );
-        let reloader = self
-            .config
-            .access
-            .clone()
-            .map(|path| tokio::spawn(reload_on_change(self.access.clone(), path)));
-        let mqtt = listeners.mqtt.map(|listener| {
+        let reloader = tokio::spawn(reload_on_change(
+            self.config
+                .access
+                .clone()
+                .map(|path| (self.access.clone(), path)),
+            self.tls.clone(),
+        ));
+        let acceptor = self.tls.as_ref().map(|tls| tls.acceptor().clone());
+        let mqtt_listeners = realtime::mqtt::Listeners {
+            plain: listeners.mqtt,
+            tls: listeners.mqtts.zip(acceptor.clone()),
+        };
+        let serves_mqtt = mqtt_listeners.plain.is_some() || mqtt_listeners.tls.is_some();
+        let mqtt = serves_mqtt.then(|| {
             tokio::spawn(realtime::mqtt::serve(
-                listener,
+                mqtt_listeners,
                 self.realtime.clone(),
                 realtime::mqtt::Settings {
                     max_body: self.config.max_body,
@@ -231,14 +263,12 @@ impl App {
             self.catalog.caches().cloned().collect(),
             self.config.sweep_interval,
         );
-        http::serve(listeners.http, router, limits, shutdown).await;
+        http::serve(listeners.http, router, limits, acceptor, shutdown).await;
         if let Some(mqtt) = mqtt {
             let _ = mqtt.await;
         }
         sweeper.stop().await;
-        if let Some(reloader) = reloader {
-            reloader.abort();
-        }
+        reloader.abort();
         for cache in self.catalog.caches() {
             cache.close(self.config.drain_timeout).await;
         }
@@ -259,11 +289,12 @@ impl App {
 /// How often the access file is looked at for a change.
 const ACCESS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reloads the access file on SIGHUP and when it changes; a bad file leaves the rules in force.
-async fn reload_on_change(access: Access, path: std::path::PathBuf) {
+/// Reloads the access file on SIGHUP and when it changes, and the certificate on SIGHUP; a bad
+/// file leaves what is in force.
+async fn reload_on_change(access: Option<(Access, std::path::PathBuf)>, tls: Option<Tls>) {
     use tokio::signal::unix::{SignalKind, signal};
     let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    let mut seen = modified(&path);
+    let mut seen = access.as_ref().and_then(|(_, path)| modified(path));
     let mut hangup = signal(SignalKind::hangup()).ok();
     let mut poll = tokio::time::interval(ACCESS_POLL);
     loop {
@@ -273,24 +304,36 @@ async fn reload_on_change(access: Access, path: std::path::PathBuf) {
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
-            _ = asked => {}
-            _ = poll.tick() => {
-                let now = modified(&path);
-                if now == seen {
-                    continue;
-                }
+        let hung_up = tokio::select! {
+            _ = asked => true,
+            _ = poll.tick() => false,
+        };
+        if let Some((access, path)) = &access {
+            let now = modified(path);
+            if hung_up || now != seen {
                 seen = now;
+                reload_access(access, path);
             }
         }
-        match access.reload() {
-            Ok(()) => tracing::info!(file = %path.display(), "access rules reloaded"),
-            Err(errors) => {
-                for error in &errors {
-                    tracing::error!("{error}");
-                }
-                tracing::error!(file = %path.display(), "the access file was not reloaded: the rules in force stay");
+        if let Some(tls) = tls.as_ref().filter(|_| hung_up) {
+            match tls.reload() {
+                Ok(()) => tracing::info!("certificate reloaded"),
+                Err(reason) => tracing::error!(
+                    "the certificate was not reloaded, the one in use stays: {reason}"
+                ),
             }
+        }
+    }
+}
+
+fn reload_access(access: &Access, path: &std::path::Path) {
+    match access.reload() {
+        Ok(()) => tracing::info!(file = %path.display(), "access rules reloaded"),
+        Err(errors) => {
+            for error in &errors {
+                tracing::error!("{error}");
+            }
+            tracing::error!(file = %path.display(), "the access file was not reloaded: the rules in force stay");
         }
     }
 }

@@ -30,6 +30,8 @@ pub const DEFAULT_MQTT_RETAINED_MEMORY: usize = 64 << 20;
 pub const DEFAULT_MQTT_RETAINED_PER_CLIENT: usize = 8 << 20;
 /// Default of how long a WebSocket subscriber may neither read nor answer pings.
 pub const DEFAULT_SUBSCRIBER_SILENCE: Duration = Duration::from_secs(60);
+/// Default address of the MQTT-over-TLS listener.
+pub const DEFAULT_MQTTS: &str = "127.0.0.1:8883";
 /// Default address of the MQTT listener.
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
@@ -140,6 +142,28 @@ pub struct Config {
     /// server may read, change and delete every record.
     #[arg(long, env = "TABLECAST_OPEN")]
     pub open: bool,
+    /// Certificate chain (PEM, leaf first) for HTTPS and WSS on --http and MQTT over TLS on
+    /// --mqtts; reloaded on SIGHUP.
+    #[arg(long, env = "TABLECAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "TABLECAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Address of the MQTT-over-TLS listener, served with --tls-cert (default
+    /// 127.0.0.1:8883); `off` disables it.
+    #[arg(long, env = "TABLECAST_MQTTS", value_parser = parse_listener)]
+    pub mqtts: Option<Listener>,
+}
+
+impl Config {
+    /// The MQTT-over-TLS listener's address: only with a certificate.
+    pub fn mqtts(&self) -> Option<SocketAddr> {
+        self.tls_cert.as_ref()?;
+        match self.mqtts {
+            Some(listener) => listener.0,
+            None => DEFAULT_MQTTS.parse().ok(),
+        }
+    }
 }
 
 impl Config {
@@ -167,6 +191,9 @@ impl Config {
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
             access: None,
             open: false,
+            tls_cert: None,
+            tls_key: None,
+            mqtts: None,
         }
     }
 }

@@ -99,6 +99,7 @@ pub mod realtime;
 pub mod schema;
 pub mod storage;
 pub mod table;
+pub mod tls;
 pub mod warm;
 
 pub use app::{App, Listeners};

@@ -65,9 +65,17 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(mqtt) = &listeners.mqtt {
         println!("tablecast MQTT on mqtt://{}", mqtt.local_addr()?);
     }
+    if let Some(mqtts) = &listeners.mqtts {
+        println!("tablecast MQTT over TLS on mqtts://{}", mqtts.local_addr()?);
+    }
+    let scheme = if app.config().tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     // Printed last, once the tables are open, so a script may wait for this line.
     println!(
-        "tablecast listening on http://{}",
+        "tablecast listening on {scheme}://{}",
         listeners.http.local_addr()?
     );
     app.serve(listeners, shutdown_signal()).await?;

@@ -13,10 +13,11 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::auth::Peer;
 use super::stall::StallLimit;
@@ -37,16 +38,19 @@ pub struct Limits {
     pub write_stall: Duration,
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains the connections.
+/// Serves `router` on `listener` (over TLS if `tls` is given) until `shutdown` completes, then
+/// drains the connections.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
+    let http = Arc::new(http);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (closing, closed) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -70,30 +74,25 @@ pub async fn serve(
             connections.spawn(refuse(stream, limits.max_connections));
             continue;
         };
-        let connection = http
-            .serve_connection(
-                TokioIo::new(ProblemStream::new(StallLimit::new(
-                    stream,
-                    limits.write_stall,
-                ))),
-                TowerToHyperService::new(WithPeer {
-                    router: router.clone(),
-                    peer: Peer(peer),
-                }),
-            )
-            .with_upgrades();
-        let mut closed = closed.clone();
+        let service = TowerToHyperService::new(WithPeer {
+            router: router.clone(),
+            peer: Peer(peer),
+        });
+        let (http, closed, tls) = (http.clone(), closed.clone(), tls.clone());
         connections.spawn(async move {
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                _ = closed.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match tls {
+                None => serve_connection(&http, stream, service, limits, closed).await,
+                Some(tls) => {
+                    // The handshake is part of the request head's time.
+                    let handshake = tokio::time::timeout(limits.header_timeout, tls.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(&http, stream, service, limits, closed).await;
+                        }
+                        Ok(Err(error)) => tracing::debug!(%error, "a TLS handshake failed"),
+                        Err(_) => tracing::debug!("a TLS handshake did not finish in time"),
+                    }
                 }
-            };
-            if let Err(error) = result {
-                tracing::debug!(%error, "connection ended with an error");
             }
             drop(permit);
         });
@@ -110,6 +109,35 @@ pub async fn serve(
             limits.drain_timeout
         );
         connections.shutdown().await;
+    }
+}
+
+/// Serves one connection until it ends, or until `closed` says the server is shutting down
+/// (the request in progress is finished first).
+async fn serve_connection<S>(
+    http: &http1::Builder,
+    stream: S,
+    service: TowerToHyperService<WithPeer>,
+    limits: Limits,
+    mut closed: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(ProblemStream::new(StallLimit::new(
+        stream,
+        limits.write_stall,
+    )));
+    let connection = http.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = closed.changed() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "connection ended with an error");
     }
 }
 

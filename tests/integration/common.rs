@@ -258,6 +258,8 @@ pub struct Process {
     pub base: String,
     /// The MQTT listener's address, if MQTT is on.
     pub mqtt: Option<SocketAddr>,
+    /// The MQTT-over-TLS listener's address, if it is on.
+    pub mqtts: Option<SocketAddr>,
 }
 
 impl Process {
@@ -275,7 +277,8 @@ impl Process {
             .spawn()
             .expect("tablecast starts");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut mqtt = None;
+        let (mut mqtt, mut mqtts) = (None, None);
+        let mut scheme = "http";
         let addr: SocketAddr = loop {
             let mut line = String::new();
             stdout
@@ -284,7 +287,12 @@ impl Process {
             let line = line.trim();
             if let Some(address) = line.strip_prefix("tablecast MQTT on mqtt://") {
                 mqtt = Some(address.parse().expect("MQTT address"));
+            } else if let Some(address) = line.strip_prefix("tablecast MQTT over TLS on mqtts://") {
+                mqtts = Some(address.parse().expect("MQTT over TLS address"));
             } else if let Some(address) = line.strip_prefix("tablecast listening on http://") {
+                break address.parse().expect("address");
+            } else if let Some(address) = line.strip_prefix("tablecast listening on https://") {
+                scheme = "https";
                 break address.parse().expect("address");
             } else {
                 panic!("unexpected line {line:?}");
@@ -293,8 +301,9 @@ impl Process {
         Process {
             child,
             addr,
-            base: format!("http://{addr}"),
+            base: format!("{scheme}://{addr}"),
             mqtt,
+            mqtts,
         }
     }
 

@@ -25,3 +25,4 @@ mod rest_scenarios;
 mod storage_failure;
 mod store_model;
 mod subscribe;
+mod tls;

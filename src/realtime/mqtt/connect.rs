@@ -9,11 +9,10 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, Login, Packet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::Shared;
 use super::codec::{self, Codec, Hello, Version};
+use super::{Reader, Shared, Writer};
 use crate::access::{Credentials, Identity};
 use crate::error::{Error, ErrorCode};
 
@@ -56,8 +55,8 @@ type Refused = Option<(Codec, ConnectReturnCode)>;
 /// Reads the CONNECT of connection `number` and admits the client; `None` if it is refused
 /// (answered, where the protocol allows, with a CONNACK saying why) or sends no CONNECT in time.
 pub async fn admit(
-    reader: &mut OwnedReadHalf,
-    writer: &mut OwnedWriteHalf,
+    reader: &mut Reader,
+    writer: &mut Writer,
     input: &mut BytesMut,
     shared: &Shared,
     (number, address): (u64, IpAddr),
@@ -184,7 +183,7 @@ pub fn max_packet(max_body: usize) -> usize {
 }
 
 /// Answers a CONNECT with a refusal; the connection then closes.
-async fn refuse(codec: &Codec, writer: &mut OwnedWriteHalf, code: ConnectReturnCode) {
+async fn refuse(codec: &Codec, writer: &mut Writer, code: ConnectReturnCode) {
     let mut out = BytesMut::new();
     let refused = Packet::ConnAck(
         ConnAck {
@@ -200,7 +199,7 @@ async fn refuse(codec: &Codec, writer: &mut OwnedWriteHalf, code: ConnectReturnC
 
 /// Reads the CONNECT packet, and the codec of the protocol it speaks.
 async fn read_connect(
-    reader: &mut OwnedReadHalf,
+    reader: &mut Reader,
     input: &mut BytesMut,
     shared: &Shared,
 ) -> Result<(Codec, Connected), Refused> {

@@ -26,9 +26,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::Realtime;
 use crate::access::Access;
@@ -83,8 +85,37 @@ pub struct Settings {
     pub access: Access,
 }
 
-/// Serves MQTT on `listener` until the server starts shutting down, then closes every session.
-pub async fn serve(listener: TcpListener, realtime: Realtime, settings: Settings) {
+/// A client's connection, plain or over TLS.
+pub trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+type Connection = Box<dyn Stream>;
+type Reader = ReadHalf<Connection>;
+type Writer = WriteHalf<Connection>;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The MQTT listeners: plain, and over TLS (either may be absent). Their clients share one
+/// broker.
+pub struct Listeners {
+    pub plain: Option<TcpListener>,
+    pub tls: Option<(TcpListener, TlsAcceptor)>,
+}
+
+/// Accepts the next connection on `listener`, if there is one.
+async fn accept(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves MQTT on `listeners` until the server starts shutting down, then closes every session.
+pub async fn serve(listeners: Listeners, realtime: Realtime, settings: Settings) {
     let shared = Arc::new(Shared {
         realtime: realtime.clone(),
         broker: Broker::new(settings.retained),
@@ -97,18 +128,23 @@ pub async fn serve(listener: TcpListener, realtime: Realtime, settings: Settings
     let numbers = AtomicU64::new(1);
     let mut sessions = JoinSet::new();
     let closing = realtime.closing().clone();
+    let tls_listener = listeners.tls.as_ref().map(|(listener, _)| listener);
+    let acceptor = listeners.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    tracing::warn!(%error, "MQTT accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let (accepted, over_tls) = tokio::select! {
+            accepted = accept(listeners.plain.as_ref()) => (accepted, false),
+            accepted = accept(tls_listener) => (accepted, true),
             () = closing.cancelled() => break,
         };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "MQTT accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
         while sessions.try_join_next().is_some() {}
         let Ok(connecting) = shared.connecting.clone().try_acquire_owned() else {
             tracing::warn!(
@@ -117,9 +153,25 @@ pub async fn serve(listener: TcpListener, realtime: Realtime, settings: Settings
             continue;
         };
         let number = numbers.fetch_add(1, Ordering::Relaxed);
-        sessions.spawn(session::run(stream, shared.clone(), number, connecting));
+        let (shared, acceptor) = (shared.clone(), acceptor.clone().filter(|_| over_tls));
+        sessions.spawn(async move {
+            let connection: Connection = match acceptor {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, "an MQTT TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            session::run(connection, peer.ip(), shared, number, connecting).await;
+        });
     }
-    drop(listener);
+    drop(listeners);
     let drained = tokio::time::timeout(drain_timeout, async {
         while sessions.join_next().await.is_some() {}
     });

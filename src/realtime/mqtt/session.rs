@@ -12,7 +12,7 @@ mod subscribing;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,19 +25,17 @@ use rumqttd::protocol::{
     PubCompReason, PubRec, PubRecReason, QoS,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
 use super::broker::{Message, Publisher};
 use super::codec::{self, Codec, CodecError, Version};
 use super::connect;
 use super::grants::{Grants, lower};
 use super::outbox::Outbox;
 use super::publish::{self, Refusal, Relay};
+use super::{Connection, Reader, Shared, Writer};
 use crate::access::Identity;
 use crate::bus::{self, RecvError};
 use crate::events::ChangeKind;
@@ -67,18 +65,15 @@ enum End {
     Server(DisconnectReasonCode),
 }
 
-/// Serves one connection until it ends.
+/// Serves one connection, from `address`, until it ends.
 pub async fn run(
-    stream: TcpStream,
+    stream: Connection,
+    address: IpAddr,
     shared: Arc<Shared>,
     number: u64,
     connecting: OwnedSemaphorePermit,
 ) {
-    let _ = stream.set_nodelay(true);
-    let address = stream
-        .peer_addr()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |peer| peer.ip());
-    let (mut reader, mut writer) = stream.into_split();
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let mut input = BytesMut::with_capacity(4096);
     let admitted = connect::admit(
         &mut reader,
@@ -151,7 +146,7 @@ pub async fn run(
 
 struct Session {
     codec: Codec,
-    writer: OwnedWriteHalf,
+    writer: Writer,
     outbox: Outbox,
     grants: Grants,
     subscription: Subscription,
@@ -176,7 +171,7 @@ struct Session {
 impl Session {
     async fn serve(
         &mut self,
-        reader: &mut OwnedReadHalf,
+        reader: &mut Reader,
         mut input: BytesMut,
         taken_over: &CancellationToken,
     ) -> End {
