@@ -76,17 +76,42 @@ pub async fn authenticate(
         let allowed = access.limit(&identity, address)?;
         Ok::<_, Error>((identity, allowed))
     };
+    let scripted = from_script(request.headers());
     let (identity, allowed) = match verified.await {
         Ok(verified) => verified,
-        Err(error) => return ApiError::from(error).into_response(),
+        Err(error) => {
+            let mut response = ApiError::from(error).into_response();
+            challenge(&mut response, scripted);
+            return response;
+        }
     };
     let private = identity.authenticated;
     request.extensions_mut().insert(Caller(identity));
     let mut response = next.run(request).await;
+    challenge(&mut response, scripted);
     if access.is_guarded() {
         mark(response.headers_mut(), private, allowed.as_ref());
     }
     response
+}
+
+/// Whether a page's script sent the request (`fetch`, `EventSource`): browsers then send
+/// `Sec-Fetch-Mode` other than `navigate`, or an `Origin`.
+fn from_script(headers: &HeaderMap) -> bool {
+    let mode = headers.get("sec-fetch-mode").and_then(|m| m.to_str().ok());
+    mode.is_some_and(|m| m != "navigate")
+        || (mode.is_none() && headers.contains_key(header::ORIGIN))
+}
+
+/// A 401 to a page's script challenges for a token only: a `Basic` challenge would make the
+/// browser stop the request to ask its user for a password in a dialog of its own.
+fn challenge(response: &mut Response, scripted: bool) {
+    if scripted && response.status() == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="tablecast""#),
+        );
+    }
 }
 
 /// What the request presents, and whether it came in the cookie.

@@ -12,13 +12,17 @@ pub fn layer(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let allow = if origins.iter().any(|o| o == "*") {
+    let any = origins.iter().any(|o| o == "*");
+    let allow = if any {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     Some(
         CorsLayer::new()
+            // Pages of the origins named may use the session cookie (`credentials: "include"`,
+            // `withCredentials`); browsers never send it to any origin (`*`).
+            .allow_credentials(!any)
             .allow_origin(allow)
             .allow_methods([
                 Method::GET,
@@ -46,6 +50,9 @@ pub fn layer(origins: &[String]) -> Option<CorsLayer> {
                 header::CONTENT_RANGE,
                 header::AGE,
                 header::RETRY_AFTER,
+                header::WWW_AUTHENTICATE,
+                HeaderName::from_static("ratelimit"),
+                HeaderName::from_static("ratelimit-policy"),
                 HeaderName::from_static("cache-status"),
                 HeaderName::from_static("server-timing"),
             ])

@@ -123,6 +123,11 @@ pub async fn secured() -> Secured {
 }
 
 pub async fn secured_with(file: Value) -> Secured {
+    secured_with_origins(file, Vec::new()).await
+}
+
+/// [`secured_with`], with pages of `origins` allowed cross-origin requests.
+pub async fn secured_with_origins(file: Value, origins: Vec<String>) -> Secured {
     // SAFETY: every test sets the same value, and only the access file loader reads it.
     unsafe { std::env::set_var("TABLECAST_TEST_JWT_SECRET", SECRET) };
     let fixture = Fixture::with_schemas(&[("Order", ORDER_SCHEMA), ("Product", PRODUCT_SCHEMA)]);
@@ -134,6 +139,7 @@ pub async fn secured_with(file: Value) -> Secured {
     std::fs::write(&access, file.to_string()).unwrap();
     let mut config = fixture.config();
     config.access = Some(access.clone());
+    config.cors_origins = origins;
     let server = TestServer::start(config).await;
     Secured {
         _fixture: fixture,

@@ -48,10 +48,14 @@ socket.onmessage = (e) => {
 socket.onerror = () => report("ws-error");
 </script>"#;
 
-/// Serves the page (with the API's base URL) and forwards its reports.
-async fn page_server(api: &str) -> (String, mpsc::UnboundedReceiver<Value>) {
+/// Serves `page` and forwards its reports.
+async fn page_server(page: String) -> (String, mpsc::UnboundedReceiver<Value>) {
+    page_server_at("http://127.0.0.1:0", page).await
+}
+
+/// [`page_server`] on the origin `origin` (`http://host:port`).
+async fn page_server_at(origin: &str, page: String) -> (String, mpsc::UnboundedReceiver<Value>) {
     let (reports, received) = mpsc::unbounded_channel();
-    let page = PAGE.replace("API", api);
     let app = Router::new()
         .route("/", get(move || async move { Html(page) }))
         .route(
@@ -63,10 +67,44 @@ async fn page_server(api: &str) -> (String, mpsc::UnboundedReceiver<Value>) {
             ),
         )
         .with_state(reports);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = TcpListener::bind(origin.trim_start_matches("http://"))
+        .await
+        .expect("bind");
     let url = format!("http://{}/", listener.local_addr().expect("address"));
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, received)
+}
+
+/// Headless Chromium showing a page, with a profile of its own, until dropped.
+struct Chromium {
+    _process: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    fn open(page: &str) -> Chromium {
+        let profile = tempfile::TempDir::new().expect("profile dir");
+        let process = tokio::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--disable-background-networking",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(page)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromium runs (Debian package chromium)");
+        Chromium {
+            _process: process,
+            _profile: profile,
+        }
+    }
 }
 
 async fn next_report(reports: &mut mpsc::UnboundedReceiver<Value>) -> Value {
@@ -98,24 +136,8 @@ async fn a_browser_subscribes_with_event_source_and_websocket() {
             .send()
     };
     assert_eq!(put("initial").await.expect("PUT").status(), 204);
-    let (page, mut reports) = page_server(&server.base).await;
-
-    let profile = tempfile::TempDir::new().expect("profile dir");
-    let _browser = tokio::process::Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-        ])
-        .arg("--no-first-run")
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(&page)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("chromium runs (Debian package chromium)");
+    let (page, mut reports) = page_server(PAGE.replace("API", &server.base)).await;
+    let _browser = Chromium::open(&page);
 
     let subscribed = next_report(&mut reports).await;
     assert_eq!(subscribed["stage"], "subscribed");
@@ -220,4 +242,106 @@ async fn cross_origin_requests_are_allowed_only_from_configured_origins() {
             .is_none()
     );
     open.stop().await;
+}
+
+/// A page on another port of the same host (the same site) that signs in with `/_session`, then
+/// subscribes with the cookie, which is all `EventSource` can send.
+const SIGNED_IN_PAGE: &str = r#"<!doctype html>
+<title>signed-in subscriber</title>
+<script>
+const api = "API";
+const got = { sse: [], ws: [] };
+function report(stage, extra) {
+  fetch("/report", { method: "POST", body: JSON.stringify({ stage, got, ...extra }) });
+}
+function check() {
+  const has = (k, id) => got[k].some((e) => e.id === id);
+  if (has("sse", "a2") && has("ws", "a2")) report("done");
+}
+async function main() {
+  const anonymous = await fetch(api + "/Order/", { credentials: "include" });
+  const signed = await fetch(api + "/_session", {
+    method: "POST", credentials: "include",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ user: "alice", password: "alice-pw" }),
+  });
+  if (!signed.ok) return report("sign-in-error", { status: signed.status });
+  const source = new EventSource(api + "/Order/", { withCredentials: true });
+  source.onmessage = (e) => { got.sse.push(JSON.parse(e.data)); check(); };
+  source.onerror = () => report("sse-error");
+  const socket = new WebSocket(api.replace("http", "ws") + "/Order/");
+  socket.onmessage = (e) => {
+    const frame = JSON.parse(e.data);
+    if (frame.type === "synced") report("subscribed", { anonymous: anonymous.status });
+    else got.ws.push(frame);
+    check();
+  };
+  socket.onerror = () => report("ws-error");
+}
+main().catch((e) => report("page-error", { message: String(e) }));
+</script>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_and_subscribes_with_its_session_cookie() {
+    // The page's origin must be known to the API when it starts: a free port is picked first.
+    let page_url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", listener.local_addr().expect("address"))
+    };
+    let file = crate::access::access_file(crate::access::customer_orders());
+    let secured = crate::access::secured_with_origins(file, vec![page_url.clone()]).await;
+    let server = &secured.server;
+    for (user, id) in [("alice", "a1"), ("bob", "b1")] {
+        let put =
+            crate::access::as_user(server, reqwest::Method::PUT, &format!("/Order/{id}"), user)
+                .json(&json!({"owner": user}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(put.status(), 204);
+    }
+    let note = json!({"owner": "alice", "internalNote": "vip"});
+    let put = crate::access::as_user(server, reqwest::Method::PUT, "/Order/a1", "carol")
+        .json(&note)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+    let (page, mut reports) =
+        page_server_at(&page_url, SIGNED_IN_PAGE.replace("API", &server.base)).await;
+    let _browser = Chromium::open(&page);
+    let subscribed = next_report(&mut reports).await;
+    assert_eq!(subscribed["stage"], "subscribed", "{subscribed}");
+    assert_eq!(
+        subscribed["anonymous"], 401,
+        "without the cookie, Order needs credentials"
+    );
+    for (user, id) in [("bob", "b2"), ("alice", "a2")] {
+        let put =
+            crate::access::as_user(server, reqwest::Method::PUT, &format!("/Order/{id}"), user)
+                .json(&json!({"owner": user}))
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(put.status(), 204);
+    }
+    let done = loop {
+        let report = next_report(&mut reports).await;
+        if report["stage"] == "done" {
+            break report;
+        }
+    };
+    for transport in ["sse", "ws"] {
+        let got = done["got"][transport].as_array().expect("events");
+        let ids: Vec<&str> = got.iter().filter_map(|e| e["id"].as_str()).collect();
+        assert!(
+            ids.contains(&"a1") && ids.contains(&"a2"),
+            "{transport}: {ids:?}"
+        );
+        assert!(
+            !ids.iter().any(|id| id.starts_with('b')),
+            "{transport}: {ids:?}"
+        );
+        assert!(!done["got"].to_string().contains("vip"), "{done}");
+    }
 }
