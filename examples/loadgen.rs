@@ -60,9 +60,16 @@ struct Args {
     /// The cache table.
     #[arg(long, default_value = "Quote")]
     cache_table: String,
-    /// `user:password` for HTTP Basic authentication (Harper).
+    /// `user:password` for HTTP Basic authentication.
     #[arg(long)]
     auth: Option<String>,
+    /// A bearer token (a JWT) for HTTP Bearer authentication.
+    #[arg(long, conflicts_with = "auth")]
+    bearer: Option<String>,
+    /// The `query` scenario's query string, the same for every request (by default a random
+    /// `category=c<n>&limit(10)`).
+    #[arg(long)]
+    query: Option<String>,
     /// MQTT address for `notify-mqtt`.
     #[arg(long, default_value = "127.0.0.1:1883")]
     mqtt: String,
@@ -115,6 +122,7 @@ async fn main() -> Result<(), Error> {
         scenario => {
             let keys = KeyChooser::new(args.keys, args.records);
             let run_id = std::process::id();
+            let fixed_query = args.query.clone();
             let misses = Arc::new(AtomicU64::new(0));
             run(&args, move |rng| {
                 let id = keys.choose(rng);
@@ -123,9 +131,13 @@ async fn main() -> Result<(), Error> {
                     Scenario::Put => put_request(id),
                     Scenario::Mixed if rng.below(10) == 0 => put_request(id),
                     Scenario::Mixed => Request::get(format!("/{{table}}/{id}")),
-                    Scenario::Query => {
-                        Request::get(format!("/{{table}}/?category=c{}&limit(10)", rng.below(10)))
-                    }
+                    Scenario::Query => match &fixed_query {
+                        Some(query) => Request::get(format!("/{{table}}/?{query}")),
+                        None => Request::get(format!(
+                            "/{{table}}/?category=c{}&limit(10)",
+                            rng.below(10)
+                        )),
+                    },
                     Scenario::CacheHit => Request::get(format!("/{{cache}}/{id}")),
                     _ => {
                         let n = misses.fetch_add(1, Ordering::Relaxed);
@@ -192,10 +204,11 @@ where
         .trim_start_matches("http://")
         .trim_end_matches('/')
         .to_owned();
-    let auth = args
-        .auth
-        .as_ref()
-        .map(|a| format!("Basic {}", base64(a.as_bytes())));
+    let auth = match (&args.auth, &args.bearer) {
+        (Some(basic), _) => Some(format!("Basic {}", base64(basic.as_bytes()))),
+        (None, Some(token)) => Some(format!("Bearer {token}")),
+        (None, None) => None,
+    };
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut tasks = Vec::new();

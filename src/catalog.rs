@@ -41,11 +41,7 @@ impl Resource {
         };
         let commit = match self {
             Resource::Local(table) => table.put(key, record, guarded).await?,
-            Resource::Cached(cache) => {
-                cache
-                    .push(key, record, Precondition::default(), None)
-                    .await?
-            }
+            Resource::Cached(cache) => cache.push(key, record, guarded, None).await?,
         };
         Ok(commit.version)
     }
@@ -59,7 +55,7 @@ impl Resource {
         };
         match self {
             Resource::Local(table) => table.delete(key, guarded).await.map(drop),
-            Resource::Cached(cache) => cache.evict(key, Precondition::default()).await,
+            Resource::Cached(cache) => cache.evict(key, guarded).await,
         }
     }
 }

@@ -2,20 +2,22 @@
 //! token, or a session started with either.
 //!
 //! A verified password or token is remembered for a short time, keyed by a SHA-256 of it, so a
-//! client that sends it with every request pays the verification once. Verifications are
-//! throttled per user name and per client address, so passwords cannot be guessed quickly.
+//! client that sends it with every request pays the verification once, and one password is
+//! verified once however many connections present it at the same moment. Failed sign-ins are
+//! throttled per user name and per client address (`throttle.rs`).
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::{Argon2, PasswordVerifier};
-use aws_lc_rs::digest;
 use lru::LruCache;
 use serde_json::Value;
 
-use super::rate::RateLimit;
+use super::throttle::Throttle;
 use super::{Identity, Loaded};
 use crate::error::{Cause, Error, Result};
 
@@ -27,16 +29,15 @@ const REMEMBERED: usize = 10_000;
 const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions kept at most; the least recently used go first.
 const SESSIONS: usize = 100_000;
-/// Password verifications allowed per user name, and per client address.
-const ATTEMPTS_PER_USER: &str = "10/m";
-const ATTEMPTS_PER_ADDRESS: &str = "30/m";
 
 /// What a request presents.
 #[derive(Clone, Debug)]
 pub enum Credentials {
     /// Nothing: anonymous.
     None,
-    /// A user of the access file (HTTP Basic, MQTT username and password).
+    /// HTTP Basic: the base64 of `user:password`, decoded only if not remembered.
+    Basic(String),
+    /// A user of the access file and its password (MQTT, `/_session`).
     Password { user: String, password: String },
     /// A JWT (HTTP Bearer, a WebSocket subprotocol, an MQTT password).
     Token(String),
@@ -58,10 +59,13 @@ struct Session {
 
 /// Verifies credentials, remembering what it verified.
 pub struct Verifier {
-    remembered: Mutex<LruCache<[u8; 32], Remembered>>,
+    remembered: Mutex<LruCache<u128, Remembered>>,
     sessions: Mutex<LruCache<String, Session>>,
-    per_user: RateLimit,
-    per_address: RateLimit,
+    /// A turn per password being verified: those that present it meanwhile wait for the answer.
+    verifying: Mutex<HashMap<u128, Arc<tokio::sync::Mutex<()>>>>,
+    throttle: Throttle,
+    /// The keys of [`Verifier::fingerprint`].
+    keys: [RandomState; 2],
 }
 
 impl Verifier {
@@ -70,8 +74,9 @@ impl Verifier {
         Verifier {
             remembered: Mutex::new(LruCache::new(size(REMEMBERED))),
             sessions: Mutex::new(LruCache::new(size(SESSIONS))),
-            per_user: RateLimit::parse(ATTEMPTS_PER_USER).expect("a rate"),
-            per_address: RateLimit::parse(ATTEMPTS_PER_ADDRESS).expect("a rate"),
+            verifying: Mutex::new(HashMap::new()),
+            throttle: Throttle::new(),
+            keys: [RandomState::new(), RandomState::new()],
         }
     }
 
@@ -89,18 +94,24 @@ impl Verifier {
         match credentials {
             Credentials::None => Ok(loaded.anonymous.clone()),
             Credentials::Session(token) => self.session(loaded, &token),
-            Credentials::Password { user, password } => {
-                let key = fingerprint(&["password", &user, &password]);
-                if let Some(identity) = self.recall(&key) {
+            Credentials::Basic(encoded) => {
+                let key = self.fingerprint(&["basic", &encoded]);
+                if let Some(identity) = self.recall(key) {
                     return Ok(identity);
                 }
-                self.throttle(&user, address)?;
-                let identity = verify_password(loaded.clone(), user, password).await?;
-                Ok(self.remember(key, identity, REMEMBERED_FOR))
+                let (user, password) = decode_basic(&encoded)?;
+                self.password(loaded, key, user, password, address).await
+            }
+            Credentials::Password { user, password } => {
+                let key = self.fingerprint(&["password", &user, &password]);
+                if let Some(identity) = self.recall(key) {
+                    return Ok(identity);
+                }
+                self.password(loaded, key, user, password, address).await
             }
             Credentials::Token(token) => {
-                let key = fingerprint(&["token", &token]);
-                if let Some(identity) = self.recall(&key) {
+                let key = self.fingerprint(&["token", &token]);
+                if let Some(identity) = self.recall(key) {
                     return Ok(identity);
                 }
                 let Some(settings) = &loaded.policy.tokens else {
@@ -118,24 +129,69 @@ impl Verifier {
         }
     }
 
-    fn recall(&self, key: &[u8; 32]) -> Option<Arc<Identity>> {
+    /// Verifies `user`'s `password` (remembered under `key`), once however many present it at
+    /// the same moment: the others wait for the first one's answer.
+    async fn password(
+        &self,
+        loaded: &Arc<Loaded>,
+        key: u128,
+        user: String,
+        password: String,
+        address: IpAddr,
+    ) -> Result<Arc<Identity>> {
+        let turn = self
+            .verifying
+            .lock()
+            .expect("lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        let verified = async {
+            let _turn = turn.lock().await;
+            if let Some(identity) = self.recall(key) {
+                return Ok(identity);
+            }
+            self.throttle.admit(&user, address)?;
+            match verify_password(loaded.clone(), user.clone(), password).await {
+                Ok(identity) => Ok(self.remember(key, identity, REMEMBERED_FOR)),
+                Err(error) => {
+                    self.throttle.failed(&user, address);
+                    Err(error)
+                }
+            }
+        }
+        .await;
+        self.verifying.lock().expect("lock").remove(&key);
+        verified
+    }
+
+    /// A keyed hash of credentials (128 bits of SipHash under keys of this process), so that
+    /// what is remembered holds no password and no one can make up credentials that match it.
+    fn fingerprint(&self, parts: &[&str]) -> u128 {
+        let hash = |keys: &RandomState| {
+            let mut hasher = keys.build_hasher();
+            for part in parts {
+                hasher.write_usize(part.len());
+                hasher.write(part.as_bytes());
+            }
+            hasher.finish()
+        };
+        (u128::from(hash(&self.keys[0])) << 64) | u128::from(hash(&self.keys[1]))
+    }
+
+    fn recall(&self, key: u128) -> Option<Arc<Identity>> {
         let mut remembered = self.remembered.lock().expect("lock");
-        match remembered.get(key) {
+        match remembered.get(&key) {
             Some(entry) if entry.until > Instant::now() => Some(entry.identity.clone()),
             Some(_) => {
-                remembered.pop(key);
+                remembered.pop(&key);
                 None
             }
             None => None,
         }
     }
 
-    fn remember(
-        &self,
-        key: [u8; 32],
-        identity: Arc<Identity>,
-        lifetime: Duration,
-    ) -> Arc<Identity> {
+    fn remember(&self, key: u128, identity: Arc<Identity>, lifetime: Duration) -> Arc<Identity> {
         let until = Instant::now() + lifetime;
         let entry = Remembered {
             identity: identity.clone(),
@@ -143,21 +199,6 @@ impl Verifier {
         };
         self.remembered.lock().expect("lock").put(key, entry);
         identity
-    }
-
-    fn throttle(&self, user: &str, address: IpAddr) -> Result<()> {
-        let refused = self
-            .per_user
-            .check(user)
-            .and_then(|_| self.per_address.check(&address.to_string()))
-            .err();
-        match refused {
-            Some(refused) => Err(Error::RateLimited {
-                detail: "too many sign-in attempts for this user or from this address".to_owned(),
-                retry_after: refused.retry_after,
-            }),
-            None => Ok(()),
-        }
     }
 
     pub fn open_session(&self, identity: &Identity) -> String {
@@ -237,15 +278,18 @@ fn decoy() -> &'static String {
     DECOY.get_or_init(|| super::passwd::hash("not a password of anyone").expect("argon2 hashes"))
 }
 
-fn fingerprint(parts: &[&str]) -> [u8; 32] {
-    let mut context = digest::Context::new(&digest::SHA256);
-    for part in parts {
-        context.update(&(part.len() as u64).to_le_bytes());
-        context.update(part.as_bytes());
-    }
-    let mut key = [0u8; 32];
-    key.copy_from_slice(context.finish().as_ref());
-    key
+/// `user:password` from the base64 of HTTP Basic credentials.
+fn decode_basic(encoded: &str) -> Result<(String, String)> {
+    use base64::Engine;
+    let malformed = || {
+        Error::Unauthenticated("Basic credentials must be the base64 of `user:password`".to_owned())
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| malformed())?;
+    let text = String::from_utf8(decoded).map_err(|_| malformed())?;
+    let (user, password) = text.split_once(':').ok_or_else(malformed)?;
+    Ok((user.to_owned(), password.to_owned()))
 }
 
 fn epoch_seconds() -> u64 {

@@ -11,7 +11,8 @@
 //! | `grant.rs` | roles, and what several roles grant together |
 //! | `rule.rs` | row rules in the query language, with `$user` and `$claims` |
 //! | `read.rs`, `write.rs` | what an identity sees of a table, and the guard of its writes |
-//! | `rate.rs`, `topics.rs` | rate limits; plain MQTT topics a role may use |
+//! | `rate.rs`, `throttle.rs` | rate limits; failed sign-ins throttled |
+//! | `topics.rs` | plain MQTT topics a role may use |
 //! | `passwd.rs` | `tablecast passwd` |
 //!
 //! Without an access file, every request is an administrator: the server is open, as it may be
@@ -24,6 +25,7 @@ pub mod passwd;
 mod rate;
 mod read;
 mod rule;
+mod throttle;
 mod tokens;
 mod topics;
 mod write;
@@ -82,15 +84,10 @@ impl Loaded {
         let mut loaded = Loaded {
             policy,
             grants: Mutex::new(HashMap::new()),
-            anonymous: Arc::new(Identity::open()),
+            anonymous: Arc::new(Identity::anonymous(Arc::default())),
         };
         let grants = loaded.grants(vec!["anonymous".to_owned()]);
-        loaded.anonymous = Arc::new(Identity {
-            user: None,
-            claims: Value::Null,
-            grants,
-            authenticated: false,
-        });
+        loaded.anonymous = Arc::new(Identity::anonymous(grants));
         loaded
     }
 
@@ -232,11 +229,16 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// Everyone, on a server without an access file.
     fn open() -> Identity {
+        Identity::anonymous(Arc::new(Grants::everything()))
+    }
+
+    fn anonymous(grants: Arc<Grants>) -> Identity {
         Identity {
             user: None,
             claims: Value::Null,
-            grants: Arc::new(Grants::everything()),
+            grants,
             authenticated: false,
         }
     }

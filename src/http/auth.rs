@@ -11,7 +11,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde_json::{Value, json};
 
 use super::AppState;
@@ -76,16 +75,18 @@ pub async fn authenticate(
         let allowed = access.limit(&identity, address)?;
         Ok::<_, Error>((identity, allowed))
     };
-    let scripted = from_script(request.headers());
     let (identity, allowed) = match verified.await {
         Ok(verified) => verified,
         Err(error) => {
+            tracing::info!(%address, "refused a request: {error}");
             let mut response = ApiError::from(error).into_response();
-            challenge(&mut response, scripted);
+            challenge(&mut response, from_script(request.headers()));
             return response;
         }
     };
     let private = identity.authenticated;
+    // Only a request without credentials can be refused for the want of them.
+    let scripted = !private && from_script(request.headers());
     request.extensions_mut().insert(Caller(identity));
     let mut response = next.run(request).await;
     challenge(&mut response, scripted);
@@ -121,7 +122,7 @@ fn credentials(headers: &HeaderMap) -> Result<(Credentials, bool), Error> {
         let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
         let rest = rest.trim();
         return if scheme.eq_ignore_ascii_case("basic") {
-            basic(rest).map(|c| (c, false))
+            Ok((Credentials::Basic(rest.to_owned()), false))
         } else if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
             Ok((Credentials::Token(rest.to_owned()), false))
         } else {
@@ -138,21 +139,6 @@ fn credentials(headers: &HeaderMap) -> Result<(Credentials, bool), Error> {
         return Ok((Credentials::Session(session), true));
     }
     Ok((Credentials::None, false))
-}
-
-fn basic(encoded: &str) -> Result<Credentials, Error> {
-    let malformed = || {
-        Error::Unauthenticated("Basic credentials must be the base64 of `user:password`".to_owned())
-    };
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| malformed())?;
-    let text = String::from_utf8(decoded).map_err(|_| malformed())?;
-    let (user, password) = text.split_once(':').ok_or_else(malformed)?;
-    Ok(Credentials::Password {
-        user: user.to_owned(),
-        password: password.to_owned(),
-    })
 }
 
 /// `Sec-WebSocket-Protocol: tablecast.bearer, <token>`.

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::access::{Secured, as_user, secured, token};
 use crate::common::TestServer;
-use crate::mqtt_client::{Client5, Client311};
+use crate::mqtt_client::{Client5, Client311, MqttClient};
 use crate::subscribe::{SseReader, ws_next};
 
 async fn write(server: &TestServer, user: &str, id: &str, body: Value) {
@@ -252,12 +252,24 @@ async fn mqtt_clients_sign_in_with_connect_and_are_held_to_their_roles() {
         .publish("Order/a2", br#"{"owner":"alice"}"#, true)
         .await;
     assert_eq!(ack.reason, v5p::PubAckReason::Success);
-    // alice's 3.1.1 subscription to Order/# gets a2 but never bob's b1 change.
+    // alice's 3.1.1 subscription to Order/# gets a2 but never bob's b1 change, and carol's note
+    // on a3 never reaches her.
     write(&server, "bob", "b1", json!({"owner": "bob", "total": 2})).await;
-    write(&server, "alice", "a3", json!({"owner": "alice"})).await;
+    write(
+        &server,
+        "carol",
+        "a3",
+        json!({"owner": "alice", "internalNote": "vip"}),
+    )
+    .await;
     let mut topics = Vec::new();
-    while topics.last().map(String::as_str) != Some("Order/a3") {
-        topics.push(alice.next_publish().await.topic);
+    loop {
+        let publish = alice.next_publish().await;
+        assert!(!String::from_utf8_lossy(&publish.payload).contains("vip"));
+        topics.push(publish.topic);
+        if topics.last().map(String::as_str) == Some("Order/a3") {
+            break;
+        }
     }
     assert_eq!(topics, ["Order/a2", "Order/a3"]);
 }
@@ -335,4 +347,51 @@ async fn mosquitto_clients_sign_in_with_u_and_p() {
             "{version}: {said}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mqtt_publisher_past_its_rate_is_disconnected_with_0x96() {
+    let Secured { server, .. } = secured().await;
+    // `limited` may make 3 requests a minute.
+    let mut limited = Client5::connect_with(server.mqtt, "limited", |o| {
+        o.set_credentials("limited", "limited-pw");
+    })
+    .await;
+    for _ in 0..3 {
+        let ack = limited.publish("devices/limited/x", b"1", false).await;
+        assert_eq!(
+            ack.reason,
+            v5p::PubAckReason::NotAuthorized,
+            "its role has no topics"
+        );
+    }
+    limited
+        .client
+        .publish(
+            "devices/limited/x",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            b"1".to_vec(),
+        )
+        .await
+        .unwrap();
+    // rumqttc reports the server's DISCONNECT as the end of its event loop, with the reason.
+    let ended = loop {
+        let next = tokio::time::timeout(Duration::from_secs(20), limited.incoming().recv()).await;
+        match next
+            .expect("the server answers in time")
+            .expect("the client runs")
+        {
+            Ok(_) => continue,
+            Err(error) => break error,
+        }
+    };
+    assert!(ended.contains("MessageRateTooHigh"), "{ended}");
+    // Others publish on.
+    let mut alice = Client5::connect_with(server.mqtt, "alice", |o| {
+        o.set_credentials("alice", "alice-pw");
+    })
+    .await;
+    let ack = alice.publish("devices/alice/x", b"1", false).await;
+    assert_eq!(ack.reason, v5p::PubAckReason::Success);
 }

@@ -1,6 +1,7 @@
 //! Integration tests: real servers on port 0 with temporary data directories, driven over HTTP.
 
 mod access;
+mod access_file;
 mod access_realtime;
 mod browser;
 mod cache;

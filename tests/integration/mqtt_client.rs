@@ -167,7 +167,7 @@ impl Client311 {
 
 /// An MQTT 5 client.
 pub struct Client5 {
-    client: rumqttc::v5::AsyncClient,
+    pub client: rumqttc::v5::AsyncClient,
     incoming: Incoming<v5p::Packet>,
 }
 
