@@ -113,6 +113,21 @@ fn guard(
     Ok((writer.guard(write), reader))
 }
 
+/// The request's preconditions with the guard of `write` by `caller` on `table`.
+fn guarded(
+    caller: &Identity,
+    table: &Table,
+    write: Write,
+    request: &HeaderMap,
+) -> Result<(Precondition, Reader), ApiError> {
+    let (guard, reader) = guard(caller, table, write)?;
+    let precondition = Precondition {
+        guard,
+        ..headers::precondition(request)
+    };
+    Ok((precondition, reader))
+}
+
 /// `PUT /T/id`: create or replace; on a cache table, push a value.
 pub async fn records_put(
     State(state): State<AppState>,
@@ -129,11 +144,7 @@ pub async fn records_put(
         }
     };
     let key = table.parse_id(&id)?;
-    let (guard, reader) = guard(&caller, table, Write::Put)?;
-    let precondition = Precondition {
-        guard,
-        ..headers::precondition(&request)
-    };
+    let (precondition, reader) = guarded(&caller, table, Write::Put, &request)?;
     let commit = table.put(key, body, precondition).await?;
     Ok(response::written(
         &request,
@@ -151,11 +162,7 @@ pub async fn records_patch(
 ) -> Result<Response, ApiError> {
     let table = local(&state.catalog, &name, CacheTableWrite::Patch)?;
     let key = table.parse_id(&id)?;
-    let (guard, reader) = guard(&caller, table, Write::Patch)?;
-    let precondition = Precondition {
-        guard,
-        ..headers::precondition(&request)
-    };
+    let (precondition, reader) = guarded(&caller, table, Write::Patch, &request)?;
     let commit = table.patch(key, patch, precondition).await?;
     Ok(response::written(
         &request,
@@ -178,11 +185,7 @@ pub async fn records_delete(
         }
     };
     let key = table.parse_id(&id)?;
-    let (guard, _) = guard(&caller, table, Write::Delete)?;
-    let precondition = Precondition {
-        guard,
-        ..headers::precondition(&request)
-    };
+    let (precondition, _) = guarded(&caller, table, Write::Delete, &request)?;
     table.delete(key, precondition).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
