@@ -1,7 +1,7 @@
 //! Credentials and what they prove: a user's password (argon2id, slow on purpose), a bearer
 //! token, or a session started with either.
 //!
-//! A verified password or token is remembered for a short time, keyed by a SHA-256 of it, so a
+//! A verified password or token is remembered for a short time, under a keyed hash of it, so a
 //! client that sends it with every request pays the verification once, and one password is
 //! verified once however many connections present it at the same moment. Failed sign-ins are
 //! throttled per user name and per client address (`throttle.rs`).

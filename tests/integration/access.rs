@@ -178,12 +178,19 @@ pub fn token(algorithm: Algorithm, claims: Value) -> String {
     jsonwebtoken::encode(&Header::new(algorithm), &full, &key).expect("a token")
 }
 
-async fn put_as(server: &TestServer, user: &str, id: &str, body: Value) -> reqwest::Response {
+/// `PUT /Order/<id>` of `body` as `user`.
+pub async fn put_as(server: &TestServer, user: &str, id: &str, body: Value) -> reqwest::Response {
     as_user(server, reqwest::Method::PUT, &format!("/Order/{id}"), user)
         .json(&body)
         .send()
         .await
         .unwrap()
+}
+
+/// [`put_as`], which must succeed.
+pub async fn write(server: &TestServer, user: &str, id: &str, body: Value) {
+    let response = put_as(server, user, id, body).await;
+    assert_eq!(response.status(), 204, "{user} writes {id}");
 }
 
 /// Orders a1, a2 of alice and b1 of bob, written by themselves; b1 carries a note by carol.

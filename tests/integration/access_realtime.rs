@@ -13,19 +13,10 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
-use crate::access::{Secured, as_user, secured, token};
+use crate::access::{Secured, as_user, secured, token, write};
 use crate::common::TestServer;
 use crate::mqtt_client::{Client5, Client311, MqttClient};
 use crate::subscribe::{SseReader, ws_next};
-
-async fn write(server: &TestServer, user: &str, id: &str, body: Value) {
-    let response = as_user(server, reqwest::Method::PUT, &format!("/Order/{id}"), user)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204, "{user} writes {id}");
-}
 
 /// A WebSocket subscription to `path` with `header: value` on the upgrade.
 async fn ws_as(server: &TestServer, path: &str, header: &str, value: &str) -> crate::subscribe::Ws {

@@ -292,21 +292,10 @@ async fn a_browser_signs_in_and_subscribes_with_its_session_cookie() {
     let secured = crate::access::secured_with_origins(file, vec![page_url.clone()]).await;
     let server = &secured.server;
     for (user, id) in [("alice", "a1"), ("bob", "b1")] {
-        let put =
-            crate::access::as_user(server, reqwest::Method::PUT, &format!("/Order/{id}"), user)
-                .json(&json!({"owner": user}))
-                .send()
-                .await
-                .unwrap();
-        assert_eq!(put.status(), 204);
+        crate::access::write(server, user, id, json!({"owner": user})).await;
     }
     let note = json!({"owner": "alice", "internalNote": "vip"});
-    let put = crate::access::as_user(server, reqwest::Method::PUT, "/Order/a1", "carol")
-        .json(&note)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 204);
+    crate::access::write(server, "carol", "a1", note).await;
     let (page, mut reports) =
         page_server_at(&page_url, SIGNED_IN_PAGE.replace("API", &server.base)).await;
     let _browser = Chromium::open(&page);
@@ -317,13 +306,7 @@ async fn a_browser_signs_in_and_subscribes_with_its_session_cookie() {
         "without the cookie, Order needs credentials"
     );
     for (user, id) in [("bob", "b2"), ("alice", "a2")] {
-        let put =
-            crate::access::as_user(server, reqwest::Method::PUT, &format!("/Order/{id}"), user)
-                .json(&json!({"owner": user}))
-                .send()
-                .await
-                .unwrap();
-        assert_eq!(put.status(), 204);
+        crate::access::write(server, user, id, json!({"owner": user})).await;
     }
     let done = loop {
         let report = next_report(&mut reports).await;
