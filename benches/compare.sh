@@ -4,7 +4,8 @@
 # Each server in turn is pinned to SERVER_CPU; the load generator (examples/loadgen.rs) runs on
 # CLIENT_CPU with CONNECTIONS keep-alive connections for DURATION per scenario:
 #   tablecast  release build, the example schemas, its cache table's origin (examples/origin.rs,
-#              20 ms) on CLIENT_CPU;
+#              20 ms) on CLIENT_CPU; guarded by an access file, every request with Basic auth as
+#              Harper's are (TC_AUTH=0 runs it open, without credentials);
 #   ceiling    examples/ceiling.rs, a minimal axum server answering a constant body from memory;
 #   Harper     ../shared/peers/harper/run-harper.sh, 1 worker thread, its tables Product and
 #              CachedQuote, its origin (20 ms).
@@ -18,7 +19,7 @@ DURATION=${DURATION:-10s} CONNECTIONS=${CONNECTIONS:-64} RECORDS=${RECORDS:-1000
 SCENARIOS=${SCENARIOS:-get-hit get-hit-zipf put mixed query cache-hit cache-miss notify-ws notify-mqtt}
 PORT=${PORT:-9951} MQTT_PORT=${MQTT_PORT:-9952} CEILING_PORT=${CEILING_PORT:-9953}
 ORIGIN_PORT=${ORIGIN_PORT:-9954} HARPER_PORT=${HARPER_PORT:-9956} HARPER_MQTT_PORT=${HARPER_MQTT_PORT:-9957}
-HARPER=${HARPER:-1} HARPER_DIR=${HARPER_DIR:-../shared/peers/harper} HARPER_AUTH=${HARPER_AUTH:-admin:password}
+TC_AUTH=${TC_AUTH:-1} HARPER=${HARPER:-1} HARPER_DIR=${HARPER_DIR:-../shared/peers/harper} HARPER_AUTH=${HARPER_AUTH:-admin:password}
 OUT=${OUT:-docs/bench}
 
 cargo build --release --quiet --bin tablecast --example loadgen --example ceiling --example origin
@@ -53,14 +54,22 @@ echo "== tablecast"
 mkdir "$work/schemas"
 cp schemas/*.json "$work/schemas/"
 sed -i -e 's/"expiration": "60s"/"expiration": "1h"/' -e "s#127.0.0.1:9930#127.0.0.1:$ORIGIN_PORT#" "$work/schemas/Quote.json"
+guard=() tc_auth=()
+if [ "$TC_AUTH" = 1 ]; then
+  # The same user and password Harper's admin has, an argon2id hash, and the admin role.
+  hash=$(printf '%s' "${HARPER_AUTH#*:}" | target/release/tablecast passwd)
+  printf '{ "users": { "%s": { "password": "%s", "roles": ["admin"] } },\n  "roles": { "admin": { "admin": true } } }\n' \
+    "${HARPER_AUTH%%:*}" "$hash" > "$work/access.json"
+  guard=(--access "$work/access.json") tc_auth=(--auth "$HARPER_AUTH")
+fi
 start "$CLIENT_CPU" "$work/origin.out" target/release/examples/origin "127.0.0.1:$ORIGIN_PORT" 20ms
 start "$SERVER_CPU" "$work/tc.out" target/release/tablecast serve --schemas "$work/schemas" \
-  --data "$work/tc-data" --http "127.0.0.1:$PORT" --mqtt "127.0.0.1:$MQTT_PORT"
+  --data "$work/tc-data" --http "127.0.0.1:$PORT" --mqtt "127.0.0.1:$MQTT_PORT" "${guard[@]}"
 tc="http://127.0.0.1:$PORT"
-load tablecast "$tc" seed --duration 300s --connections 16
-load tablecast "$tc" warm --duration 300s --cache-table Quote
+load tablecast "$tc" seed --duration 300s --connections 16 "${tc_auth[@]}"
+load tablecast "$tc" warm --duration 300s --cache-table Quote "${tc_auth[@]}"
 for s in $SCENARIOS; do
-  load tablecast "$tc" "$s" --cache-table Quote --mqtt "127.0.0.1:$MQTT_PORT"
+  load tablecast "$tc" "$s" --cache-table Quote --mqtt "127.0.0.1:$MQTT_PORT" "${tc_auth[@]}"
 done
 kill "${pids[-1]}"
 
