@@ -144,6 +144,7 @@ impl App {
             change_log: config.change_log,
             max_index_entries: config.max_index_entries,
             clock: clock.clone(),
+            replicated: false,
         };
         let store = Arc::new(
             Store::open(&config.data, options, table::publish_to(events.clone()))

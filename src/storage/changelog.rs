@@ -2,7 +2,8 @@
 //! number of entries so a subscriber that was away can be told what it missed.
 //!
 //! Entries are `seq (u64 BE) -> table | key type | key | version | value`, where `value` is
-//! `0` after a delete, `1 | JSON`, or `2 | reference` for JSON kept in [`pieces`](super::pieces);
+//! `0` after a delete, `1 | JSON`, or `2 | reference` for JSON kept in [`pieces`](super::pieces),
+//! its first byte or'ed with `0x80` for a change applied from another node;
 //! each is written in the same
 //! transaction as the change itself, so the log never disagrees with the tables. The writer
 //! appends ([`ChangeLog`]); readers ask for what came after a sequence number
@@ -24,6 +25,8 @@ pub(crate) const TREE: &str = "_changes";
 const DELETED: u8 = 0;
 const WHOLE: u8 = 1;
 const IN_PIECES: u8 = 2;
+/// Marks the entry of a change made on another node.
+const FROM_PEER: u8 = 0x80;
 
 /// One logged change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +41,8 @@ pub struct LoggedChange {
     pub version: u64,
     /// The record's JSON after the change; `None` after a delete.
     pub value: Option<Bytes>,
+    /// Whether the change was made on another node and applied here.
+    pub from_peer: bool,
 }
 
 impl LoggedChange {
@@ -59,14 +64,15 @@ impl LoggedChange {
         out.put_slice(&key);
         out.put_u64(self.version);
         let mut reference = None;
+        let peer = if self.from_peer { FROM_PEER } else { 0 };
         match &self.value {
-            None => out.put_u8(DELETED),
+            None => out.put_u8(DELETED | peer),
             Some(value) if value.len() <= PIECE => {
-                out.put_u8(WHOLE);
+                out.put_u8(WHOLE | peer);
                 out.put_slice(value);
             }
             Some(value) => {
-                out.put_u8(IN_PIECES);
+                out.put_u8(IN_PIECES | peer);
                 let stored = pieces.store(value);
                 let mut encoded = Vec::with_capacity(Reference::LEN);
                 stored.encode_into(&mut encoded);
@@ -94,7 +100,8 @@ impl LoggedChange {
         let key_len = usize::from(raw.try_get_u16().ok()?);
         let key = Key::decode(key_type, &take(&mut raw, key_len)?)?;
         let version = raw.try_get_u64().ok()?;
-        let (value, reference) = match raw.try_get_u8().ok()? {
+        let tag = raw.try_get_u8().ok()?;
+        let (value, reference) = match tag & !FROM_PEER {
             DELETED => (None, None),
             WHOLE => (Some(Bytes::copy_from_slice(raw)), None),
             IN_PIECES => (None, Some(Reference::decode(raw)?)),
@@ -106,6 +113,7 @@ impl LoggedChange {
             key,
             version,
             value,
+            from_peer: tag & FROM_PEER != 0,
         };
         Some((change, reference))
     }
@@ -120,6 +128,9 @@ pub(crate) struct ChangeLog {
     first: u64,
     /// How many entries to keep.
     retention: u64,
+    /// Entries after this one are kept whatever the retention: those replication has yet to
+    /// publish (`u64::MAX` when the store does not replicate).
+    unpublished_after: Arc<AtomicU64>,
 }
 
 /// The log entries of one batch: those it appends, and those it trims.
@@ -137,7 +148,12 @@ pub(crate) struct LogBatch {
 impl ChangeLog {
     /// The log in `tree`, whose last written sequence number is in `last`, keeping the latest
     /// `retention` entries.
-    pub fn open(tree: sled::Tree, last: Arc<AtomicU64>, retention: u64) -> Result<ChangeLog> {
+    /// Entries after the one in `unpublished_after` are kept whatever the retention.
+    pub fn open(
+        tree: sled::Tree,
+        (last, unpublished_after): (Arc<AtomicU64>, Arc<AtomicU64>),
+        retention: u64,
+    ) -> Result<ChangeLog> {
         let first = match tree.first().map_err(storage_error)? {
             Some((seq, _)) => decode_seq(&seq)?,
             None => last.load(Ordering::Acquire) + 1,
@@ -147,6 +163,7 @@ impl ChangeLog {
             last,
             first,
             retention,
+            unpublished_after,
         })
     }
 
@@ -169,7 +186,14 @@ impl ChangeLog {
     /// Adds to `batch` the removal of the entries beyond the retention, once it holds them all,
     /// and of their pieces.
     pub fn trim(&self, batch: &mut LogBatch, pieces: &mut Pieces) -> Result<()> {
-        batch.keep_from = (batch.last + 1).saturating_sub(self.retention).max(1);
+        let unpublished = self
+            .unpublished_after
+            .load(Ordering::Acquire)
+            .saturating_add(1);
+        batch.keep_from = (batch.last + 1)
+            .saturating_sub(self.retention)
+            .min(unpublished)
+            .max(1);
         let applied = self.last.load(Ordering::Relaxed);
         for old in self.first..batch.keep_from {
             let seq = old.to_be_bytes();
@@ -197,12 +221,11 @@ impl ChangeLog {
 
 impl LogBatch {
     /// Appends a change of `key` in `table` at `version` (`value`: the record after it, `None`
-    /// for a delete); returns its sequence number.
+    /// for a delete; `from_peer`: made on another node); returns its sequence number.
     pub fn append(
         &mut self,
         (table, key): (Arc<str>, Key),
-        version: u64,
-        value: Option<Bytes>,
+        (version, value, from_peer): (u64, Option<Bytes>, bool),
         pieces: &mut Pieces,
     ) -> u64 {
         self.last += 1;
@@ -212,6 +235,7 @@ impl LogBatch {
             key,
             version,
             value,
+            from_peer,
         };
         let (entry, reference) = logged.encode(pieces);
         if let Some(reference) = reference {
@@ -274,10 +298,14 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        for (key, value) in [
-            (Key::Int(-7), Some(Bytes::from_static(br#"{"n":-7}"#))),
-            (Key::Str("a/b é".into()), None),
-            (Key::Str(String::new()), Some(Bytes::new())),
+        for (key, value, from_peer) in [
+            (
+                Key::Int(-7),
+                Some(Bytes::from_static(br#"{"n":-7}"#)),
+                false,
+            ),
+            (Key::Str("a/b é".into()), None, true),
+            (Key::Str(String::new()), Some(Bytes::new()), true),
         ] {
             let change = LoggedChange {
                 seq: 42,
@@ -285,6 +313,7 @@ mod tests {
                 key,
                 version: u64::MAX - 1,
                 value,
+                from_peer,
             };
             let (entry, reference) = change.encode(&mut Pieces::new(1));
             assert_eq!(reference, None);
@@ -296,6 +325,7 @@ mod tests {
             key: Key::Int(1),
             version: 9,
             value: Some(vec![b'x'; PIECE + 1].into()),
+            from_peer: false,
         };
         let (entry, reference) = large.encode(&mut Pieces::new(1));
         let decoded = LoggedChange::decode(43, &entry).expect("decodes");

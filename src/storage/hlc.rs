@@ -19,6 +19,13 @@ impl Hlc {
         self.last
     }
 
+    /// Takes `version`, issued by another node's clock, as seen: every later version is above
+    /// it, so a commit made after applying another's follows it. Returns `version`.
+    pub fn observe(&mut self, version: u64) -> u64 {
+        self.last = self.last.max(version);
+        version
+    }
+
     /// The highest version issued so far.
     pub fn last(&self) -> u64 {
         self.last
@@ -39,6 +46,15 @@ mod tests {
         assert!(a < b && b < c && c < d);
         assert_eq!(a, 1_000 << 16);
         assert_eq!(d, 1_001 << 16);
+    }
+
+    #[test]
+    fn versions_issued_after_an_observed_one_follow_it() {
+        let mut clock = Hlc::resume(0);
+        let local = clock.next(1_000);
+        assert_eq!(clock.observe(9_000 << 16), 9_000 << 16);
+        clock.observe(local);
+        assert_eq!(clock.next(1_001), (9_000 << 16) + 1);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Table metadata in the `_meta` tree: each table's key type, record count and highest integer
 //! key (`table/<name>`), the list of its built indexes (`indexes/<name>`), and the store's own
 //! counters: the highest version issued (`clock`) and the last change-log sequence number
-//! (`change-seq`) and the next id of a value in pieces (`piece-id`).
+//! (`change-seq`), the next id of a value in pieces (`piece-id`) and the last change-log
+//! sequence number replication has published (`published-seq`).
 
 use super::key::KeyType;
 use super::{storage_error, storage_failure};
@@ -15,6 +16,8 @@ pub(crate) const CLOCK_KEY: &[u8] = b"clock";
 pub(crate) const LOG_KEY: &[u8] = b"change-seq";
 /// Key of the id the next value stored in pieces gets.
 pub(crate) const PIECE_KEY: &[u8] = b"piece-id";
+/// Key of the last change-log sequence number replication has published.
+pub(crate) const PUBLISHED_KEY: &[u8] = b"published-seq";
 
 /// Per-table facts kept current by the writer and persisted with every commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -68,6 +68,10 @@ pub struct Options {
     pub clock: Clock,
     /// The most index entries one record may have, over all its table's indexes.
     pub max_index_entries: usize,
+    /// Whether the store's commits are replicated to other nodes: deletes then leave a
+    /// tombstone with their version (see [`WriteContext::deleted`]), and the change log keeps
+    /// every entry not yet published (see [`Store::published`]).
+    pub replicated: bool,
 }
 
 impl Default for Options {
@@ -77,6 +81,7 @@ impl Default for Options {
             change_log: DEFAULT_CHANGE_LOG,
             clock: Clock::system(),
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
+            replicated: false,
         }
     }
 }
@@ -97,6 +102,10 @@ pub struct Store {
     table_ids: Mutex<Vec<Arc<str>>>,
     clock: Clock,
     max_index_entries: usize,
+    /// Whether the store's commits are replicated (see [`Options::replicated`]).
+    replicated: bool,
+    /// The last change-log sequence number published; `u64::MAX` unless replicated.
+    published: Arc<AtomicU64>,
     /// Whether a commit failed in the store (see [`Store::failed`]).
     failed: Arc<AtomicBool>,
 }
@@ -111,6 +120,10 @@ impl Store {
         let last_version = meta::read_counter(&meta, meta::CLOCK_KEY)?;
         let log_last = Arc::new(AtomicU64::new(meta::read_counter(&meta, meta::LOG_KEY)?));
         let log = db.open_tree(changelog::TREE).map_err(storage_error)?;
+        let published = Arc::new(AtomicU64::new(match options.replicated {
+            true => meta::read_counter(&meta, meta::PUBLISHED_KEY)?,
+            false => u64::MAX,
+        }));
         let pieces = db.open_tree(pieces::TREE).map_err(storage_error)?;
         let next_piece_id = meta::read_counter(&meta, meta::PIECE_KEY)?.max(1);
         let failed = Arc::new(AtomicBool::new(false));
@@ -121,7 +134,11 @@ impl Store {
             hlc: hlc::Hlc::resume(last_version),
             clock: options.clock.clone(),
             on_durable,
-            log: ChangeLog::open(log.clone(), log_last.clone(), options.change_log)?,
+            log: ChangeLog::open(
+                log.clone(),
+                (log_last.clone(), published.clone()),
+                options.change_log,
+            )?,
             pieces: pieces.clone(),
             next_piece_id,
             failed: failed.clone(),
@@ -144,6 +161,8 @@ impl Store {
             table_ids: Mutex::default(),
             clock: options.clock,
             max_index_entries: options.max_index_entries,
+            replicated: options.replicated,
+            published,
             failed,
         })
     }
@@ -180,6 +199,7 @@ impl Store {
             (name, id),
             key_type,
             (index_paths, self.max_index_entries),
+            self.replicated,
         )
     }
 
@@ -210,11 +230,19 @@ impl Store {
         };
         let current = records.get_for_write(&key)?;
         let now_ms = self.clock.now_ms();
-        let context = WriteContext { key: &key, now_ms };
+        let deleted = match current {
+            None => records.deleted(&key.encode())?,
+            Some(_) => None,
+        };
+        let context = WriteContext {
+            key: &key,
+            now_ms,
+            deleted,
+        };
         let change = decide(current.as_ref(), &context).and_then(|c| records.prepare(c));
         // The index values of the record decided against, for a change that moves its entries.
         let seen = match (current, &change) {
-            (Some(current), Ok(Prepared::Put { .. } | Prepared::Delete)) => {
+            (Some(current), Ok(Prepared::Put { .. } | Prepared::Delete { .. })) => {
                 Some((current.version, records.indexed(&current)?))
             }
             (Some(current), _) => Some((current.version, Vec::new())),
@@ -266,6 +294,24 @@ impl Store {
     /// `None` if the log no longer holds every change after `after` (or never held them).
     pub fn changes_after(&self, after: u64, limit: usize) -> Result<Option<Vec<LoggedChange>>> {
         changelog::changes_after((&self.log, &self.pieces), self.last_seq(), after, limit)
+    }
+
+    /// The last change-log sequence number replication has published (0 before the first):
+    /// the log keeps every entry after it.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
+    }
+
+    /// Records that the changes up to sequence number `seq` are published, so the log may trim
+    /// them. Persisted without an fsync of its own: after a crash, at worst a few changes are
+    /// published again, which their receivers recognise.
+    pub fn set_published(&self, seq: u64) -> Result<()> {
+        debug_assert!(self.replicated, "only a replicated store publishes");
+        self.meta
+            .insert(meta::PUBLISHED_KEY, &seq.to_be_bytes())
+            .map_err(storage_error)?;
+        self.published.store(seq, Ordering::Release);
+        Ok(())
     }
 
     /// Commits what is queued, stops the writer and flushes. Later commits fail with `ShuttingDown`.

@@ -25,6 +25,9 @@ pub struct WriteContext<'a> {
     pub key: &'a Key,
     /// Commit time, ms since the Unix epoch.
     pub now_ms: u64,
+    /// When the record is absent and the store keeps tombstones: the version of the delete
+    /// that removed it, if one did.
+    pub deleted: Option<u64>,
 }
 
 /// When a record may be removed, and what its table's resource keeps beside it (opaque here).
@@ -45,6 +48,9 @@ pub enum Change {
     Restamp(Stamp),
     /// Remove the record.
     Delete,
+    /// Apply a commit made on another node, with its version: store this record with this
+    /// stamp, or remove the record (`None`). The clock moves past the version.
+    Replicate(u64, Option<(Value, Stamp)>),
 }
 
 /// Decides a mutation given the current record; runs on the writer thread, so it must be quick.
@@ -64,9 +70,24 @@ pub(crate) enum Prepared {
         json: Bytes,
         indexed: Indexed,
         stamp: Stamp,
+        /// The version another node gave it; `None` for a commit of this node.
+        replicated: Option<u64>,
     },
     Restamp(Stamp),
-    Delete,
+    Delete {
+        /// The version another node gave the delete; `None` for a commit of this node.
+        replicated: Option<u64>,
+    },
+}
+
+impl Prepared {
+    /// The version another node gave this change, if it is a replicated one.
+    pub fn replicated(&self) -> Option<u64> {
+        match self {
+            Prepared::Put { replicated, .. } | Prepared::Delete { replicated } => *replicated,
+            Prepared::Restamp(_) => None,
+        }
+    }
 }
 
 /// A mutation decided and prepared outside the writer, against the record as it was then. The

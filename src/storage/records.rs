@@ -13,7 +13,7 @@ use super::hot::HotRecords;
 use super::indexes::{Index, IndexRange};
 use super::key::{Key, KeyType};
 use super::meta::{self, TableMeta};
-use super::mutation::{Change, Indexed, Prepared};
+use super::mutation::{Change, Indexed, Prepared, Stamp};
 use super::pieces::{self, Reference};
 use super::{Envelope, decode, index, staged, storage_error, storage_failure};
 use crate::error::{Error, Result};
@@ -34,6 +34,9 @@ pub struct Records {
     pub(crate) pieces: sled::Tree,
     /// The most index entries one record may have, over all the table's indexes.
     pub(crate) max_index_entries: usize,
+    /// `key -> version` of every record deleted, if the store keeps tombstones (it does when
+    /// it replicates, so an older write arriving late does not bring a deleted record back).
+    pub(crate) tombstones: Option<sled::Tree>,
     meta: Arc<Mutex<TableMeta>>,
 }
 
@@ -47,6 +50,7 @@ impl Records {
         (name, id): (&str, u32),
         key_type: KeyType,
         (index_paths, max_index_entries): (&[String], usize),
+        keep_tombstones: bool,
     ) -> Result<Records> {
         let tree = db.open_tree(name).map_err(storage_error)?;
         let pieces = db.open_tree(pieces::TREE).map_err(storage_error)?;
@@ -55,6 +59,10 @@ impl Records {
         let indexes = super::indexes::open(db, meta_tree, name, records, index_paths, meta.count)?;
         let expiry = db
             .open_tree(format!("_expiry/{name}"))
+            .map_err(storage_error)?;
+        let tombstones = keep_tombstones
+            .then(|| db.open_tree(format!("_deleted/{name}")))
+            .transpose()
             .map_err(storage_error)?;
         Ok(Records {
             name: name.into(),
@@ -66,6 +74,7 @@ impl Records {
             expiry,
             pieces,
             max_index_entries,
+            tombstones,
             meta: Arc::new(Mutex::new(meta)),
         })
     }
@@ -166,15 +175,31 @@ impl Records {
     /// index values, refusing a record with more index entries than a record may have.
     pub(crate) fn prepare(&self, change: Change) -> Result<Prepared> {
         Ok(match change {
-            Change::Put(value, stamp) => Prepared::Put {
-                indexed: self.index_values(&value)?,
-                json: serde_json::to_vec(&value)
-                    .expect("a JSON value serialises")
-                    .into(),
-                stamp,
-            },
+            Change::Put(value, stamp) => self.prepare_put(&value, stamp, None)?,
             Change::Restamp(stamp) => Prepared::Restamp(stamp),
-            Change::Delete => Prepared::Delete,
+            Change::Delete => Prepared::Delete { replicated: None },
+            Change::Replicate(version, Some((value, stamp))) => {
+                self.prepare_put(&value, stamp, Some(version))?
+            }
+            Change::Replicate(version, None) => Prepared::Delete {
+                replicated: Some(version),
+            },
+        })
+    }
+
+    fn prepare_put(
+        &self,
+        value: &Value,
+        stamp: Stamp,
+        replicated: Option<u64>,
+    ) -> Result<Prepared> {
+        Ok(Prepared::Put {
+            indexed: self.index_values(value)?,
+            json: serde_json::to_vec(value)
+                .expect("a JSON value serialises")
+                .into(),
+            stamp,
+            replicated,
         })
     }
 
@@ -223,6 +248,22 @@ impl Records {
             Some(record) => Ok(Some(record)),
             None => self.read(&encoded),
         }
+    }
+
+    /// The version of the delete that removed the record under `encoded`, if tombstones are kept
+    /// and one did.
+    pub(crate) fn deleted(&self, encoded: &[u8]) -> Result<Option<u64>> {
+        let Some(tombstones) = &self.tombstones else {
+            return Ok(None);
+        };
+        let raw = tombstones.get(encoded).map_err(storage_error)?;
+        raw.map(|raw| {
+            raw.as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| storage_failure("corrupt tombstone"))
+        })
+        .transpose()
     }
 
     /// Reads one record from sled, past the hot records.

@@ -24,6 +24,9 @@ pub(super) struct Staged {
     pub index_batches: Vec<sled::Batch>,
     /// Changes to the table's expiry tree, if any.
     pub expiry: Option<sled::Batch>,
+    /// Changes to the table's tombstones, if it keeps them: the version of each delete staged
+    /// (`None` once a later write of the batch brings the record back), by encoded key.
+    pub tombstones: BTreeMap<Vec<u8>, Option<u64>>,
     pub meta: TableMeta,
 }
 
@@ -40,6 +43,7 @@ impl Staged {
                 .map(|_| sled::Batch::default())
                 .collect(),
             expiry: None,
+            tombstones: BTreeMap::new(),
         }
     }
 
@@ -62,6 +66,28 @@ impl Staged {
             Some(staged) => Ok(staged.clone()),
             None => self.records.read_stored(encoded),
         }
+    }
+
+    /// The version of the delete that removed the absent record under `encoded`, as the batch
+    /// leaves it so far (see [`Records::deleted`]).
+    pub fn deleted(&self, encoded: &[u8]) -> Result<Option<u64>> {
+        match self.tombstones.get(encoded) {
+            Some(staged) => Ok(*staged),
+            None => self.records.deleted(encoded),
+        }
+    }
+
+    /// The tombstone changes as a batch for the table's tombstone tree, if it keeps them.
+    pub fn tombstone_batch(&self) -> Option<(sled::Tree, sled::Batch)> {
+        let tree = self.records.tombstones.clone()?;
+        let mut batch = sled::Batch::default();
+        for (key, version) in &self.tombstones {
+            match version {
+                Some(version) => batch.insert(key.as_slice(), &version.to_be_bytes()),
+                None => batch.remove(key.as_slice()),
+            }
+        }
+        Some((tree, batch))
     }
 
     /// Stages `envelope` as the record under `encoded`.
@@ -101,13 +127,22 @@ impl Staged {
                     json,
                     indexed,
                     stamp,
+                    replicated,
                 },
                 current,
             ) => {
+                // A replicated commit keeps its version and the time it was made at.
+                let (version, updated) = match replicated {
+                    Some(version) => (hlc.observe(version), version >> 16),
+                    None => (hlc.next(now_ms), now_ms),
+                };
+                if current.is_none() && self.records.tombstones.is_some() {
+                    self.tombstones.insert(encoded.clone(), None);
+                }
                 let envelope = Envelope {
-                    version: hlc.next(now_ms),
-                    created: current.as_ref().map_or(now_ms, |c| c.created),
-                    updated: now_ms,
+                    version,
+                    created: current.as_ref().map_or(updated, |c| c.created),
+                    updated,
                     expires_at: stamp.expires_at,
                     meta: stamp.meta,
                     value: json,
@@ -137,12 +172,19 @@ impl Staged {
                     id: key.to_string(),
                 });
             }
-            (Prepared::Delete, current) => {
+            (Prepared::Delete { replicated }, current) => {
                 self.batch.remove(encoded.clone());
                 self.reindex(&encoded, &indexed_before, &Vec::new());
                 self.reschedule(&encoded, old_expiry, None);
                 self.meta.count -= u64::from(current.is_some());
-                (hlc.next(now_ms), None)
+                let version = match replicated {
+                    Some(version) => hlc.observe(version),
+                    None => hlc.next(now_ms),
+                };
+                if self.records.tombstones.is_some() {
+                    self.tombstones.insert(encoded.clone(), Some(version));
+                }
+                (version, None)
             }
         };
         if let Some(reference) = old_pieces {

@@ -18,7 +18,6 @@ use tokio::sync::oneshot;
 
 use super::changelog::{ChangeLog, LogBatch};
 use super::hlc::Hlc;
-use super::key::Key;
 use super::meta::{CLOCK_KEY, LOG_KEY, PIECE_KEY};
 use super::mutation::{
     Ahead, Change, Command, Commit, Decide, OnDurable, Prepared, Request, WriteContext,
@@ -148,18 +147,28 @@ impl Writer {
                     (change?, decided_against.map(|s| s.1), decided_at)
                 }
                 _ => {
-                    let change = decide_guarded(decide, before, &key, now_ms, &records.name)?;
+                    let deleted = match before {
+                        None => table.deleted(&encoded)?,
+                        Some(_) => None,
+                    };
+                    let context = WriteContext {
+                        key: &key,
+                        now_ms,
+                        deleted,
+                    };
+                    let change = decide_guarded(decide, before, &context, &records.name)?;
                     (records.prepare(change)?, None, now_ms)
                 }
             };
             let announce = !matches!(change, Prepared::Restamp(_));
+            let from_peer = change.replicated().is_some();
             let now = (now_ms, &mut self.hlc);
             let change = (change, indexed_before);
             let changed = table.change(&key, encoded, current, change, now, pieces)?;
             let (version, record) = changed;
-            Ok((key, announce, version, record))
+            Ok((key, announce, from_peer, version, record))
         });
-        let (key, announce, version, record) = match staged {
+        let (key, announce, from_peer, version, record) = match staged {
             Ok(staged) => staged,
             Err(error) => {
                 let _ = reply.send(Err(error));
@@ -169,7 +178,8 @@ impl Writer {
         let seq = announce.then(|| {
             let value = record.as_ref().map(|r| r.value.clone());
             let changed = (records.name.clone(), key.clone());
-            batch.log.append(changed, version, value, &mut batch.pieces)
+            let logged = (version, value, from_peer);
+            batch.log.append(changed, logged, &mut batch.pieces)
         });
         let commit = Commit {
             table: records.name.clone(),
@@ -203,6 +213,17 @@ impl Writer {
                 trees.push(table.records.expiry.clone());
                 batches.push(expiry);
             }
+        }
+        // Built here, so they live as long as the transaction that borrows them.
+        let tombstones: Vec<_> = batch
+            .tables
+            .values()
+            .filter(|table| !table.tombstones.is_empty())
+            .filter_map(Staged::tombstone_batch)
+            .collect();
+        for (tree, tombstone_batch) in &tombstones {
+            trees.push(tree.clone());
+            batches.push(tombstone_batch);
         }
         let clock = self.hlc.last().to_be_bytes();
         let last_seq = batch.log.last.to_be_bytes();
@@ -271,16 +292,15 @@ impl Writer {
     }
 }
 
-/// Runs `decide` for `key` of `table`; a panicking decision fails its own write, not the writer.
+/// Runs `decide` for the key of `context` in `table`; a panicking decision fails its own write, not the writer.
 fn decide_guarded(
     decide: Decide,
     current: Option<&Envelope>,
-    key: &Key,
-    now_ms: u64,
+    context: &WriteContext,
     table: &str,
 ) -> Result<Change> {
-    let context = WriteContext { key, now_ms };
-    panic::catch_unwind(AssertUnwindSafe(|| decide(current, &context))).unwrap_or_else(|_| {
+    panic::catch_unwind(AssertUnwindSafe(|| decide(current, context))).unwrap_or_else(|_| {
+        let key = context.key;
         Err(Error::Internal(Cause::new(format!(
             "a write to {table}/{key} panicked"
         ))))
@@ -295,7 +315,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::storage::{DecideAhead, KeyType, Options, Stamp, Store, Target};
+    use crate::storage::{DecideAhead, Key, KeyType, Options, Stamp, Store, Target};
 
     #[tokio::test]
     async fn a_panicking_decision_fails_its_write_only() {
@@ -380,6 +400,86 @@ mod tests {
             .expect("index")
             .count();
         assert_eq!(entries, 1);
+    }
+
+    #[tokio::test]
+    async fn a_replicated_store_keeps_unpublished_changes_and_tombstones() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let options = Options {
+            change_log: 2,
+            replicated: true,
+            ..Options::default()
+        };
+        let store = Store::open(dir.path(), options, Box::new(|_| {})).expect("opens");
+        let records = store.records("T", KeyType::Integer, &[]).expect("tree");
+        let put = |n: i64| -> Decide {
+            Box::new(move |_, _| Ok(Change::Put(serde_json::json!({ "n": n }), Stamp::default())))
+        };
+        for n in 1..=5 {
+            store
+                .commit(&records, Target::Key(Key::Int(n)), put(n))
+                .await
+                .expect("commits");
+        }
+        let unpublished = store
+            .changes_after(0, 100)
+            .expect("reads")
+            .expect("all kept");
+        assert_eq!(
+            unpublished.len(),
+            5,
+            "the retention of 2 waits for publication"
+        );
+
+        store.set_published(5).expect("cursor");
+        let deleted = store
+            .commit(
+                &records,
+                Target::Key(Key::Int(1)),
+                Box::new(|_, _| Ok(Change::Delete)),
+            )
+            .await
+            .expect("deletes");
+        assert_eq!(
+            store.changes_after(0, 100).expect("reads"),
+            None,
+            "trimmed once published"
+        );
+        assert_eq!(
+            records.deleted(&Key::Int(1).encode()).expect("reads"),
+            Some(deleted.version)
+        );
+
+        // A replicated put older than the delete is decided against its tombstone; a newer one
+        // keeps its version, removes the tombstone and moves the clock past it.
+        let seen = Arc::new(Mutex::new(None));
+        let decided = seen.clone();
+        let newer = deleted.version + 1_000;
+        let applied = store
+            .commit(
+                &records,
+                Target::Key(Key::Int(1)),
+                Box::new(move |_, context| {
+                    *decided.lock().unwrap() = context.deleted;
+                    let record = (serde_json::json!({ "n": 1 }), Stamp::default());
+                    Ok(Change::Replicate(newer, Some(record)))
+                }),
+            )
+            .await
+            .expect("applies");
+        assert_eq!(*seen.lock().unwrap(), Some(deleted.version));
+        assert_eq!(applied.version, newer);
+        assert_eq!(records.deleted(&Key::Int(1).encode()).expect("reads"), None);
+        let next = store
+            .commit(&records, Target::Key(Key::Int(2)), put(2))
+            .await
+            .expect("commits");
+        assert!(
+            next.version > newer,
+            "the clock moved past the replicated version"
+        );
+        let logged = store.changes_after(6, 100).expect("reads").expect("kept");
+        assert!(logged[0].from_peer && !logged[1].from_peer);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

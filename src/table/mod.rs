@@ -10,6 +10,7 @@ mod guard;
 mod merge_patch;
 mod precondition;
 mod record;
+mod replica;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use serde_json::Value;
 pub use guard::{Check, Guard};
 pub use precondition::{Precondition, Tags, Verdict};
 pub use record::Rejection;
+pub use replica::{Replicated, wins};
 
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, EventBus};
@@ -110,6 +112,12 @@ impl Table {
     {
         let records = self.records.clone();
         keys.filter_map(move |key| key.and_then(|key| records.get_encoded(&key)).transpose())
+    }
+
+    /// The version of the delete that removed the absent record `key`, if the store keeps
+    /// tombstones (it does when it replicates) and one did.
+    pub fn deleted(&self, key: &Key) -> Result<Option<u64>> {
+        self.records.deleted(&key.encode())
     }
 
     /// How many records the table holds.
