@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 
 use crate::access::Access;
 use crate::cache::Sweeper;
@@ -14,6 +15,7 @@ use crate::error::{Chain, Error};
 use crate::events::EventBus;
 use crate::intake::Intake;
 use crate::realtime::{self, Realtime};
+use crate::replication::{self, Replication};
 use crate::schema::{self, LoadError};
 use crate::storage::{self, Store};
 use crate::tls::Tls;
@@ -70,6 +72,8 @@ pub struct App {
     realtime: Realtime,
     access: Access,
     tls: Option<Tls>,
+    /// Told of every local commit, for replication to publish it; `None` without `--nats`.
+    local_commit: Option<Arc<Notify>>,
 }
 
 /// The sockets a server listens on.
@@ -144,12 +148,21 @@ impl App {
             change_log: config.change_log,
             max_index_entries: config.max_index_entries,
             clock: clock.clone(),
-            replicated: false,
+            replicated: config.nats.is_some(),
         };
-        let store = Arc::new(
-            Store::open(&config.data, options, table::publish_to(events.clone()))
-                .map_err(StartError::Store)?,
-        );
+        let local_commit = config.nats.is_some().then(|| Arc::new(Notify::new()));
+        let on_durable = {
+            let (announce, local_commit) =
+                (table::publish_to(events.clone()), local_commit.clone());
+            Box::new(move |commit: &storage::Commit| {
+                announce(commit);
+                if let Some(local_commit) = &local_commit {
+                    local_commit.notify_one();
+                }
+            })
+        };
+        let store =
+            Arc::new(Store::open(&config.data, options, on_durable).map_err(StartError::Store)?);
         let catalog = Arc::new(
             Catalog::open(schemas, &store, &clock, config.max_body).map_err(StartError::Store)?,
         );
@@ -184,6 +197,7 @@ impl App {
             realtime,
             access,
             tls,
+            local_commit,
         })
     }
 
@@ -205,6 +219,19 @@ impl App {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let replication = self.local_commit.clone().map(|local_commit| {
+            let settings = replication::Settings {
+                url: self.config.nats.clone().unwrap_or_default(),
+                node: self.config.node.clone().unwrap_or_default(),
+                cluster: self.config.cluster.clone(),
+            };
+            Replication::start(
+                settings,
+                self.store.clone(),
+                self.catalog.clone(),
+                local_commit,
+            )
+        });
         let intake = Intake::new(self.config.body_memory, self.config.body_timeout);
         let bodies = http::BodyLimits {
             max_body: self.config.max_body,
@@ -217,6 +244,7 @@ impl App {
                 bodies,
                 cors_origins: self.config.cors_origins.clone(),
                 tls: self.tls.is_some(),
+                replication: replication.as_ref().map(|r| r.status().clone()),
             },
         );
         let reloader = tokio::spawn(reload_on_change(
@@ -270,6 +298,8 @@ impl App {
         }
         sweeper.stop().await;
         reloader.abort();
+        // What it had not published yet, it publishes after the next start.
+        drop(replication);
         for cache in self.catalog.caches() {
             cache.close(self.config.drain_timeout).await;
         }

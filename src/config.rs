@@ -32,6 +32,8 @@ pub const DEFAULT_MQTT_RETAINED_PER_CLIENT: usize = 8 << 20;
 pub const DEFAULT_SUBSCRIBER_SILENCE: Duration = Duration::from_secs(60);
 /// Default address of the MQTT-over-TLS listener.
 pub const DEFAULT_MQTTS: &str = "127.0.0.1:8883";
+/// Default name of a cluster (and of its JetStream stream).
+pub const DEFAULT_CLUSTER: &str = "tablecast";
 /// Default address of the MQTT listener.
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
@@ -153,6 +155,17 @@ pub struct Config {
     /// 127.0.0.1:8883); `off` disables it.
     #[arg(long, env = "TABLECAST_MQTTS", value_parser = parse_listener)]
     pub mqtts: Option<Listener>,
+    /// A NATS server with JetStream (`nats://host:4222`) through which this node replicates
+    /// with the others of its cluster; without it the node stands alone.
+    #[arg(long, env = "TABLECAST_NATS", requires = "node")]
+    pub nats: Option<String>,
+    /// This node's name, unique in its cluster (letters, digits, `-` and `_`).
+    #[arg(long, env = "TABLECAST_NODE", value_parser = parse_name)]
+    pub node: Option<String>,
+    /// The cluster's name: the JetStream stream that holds its records, and their subjects'
+    /// first token (letters, digits, `-` and `_`).
+    #[arg(long, env = "TABLECAST_CLUSTER", default_value = DEFAULT_CLUSTER, value_parser = parse_name)]
+    pub cluster: String,
 }
 
 impl Config {
@@ -194,7 +207,26 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             mqtts: None,
+            nats: None,
+            node: None,
+            cluster: DEFAULT_CLUSTER.to_owned(),
         }
+    }
+}
+
+/// Checks a node or cluster name: it names a JetStream stream and consumer and is a subject
+/// token, so it holds only letters, digits, `-` and `_`.
+pub fn parse_name(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    match valid {
+        true => Ok(text.to_owned()),
+        false => Err(format!(
+            "`{text}` is not a name: use 1 to 64 letters, digits, `-` or `_`"
+        )),
     }
 }
 

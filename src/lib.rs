@@ -11,6 +11,7 @@
 //! | [`app`] | composition root: [`App::open`](app::App::open) builds everything, [`App::serve`](app::App::serve) runs and shuts down in order |
 //! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json, the connection loop and its limits |
 //! | [`realtime`] | subscriptions over WebSocket, Server-Sent Events and MQTT: one core, one lag policy; MQTT sessions over rumqttd's codecs (`realtime/mqtt/`, its only user) |
+//! | [`replication`] | the only user of async-nats: each node's commits published to the cluster's JetStream stream from the change log, everyone's applied through the node's own writer, last writer wins |
 //! | [`catalog`] | table name -> [`Resource`](catalog::Resource): a table of our own or a cache table |
 //! | [`cache`] | cache tables: the read path, [`freshness()`](cache::freshness), the fill path (single-flight origin requests), active caching (push, invalidate, warm, sweep); the only user of reqwest |
 //! | [`query`] | the URL query language of `GET /T/?...`: parser, binding to the schema, planner, executor, evaluation |
@@ -35,7 +36,9 @@
 //! again), assigns a hybrid-logical-clock version, applies the batch (records, values above
 //! 4 KB in pieces, their index entries, change-log entries, table metadata) in one sled
 //! transaction and fsyncs once -> publishes one `ChangeEvent` per commit in commit order ->
-//! replies. A 2xx on a write means the write survives `kill -9`.
+//! replies. A 2xx on a write means the write survives `kill -9`. With `--nats`, [`replication`]
+//! then publishes the commit from the change log, and other nodes apply it with
+//! [`Table::replicate`](table::Table::replicate).
 //!
 //! # Read path (`GET /Product/42`)
 //!
@@ -96,6 +99,7 @@ pub mod intake;
 pub mod json;
 pub mod query;
 pub mod realtime;
+pub mod replication;
 pub mod schema;
 pub mod storage;
 pub mod table;

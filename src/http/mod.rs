@@ -46,6 +46,7 @@ pub use server::{Limits, serve};
 use crate::access::Access;
 use crate::catalog::Catalog;
 use crate::realtime::Realtime;
+use crate::replication;
 
 /// What every handler shares, behind one `Arc`: extractors clone it for every request.
 #[derive(Clone)]
@@ -60,6 +61,7 @@ pub struct Shared {
     cors_origins: Vec<String>,
     /// Whether requests arrive over TLS (session cookies are then `Secure`).
     tls: bool,
+    replication: Option<Arc<replication::Status>>,
 }
 
 /// How the router serves.
@@ -72,6 +74,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Whether requests arrive over TLS.
     pub tls: bool,
+    /// What replication reports; `None` for a node that stands alone.
+    pub replication: Option<Arc<replication::Status>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -93,9 +97,11 @@ pub fn router(realtime: Realtime, settings: Settings) -> Router {
         bodies: settings.bodies,
         cors_origins: settings.cors_origins,
         tls: settings.tls,
+        replication: settings.replication,
     }));
     let router = Router::new()
         .route("/_health", get(health))
+        .route("/_cluster", get(cluster).fallback(method_not_allowed))
         .route(
             "/_session",
             get(auth::session_show)
@@ -153,7 +159,25 @@ async fn health(State(state): State<AppState>) -> axum::response::Response {
         });
         return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(failing)).into_response();
     }
+    if let Some(replication) = state.replication.as_ref().filter(|r| !r.caught_up()) {
+        let catching_up = serde_json::json!({
+            "status": "catching up",
+            "detail": "this node is applying what the cluster wrote before it joined; GET /_cluster says how far it is",
+            "cluster": replication.report(state.realtime.store()),
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, axum::Json(catching_up)).into_response();
+    }
     axum::Json(serde_json::json!({ "status": "ok" })).into_response()
+}
+
+/// `GET /_cluster`: what replication reports (admin only); 404 for a node that stands alone.
+async fn cluster(
+    State(state): State<AppState>,
+    caller: auth::Caller,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    caller.require_admin("read the cluster's state")?;
+    let replication = state.replication.as_ref().ok_or(ApiError::NoRoute)?;
+    Ok(axum::Json(replication.report(state.realtime.store())))
 }
 
 /// Any method a route does not support; axum adds the `Allow` header.

@@ -21,6 +21,7 @@ mod mqtt_raw;
 mod origin;
 mod queries;
 mod query_model;
+mod replication;
 mod rest;
 mod rest_scenarios;
 mod storage_failure;

