@@ -83,7 +83,21 @@ async fn main() -> Result<(), Error> {
         write.await?;
     }
     let elapsed = start.elapsed();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // B may be behind: wait until it has delivered every write, or delivers nothing more for 5 s.
+    let mut delivered = 0;
+    let mut quiet_since = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let times = times.lock().unwrap();
+        if times.delivered.len() >= times.acknowledged.len() {
+            break;
+        }
+        if times.delivered.len() > delivered {
+            (delivered, quiet_since) = (times.delivered.len(), Instant::now());
+        } else if quiet_since.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
     reader.abort();
 
     let times = times.lock().unwrap();
