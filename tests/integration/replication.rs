@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
+use tokio::io::AsyncBufReadExt;
 
 use super::common::{Fixture, Process, client, tablecast_command};
-use super::subscribe::SseReader;
+use super::subscribe::{SseReader, ws_next};
 
 /// A `nats-server` with JetStream on a port of its own, its store in a temporary directory
 /// that outlives restarts of the server.
@@ -211,7 +212,23 @@ async fn subscribers_on_one_node_see_the_writes_made_on_another_in_order() {
     let fixture = Fixture::new();
     let data_b = TempDir::new().expect("temp dir");
     let a = node(&fixture, fixture.data.path(), "a", &nats);
-    let b = node(&fixture, data_b.path(), "b", &nats);
+    let nats_url = nats.url();
+    let args = [
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--mqtt",
+        "127.0.0.1:0",
+        "--nats",
+        &nats_url,
+        "--node",
+        "b",
+    ];
+    let b = Process::spawn_with(tablecast_command(
+        &args,
+        fixture.schemas.path(),
+        data_b.path(),
+    ));
     ready(&a).await;
     ready(&b).await;
     let response = client()
@@ -220,22 +237,73 @@ async fn subscribers_on_one_node_see_the_writes_made_on_another_in_order() {
         .send()
         .await
         .expect("GET");
-    let mut events = SseReader::read(response);
-    let position = events.next().await;
-    assert!(position.id.is_some(), "the stream starts with its position");
-    for n in 0..20 {
+    let mut sse = SseReader::read(response);
+    assert!(
+        sse.next().await.id.is_some(),
+        "the stream starts with its position"
+    );
+    let ws_url = format!("{}/Counter/1", b.base.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("WebSocket upgrade");
+    assert_eq!(ws_next(&mut ws).await["type"], "synced");
+    let writes: i64 = 20;
+    let mqtt_port = b.mqtt.expect("MQTT on B").port().to_string();
+    let mut mosquitto = tokio::process::Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &mqtt_port,
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-t",
+            "Counter/1",
+        ])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mosquitto_sub (Debian: mosquitto-clients)");
+    let mut mqtt_lines =
+        tokio::io::BufReader::new(mosquitto.stdout.take().expect("stdout")).lines();
+    tokio::time::sleep(Duration::from_millis(300)).await; // its SUBSCRIBE is in place
+
+    for n in 0..writes {
         put(&a, "/Counter/1", json!({ "label": format!("v{n}") })).await;
     }
-    // Versions only rise, and the last one is the last write.
-    let mut last_version = 0;
-    let mut label = String::new();
-    while label != "v19" {
-        let event = events.next().await.data.expect("data");
+    // Over SSE and WebSocket: versions only rise, and the last one is the last write.
+    let mut last = (0, 0);
+    let mut labels = (String::new(), String::new());
+    while labels.0 != "v19" || labels.1 != "v19" {
+        let (event, seen, label) = match labels.0 != "v19" {
+            true => (
+                sse.next().await.data.expect("data"),
+                &mut last.0,
+                &mut labels.0,
+            ),
+            false => (ws_next(&mut ws).await, &mut last.1, &mut labels.1),
+        };
         let version =
             u64::from_str_radix(event["version"].as_str().expect("hex"), 16).expect("hex");
-        assert!(version > last_version, "in version order: {event}");
-        last_version = version;
-        label = event["value"]["label"].as_str().expect("label").to_owned();
+        assert!(version > *seen, "in version order: {event}");
+        *seen = version;
+        *label = event["value"]["label"].as_str().expect("label").to_owned();
+    }
+    // Over MQTT: in the order written, up to the last one.
+    let mut previous = -1;
+    while previous != writes - 1 {
+        let line = tokio::time::timeout(Duration::from_secs(20), mqtt_lines.next_line())
+            .await
+            .expect("a message in time")
+            .expect("reads")
+            .expect("mosquitto_sub runs");
+        let record: Value = serde_json::from_str(&line).expect("JSON");
+        let label = record["label"].as_str().expect("label");
+        let n: i64 = label.trim_start_matches('v').parse().expect("a number");
+        assert!(n > previous, "in order: {label} after v{previous}");
+        previous = n;
     }
 }
 
