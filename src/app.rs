@@ -10,7 +10,7 @@ use crate::access::Access;
 use crate::cache::Sweeper;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, ReplicationAck};
 use crate::error::{Chain, Error};
 use crate::events::EventBus;
 use crate::intake::Intake;
@@ -149,6 +149,9 @@ impl App {
             max_index_entries: config.max_index_entries,
             clock: clock.clone(),
             replicated: config.nats.is_some(),
+            await_published: (config.nats.is_some()
+                && config.replication_ack == ReplicationAck::Cluster)
+                .then_some(config.replication_timeout),
         };
         let local_commit = config.nats.is_some().then(|| Arc::new(Notify::new()));
         let on_durable = {

@@ -32,6 +32,8 @@ pub const DEFAULT_MQTT_RETAINED_PER_CLIENT: usize = 8 << 20;
 pub const DEFAULT_SUBSCRIBER_SILENCE: Duration = Duration::from_secs(60);
 /// Default address of the MQTT-over-TLS listener.
 pub const DEFAULT_MQTTS: &str = "127.0.0.1:8883";
+/// Default of how long a write waits for the cluster's stream with `--replication-ack cluster`.
+pub const DEFAULT_REPLICATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default name of a cluster (and of its JetStream stream).
 pub const DEFAULT_CLUSTER: &str = "tablecast";
 /// Default address of the MQTT listener.
@@ -166,6 +168,23 @@ pub struct Config {
     /// first token (letters, digits, `-` and `_`).
     #[arg(long, env = "TABLECAST_CLUSTER", default_value = DEFAULT_CLUSTER, value_parser = parse_name)]
     pub cluster: String,
+    /// When a write is answered: `local`, once durable on this node; `cluster`, once the
+    /// cluster's JetStream stream has stored it too.
+    #[arg(long, env = "TABLECAST_REPLICATION_ACK", value_enum, default_value_t = ReplicationAck::Local)]
+    pub replication_ack: ReplicationAck,
+    /// With `--replication-ack cluster`, how long a write waits for the stream before it is
+    /// answered 504 `not-replicated` (it stays durable here and is published later).
+    #[arg(long, env = "TABLECAST_REPLICATION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub replication_timeout: Duration,
+}
+
+/// When a write is answered, with replication.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReplicationAck {
+    /// Once durable on this node.
+    Local,
+    /// Once the cluster's stream has stored it too.
+    Cluster,
 }
 
 impl Config {
@@ -210,6 +229,8 @@ impl Config {
             nats: None,
             node: None,
             cluster: DEFAULT_CLUSTER.to_owned(),
+            replication_ack: ReplicationAck::Local,
+            replication_timeout: DEFAULT_REPLICATION_TIMEOUT,
         }
     }
 }

@@ -136,6 +136,11 @@ pub enum Error {
     #[error("the server is shutting down")]
     ShuttingDown,
 
+    /// A write durable on this node that the cluster's stream did not store in time
+    /// (`--replication-ack cluster`).
+    #[error("the write is durable on this node, but the cluster's stream did not store it within {} ms; it is published as soon as NATS can be reached", .0.as_millis())]
+    NotReplicated(std::time::Duration),
+
     /// The store failed: the disk, or data that does not decode.
     #[error("storage failure")]
     Storage(#[source] Cause),
@@ -282,6 +287,7 @@ impl Error {
             Error::NotOnCacheTable { .. } => ErrorCode::MethodNotAllowed,
             Error::TooManySubscribers { .. } => ErrorCode::TooManySubscribers,
             Error::ShuttingDown => ErrorCode::ShuttingDown,
+            Error::NotReplicated(_) => ErrorCode::NotReplicated,
             Error::Storage(_) => ErrorCode::StorageFailure,
             Error::DiskFull(_) => ErrorCode::InsufficientStorage,
             Error::Internal(_) => ErrorCode::Internal,

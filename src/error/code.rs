@@ -37,6 +37,7 @@ pub enum ErrorCode {
     UriTooLong,
     HeadersTooLarge,
     ShuttingDown,
+    NotReplicated,
     StorageFailure,
     InsufficientStorage,
     Internal,
@@ -77,6 +78,7 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "uri-too-long",
             ErrorCode::HeadersTooLarge => "headers-too-large",
             ErrorCode::ShuttingDown => "shutting-down",
+            ErrorCode::NotReplicated => "not-replicated",
             ErrorCode::StorageFailure => "storage-failure",
             ErrorCode::InsufficientStorage => "insufficient-storage",
             ErrorCode::Internal => "internal-error",
@@ -117,6 +119,7 @@ impl ErrorCode {
             ErrorCode::UriTooLong => "URI too long",
             ErrorCode::HeadersTooLarge => "Request headers too large",
             ErrorCode::ShuttingDown => "Shutting down",
+            ErrorCode::NotReplicated => "Not stored in the cluster in time",
             ErrorCode::StorageFailure => "Storage failure",
             ErrorCode::InsufficientStorage => "Insufficient storage",
             ErrorCode::Internal => "Internal error",
@@ -166,7 +169,8 @@ impl ErrorCode {
             | ErrorCode::RequestTimeout
             | ErrorCode::UriTooLong
             | ErrorCode::HeadersTooLarge
-            | ErrorCode::ShuttingDown => None,
+            | ErrorCode::ShuttingDown
+            | ErrorCode::NotReplicated => None,
         }
     }
 }

@@ -66,7 +66,9 @@ pub fn status(code: ErrorCode) -> StatusCode {
             S::UNPROCESSABLE_ENTITY
         }
         ErrorCode::OriginFailed | ErrorCode::OriginInvalid => S::BAD_GATEWAY,
-        ErrorCode::OriginTimeout | ErrorCode::NotCached => S::GATEWAY_TIMEOUT,
+        ErrorCode::OriginTimeout | ErrorCode::NotCached | ErrorCode::NotReplicated => {
+            S::GATEWAY_TIMEOUT
+        }
         ErrorCode::TooManyConnections
         | ErrorCode::TooManySubscribers
         | ErrorCode::ServerBusy
@@ -206,6 +208,7 @@ fn add_fields(body: &mut Map<String, Value>, error: &Error) {
         | Error::NotOnCacheTable { .. }
         | Error::TooManySubscribers { .. }
         | Error::ShuttingDown
+        | Error::NotReplicated(_)
         | Error::Storage(_)
         | Error::DiskFull(_)
         | Error::Internal(_) => {}

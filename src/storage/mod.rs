@@ -72,6 +72,9 @@ pub struct Options {
     /// tombstone with their version (see [`WriteContext::deleted`]), and the change log keeps
     /// every entry not yet published (see [`Store::published`]).
     pub replicated: bool,
+    /// With replication, how long a local commit waits for the cluster's stream to store it
+    /// before it is answered; `None`: answered once durable here.
+    pub await_published: Option<Duration>,
 }
 
 impl Default for Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             clock: Clock::system(),
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
             replicated: false,
+            await_published: None,
         }
     }
 }
@@ -106,6 +110,9 @@ pub struct Store {
     replicated: bool,
     /// The last change-log sequence number published; `u64::MAX` unless replicated.
     published: Arc<AtomicU64>,
+    /// Told each time `published` moves, for the commits that wait for it.
+    published_moved: tokio::sync::watch::Sender<u64>,
+    await_published: Option<Duration>,
     /// Whether a commit failed in the store (see [`Store::failed`]).
     failed: Arc<AtomicBool>,
 }
@@ -162,7 +169,9 @@ impl Store {
             clock: options.clock,
             max_index_entries: options.max_index_entries,
             replicated: options.replicated,
+            published_moved: tokio::sync::watch::Sender::new(published.load(Ordering::Acquire)),
             published,
+            await_published: options.await_published,
             failed,
         })
     }
@@ -276,7 +285,19 @@ impl Store {
         self.commands
             .send(Command::Write(Box::new(request)))
             .map_err(|_| Error::ShuttingDown)?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
+        let commit = answer.await.map_err(|_| Error::ShuttingDown)??;
+        match (self.await_published, commit.seq) {
+            (Some(patience), Some(seq)) if !commit.from_peer => {
+                let mut published = self.published_moved.subscribe();
+                let stored = published.wait_for(|&published| published >= seq);
+                match tokio::time::timeout(patience, stored).await {
+                    Ok(Ok(_)) => Ok(commit),
+                    Ok(Err(_)) => Err(Error::ShuttingDown),
+                    Err(_) => Err(Error::NotReplicated(patience)),
+                }
+            }
+            _ => Ok(commit),
+        }
     }
 
     /// Whether a commit has failed in the store (a full disk, say). sled refuses every write
@@ -311,6 +332,7 @@ impl Store {
             .insert(meta::PUBLISHED_KEY, &seq.to_be_bytes())
             .map_err(storage_error)?;
         self.published.store(seq, Ordering::Release);
+        self.published_moved.send_replace(seq);
         Ok(())
     }
 

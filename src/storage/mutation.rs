@@ -116,6 +116,8 @@ pub struct Commit {
     pub record: Option<Envelope>,
     /// The commit's position in the change log; `None` if it only restamped the record.
     pub seq: Option<u64>,
+    /// Whether it applied a commit made on another node.
+    pub from_peer: bool,
 }
 
 /// Called on the writer thread for each commit that changed a record, in commit order, once it

@@ -187,6 +187,7 @@ impl Writer {
             version,
             record,
             seq,
+            from_peer,
         };
         batch.pending.push((commit, reply));
     }

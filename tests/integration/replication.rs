@@ -763,3 +763,75 @@ async fn a_node_partitioned_from_nats_converges_once_healed_with_no_delete_undon
         .collect();
     assert_eq!(ids, (4..=20).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn with_cluster_acknowledgement_a_write_is_answered_once_the_stream_holds_it() {
+    let mut nats = Nats::start();
+    let fixture = Fixture::new();
+    let nats_url = nats.url();
+    let args = [
+        "serve",
+        "--http",
+        "127.0.0.1:0",
+        "--mqtt",
+        "off",
+        "--nats",
+        &nats_url,
+        "--node",
+        "a",
+        "--replication-ack",
+        "cluster",
+        "--replication-timeout",
+        "1s",
+    ];
+    let a = Process::spawn_with(tablecast_command(
+        &args,
+        fixture.schemas.path(),
+        fixture.data.path(),
+    ));
+    ready(&a).await;
+    let jetstream =
+        async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+    let stream = jetstream.get_stream("tablecast").await.expect("the stream");
+
+    put(&a, "/Counter/1", json!({ "label": "in the cluster" })).await;
+    let stored = stream
+        .get_last_raw_message_by_subject("tablecast.Counter.i1")
+        .await
+        .expect("the stream holds it when the write is answered");
+    let stored: Value = serde_json::from_slice(&stored.payload).expect("JSON");
+    assert_eq!(stored["label"], "in the cluster");
+
+    nats.stop();
+    let response = client()
+        .put(a.url("/Counter/2"))
+        .json(&json!({ "label": "only here, for now" }))
+        .send()
+        .await
+        .expect("PUT");
+    let problem = super::common::expect_problem(response, 504, "not-replicated").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("durable on this node"),
+        "{problem}"
+    );
+    assert_eq!(
+        get(&a, "/Counter/2").await.0,
+        200,
+        "durable here all the same"
+    );
+
+    nats.restart();
+    let jetstream =
+        async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+    let stream = jetstream.get_stream("tablecast").await.expect("the stream");
+    eventually("published once NATS is back", async || {
+        stream
+            .get_last_raw_message_by_subject("tablecast.Counter.i2")
+            .await
+            .is_ok()
+    })
+    .await;
+}

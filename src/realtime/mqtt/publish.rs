@@ -265,6 +265,7 @@ fn reason(code: ErrorCode) -> PubAckReason {
         | ErrorCode::UriTooLong
         | ErrorCode::HeadersTooLarge
         | ErrorCode::ShuttingDown
+        | ErrorCode::NotReplicated
         | ErrorCode::StorageFailure
         | ErrorCode::Internal => PubAckReason::UnspecifiedError,
     }
