@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::sync::watch;
 
 use super::key::{Key, KeyType};
 use super::pieces::{self, PIECE, Pieces, Reference};
@@ -130,7 +131,7 @@ pub(crate) struct ChangeLog {
     retention: u64,
     /// Entries after this one are kept whatever the retention: those replication has yet to
     /// publish (`u64::MAX` when the store does not replicate).
-    unpublished_after: Arc<AtomicU64>,
+    unpublished_after: watch::Receiver<u64>,
 }
 
 /// The log entries of one batch: those it appends, and those it trims.
@@ -151,7 +152,7 @@ impl ChangeLog {
     /// Entries after the one in `unpublished_after` are kept whatever the retention.
     pub fn open(
         tree: sled::Tree,
-        (last, unpublished_after): (Arc<AtomicU64>, Arc<AtomicU64>),
+        (last, unpublished_after): (Arc<AtomicU64>, watch::Receiver<u64>),
         retention: u64,
     ) -> Result<ChangeLog> {
         let first = match tree.first().map_err(storage_error)? {
@@ -186,10 +187,7 @@ impl ChangeLog {
     /// Adds to `batch` the removal of the entries beyond the retention, once it holds them all,
     /// and of their pieces.
     pub fn trim(&self, batch: &mut LogBatch, pieces: &mut Pieces) -> Result<()> {
-        let unpublished = self
-            .unpublished_after
-            .load(Ordering::Acquire)
-            .saturating_add(1);
+        let unpublished = self.unpublished_after.borrow().saturating_add(1);
         batch.keep_from = (batch.last + 1)
             .saturating_sub(self.retention)
             .min(unpublished)

@@ -18,6 +18,7 @@
 //! | `index.rs`, `key.rs`, `envelope.rs`, `hlc.rs` | encodings of index entries, keys, records; the version clock |
 //! | `hot.rs` | the hot records: recently read envelopes kept decoded in memory |
 //! | `pieces.rs` | values too large for a sled page, kept in pieces in the `_pieces` tree |
+//! | `tests.rs` | tests of the whole store: replication's tombstones, published cursor, versions |
 
 mod changelog;
 mod envelope;
@@ -33,6 +34,9 @@ mod records;
 mod staged;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
@@ -40,7 +44,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 pub use changelog::LoggedChange;
 pub use envelope::Envelope;
@@ -108,10 +112,9 @@ pub struct Store {
     max_index_entries: usize,
     /// Whether the store's commits are replicated (see [`Options::replicated`]).
     replicated: bool,
-    /// The last change-log sequence number published; `u64::MAX` unless replicated.
-    published: Arc<AtomicU64>,
-    /// Told each time `published` moves, for the commits that wait for it.
-    published_moved: tokio::sync::watch::Sender<u64>,
+    /// The last change-log sequence number published (`u64::MAX` unless replicated), watched
+    /// by the change log's trimming and by the commits that wait for publication.
+    published: watch::Sender<u64>,
     await_published: Option<Duration>,
     /// Whether a commit failed in the store (see [`Store::failed`]).
     failed: Arc<AtomicBool>,
@@ -127,10 +130,10 @@ impl Store {
         let last_version = meta::read_counter(&meta, meta::CLOCK_KEY)?;
         let log_last = Arc::new(AtomicU64::new(meta::read_counter(&meta, meta::LOG_KEY)?));
         let log = db.open_tree(changelog::TREE).map_err(storage_error)?;
-        let published = Arc::new(AtomicU64::new(match options.replicated {
+        let published = watch::Sender::new(match options.replicated {
             true => meta::read_counter(&meta, meta::PUBLISHED_KEY)?,
             false => u64::MAX,
-        }));
+        });
         let pieces = db.open_tree(pieces::TREE).map_err(storage_error)?;
         let next_piece_id = meta::read_counter(&meta, meta::PIECE_KEY)?.max(1);
         let failed = Arc::new(AtomicBool::new(false));
@@ -143,7 +146,7 @@ impl Store {
             on_durable,
             log: ChangeLog::open(
                 log.clone(),
-                (log_last.clone(), published.clone()),
+                (log_last.clone(), published.subscribe()),
                 options.change_log,
             )?,
             pieces: pieces.clone(),
@@ -169,7 +172,6 @@ impl Store {
             clock: options.clock,
             max_index_entries: options.max_index_entries,
             replicated: options.replicated,
-            published_moved: tokio::sync::watch::Sender::new(published.load(Ordering::Acquire)),
             published,
             await_published: options.await_published,
             failed,
@@ -288,7 +290,7 @@ impl Store {
         let commit = answer.await.map_err(|_| Error::ShuttingDown)??;
         match (self.await_published, commit.seq) {
             (Some(patience), Some(seq)) if !commit.from_peer => {
-                let mut published = self.published_moved.subscribe();
+                let mut published = self.published.subscribe();
                 let stored = published.wait_for(|&published| published >= seq);
                 match tokio::time::timeout(patience, stored).await {
                     Ok(Ok(_)) => Ok(commit),
@@ -320,7 +322,7 @@ impl Store {
     /// The last change-log sequence number replication has published (0 before the first):
     /// the log keeps every entry after it.
     pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Acquire)
+        *self.published.borrow()
     }
 
     /// Records that the changes up to sequence number `seq` are published, so the log may trim
@@ -331,8 +333,7 @@ impl Store {
         self.meta
             .insert(meta::PUBLISHED_KEY, &seq.to_be_bytes())
             .map_err(storage_error)?;
-        self.published.store(seq, Ordering::Release);
-        self.published_moved.send_replace(seq);
+        self.published.send_replace(seq);
         Ok(())
     }
 

@@ -21,15 +21,18 @@ pub enum Replicated {
     Superseded,
 }
 
-/// One version of a record as replication compares them: its version, then its JSON bytes
+/// The record this node holds as replication compares it: its version, then its JSON bytes
 /// (empty for a delete).
-type Candidate<'a> = (u64, &'a [u8]);
+type Held<'a> = (u64, &'a [u8]);
 
-/// Whether `remote` wins over `local`: the higher version wins; two nodes can issue the same
-/// version in the same millisecond, and then the greater JSON wins, a delete being the least,
-/// so every node chooses alike without knowing who wrote what it holds.
-pub fn wins(remote: Candidate, local: Candidate) -> Ordering {
-    remote.0.cmp(&local.0).then_with(|| remote.1.cmp(local.1))
+/// Whether the commit at version `remote` wins over `local`: the higher version wins; two
+/// nodes can issue the same version in the same millisecond, and then the greater JSON wins
+/// (`remote_json`, made only then), a delete being the least, so every node chooses alike
+/// without knowing who wrote what it holds.
+pub fn wins(remote: u64, remote_json: impl FnOnce() -> Vec<u8>, local: Held) -> Ordering {
+    remote
+        .cmp(&local.0)
+        .then_with(|| remote_json().as_slice().cmp(local.1))
 }
 
 impl Table {
@@ -46,10 +49,6 @@ impl Table {
         if let Some((record, _)) = &record {
             self.validate_replica(&key, record)?;
         }
-        let json = match &record {
-            Some((record, _)) => serde_json::to_vec(record).expect("a JSON value serialises"),
-            None => Vec::new(),
-        };
         let superseded = Arc::new(AtomicBool::new(false));
         let verdict = superseded.clone();
         let committed = self
@@ -61,7 +60,13 @@ impl Table {
                         (None, Some(deleted)) => Some((deleted, &b""[..])),
                         (None, None) => None,
                     };
-                    match local.map(|local| wins((version, &json), local)) {
+                    let json = || match &record {
+                        Some((record, _)) => {
+                            serde_json::to_vec(record).expect("a JSON value serialises")
+                        }
+                        None => Vec::new(),
+                    };
+                    match local.map(|local| wins(version, json, local)) {
                         None | Some(Ordering::Greater) => Ok(Change::Replicate(version, record)),
                         Some(order) => {
                             verdict.store(order == Ordering::Less, atomic::Ordering::Relaxed);
@@ -114,13 +119,17 @@ mod tests {
 
     #[test]
     fn the_higher_version_wins_then_the_greater_record_and_a_delete_loses_ties() {
-        assert_eq!(wins((2, b"{}"), (1, br#"{"a":1}"#)), Ordering::Greater);
-        assert_eq!(wins((1, br#"{"a":1}"#), (2, b"")), Ordering::Less);
+        let json = |text: &str| text.as_bytes().to_vec();
         assert_eq!(
-            wins((5, br#"{"b":1}"#), (5, br#"{"a":1}"#)),
+            wins(2, || json("{}"), (1, br#"{"a":1}"#)),
             Ordering::Greater
         );
-        assert_eq!(wins((5, b""), (5, b"{}")), Ordering::Less);
-        assert_eq!(wins((5, b"{}"), (5, b"{}")), Ordering::Equal);
+        assert_eq!(wins(1, || json(r#"{"a":1}"#), (2, b"")), Ordering::Less);
+        assert_eq!(
+            wins(5, || json(r#"{"b":1}"#), (5, br#"{"a":1}"#)),
+            Ordering::Greater
+        );
+        assert_eq!(wins(5, || json(""), (5, b"{}")), Ordering::Less);
+        assert_eq!(wins(5, || json("{}"), (5, b"{}")), Ordering::Equal);
     }
 }

@@ -78,19 +78,24 @@ impl Drop for Nats {
     }
 }
 
-/// A node named `name` on the schemas of `fixture`, its data in `data`, replicating via `nats`.
+/// A node named `name` on the schemas of `fixture`, its data in `data`, replicating via `nats`,
+/// with MQTT off.
 fn node(fixture: &Fixture, data: &Path, name: &str, nats: &Nats) -> Process {
-    let args = [
+    node_with(fixture, data, name, &nats.url(), &["--mqtt", "off"])
+}
+
+/// A node named `name` replicating via the NATS server at `url`, started with `flags` too.
+fn node_with(fixture: &Fixture, data: &Path, name: &str, url: &str, flags: &[&str]) -> Process {
+    let mut args = vec![
         "serve",
         "--http",
         "127.0.0.1:0",
-        "--mqtt",
-        "off",
         "--nats",
-        &nats.url(),
+        url,
         "--node",
         name,
     ];
+    args.extend_from_slice(flags);
     Process::spawn_with(tablecast_command(&args, fixture.schemas.path(), data))
 }
 
@@ -212,23 +217,8 @@ async fn subscribers_on_one_node_see_the_writes_made_on_another_in_order() {
     let fixture = Fixture::new();
     let data_b = TempDir::new().expect("temp dir");
     let a = node(&fixture, fixture.data.path(), "a", &nats);
-    let nats_url = nats.url();
-    let args = [
-        "serve",
-        "--http",
-        "127.0.0.1:0",
-        "--mqtt",
-        "127.0.0.1:0",
-        "--nats",
-        &nats_url,
-        "--node",
-        "b",
-    ];
-    let b = Process::spawn_with(tablecast_command(
-        &args,
-        fixture.schemas.path(),
-        data_b.path(),
-    ));
+    let mqtt = ["--mqtt", "127.0.0.1:0"];
+    let b = node_with(&fixture, data_b.path(), "b", &nats.url(), &mqtt);
     ready(&a).await;
     ready(&b).await;
     let response = client()
@@ -689,22 +679,13 @@ async fn a_node_partitioned_from_nats_converges_once_healed_with_no_delete_undon
     let fixture = Fixture::new();
     let data_b = TempDir::new().expect("temp dir");
     let a = node(&fixture, fixture.data.path(), "a", &nats);
-    let args = [
-        "serve",
-        "--http",
-        "127.0.0.1:0",
-        "--mqtt",
-        "off",
-        "--nats",
-        &proxy.url(),
-        "--node",
-        "b",
-    ];
-    let b = Process::spawn_with(tablecast_command(
-        &args,
-        fixture.schemas.path(),
+    let b = node_with(
+        &fixture,
         data_b.path(),
-    ));
+        "b",
+        &proxy.url(),
+        &["--mqtt", "off"],
+    );
     ready(&a).await;
     ready(&b).await;
     for n in 1..=10 {
@@ -768,27 +749,15 @@ async fn a_node_partitioned_from_nats_converges_once_healed_with_no_delete_undon
 async fn with_cluster_acknowledgement_a_write_is_answered_once_the_stream_holds_it() {
     let mut nats = Nats::start();
     let fixture = Fixture::new();
-    let nats_url = nats.url();
-    let args = [
-        "serve",
-        "--http",
-        "127.0.0.1:0",
+    let flags = [
         "--mqtt",
         "off",
-        "--nats",
-        &nats_url,
-        "--node",
-        "a",
         "--replication-ack",
         "cluster",
         "--replication-timeout",
         "1s",
     ];
-    let a = Process::spawn_with(tablecast_command(
-        &args,
-        fixture.schemas.path(),
-        fixture.data.path(),
-    ));
+    let a = node_with(&fixture, fixture.data.path(), "a", &nats.url(), &flags);
     ready(&a).await;
     let jetstream =
         async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
