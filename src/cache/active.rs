@@ -149,7 +149,7 @@ impl CachedTable {
         loop {
             let due = shared.table.expired(now, WRITE_CHUNK)?;
             let writes = due.iter().map(|key| {
-                shared.table.remove_if(key.clone(), move |record| {
+                shared.table.evict_if(key.clone(), move |record| {
                     record.expires_at.is_some_and(|at| at <= now)
                 })
             });

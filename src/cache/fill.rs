@@ -2,7 +2,7 @@
 //! and what becomes of its answer: a fill or refresh stored as a normal commit, a revalidation
 //! that only restamps the entry, an eviction on a 404, or a failure.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::control::OriginDirectives;
 use super::flight::Boarding;
 use super::origin::{OriginError, Reply, Validators};
-use super::{CachedTable, Entry, Stats};
+use super::{CachedTable, Claim, Entry, Stats};
 use crate::error::{Cause, Chain, Error, OriginFailure, Violation};
 use crate::storage::{Commit, Envelope, Key};
 use crate::table::Precondition;
@@ -126,9 +126,44 @@ impl CachedTable {
         flown
     }
 
+    /// One origin request for `key` and what becomes of its answer (see [`Self::ask`]); in a
+    /// cluster, the answer another node's request for it brings, if one is under way.
+    async fn fill(self, key: Key, validators: Validators, store: bool) -> Flown {
+        if !store {
+            return self.ask(key, validators, false).await;
+        }
+        let release = match self.claim(&key).await {
+            Claim::Ours(release) => Some(release),
+            Claim::Theirs(released) => {
+                let started = Instant::now();
+                if let Some(fetched) = self.peer_fill(&key, released).await {
+                    let origin_time = started.elapsed();
+                    return Ok(Filled {
+                        fetched,
+                        origin_status: 200,
+                        origin_time,
+                    });
+                }
+                None
+            }
+            Claim::Alone => None,
+        };
+        let flown = self.ask(key, validators, true).await;
+        if let Some(release) = release {
+            release(matches!(
+                flown,
+                Ok(Filled {
+                    fetched: Fetched::Stored(..),
+                    ..
+                })
+            ));
+        }
+        flown
+    }
+
     /// One origin request for `key` and what becomes of its answer: stored (if `store`),
     /// restamped on a 304, or the stored entry evicted on a 404.
-    async fn fill(self, key: Key, validators: Validators, store: bool) -> Flown {
+    async fn ask(self, key: Key, validators: Validators, store: bool) -> Flown {
         let shared = &self.shared;
         let url = shared.origin.url(&key.to_string()).map_err(|reason| {
             Failure::Local(Error::Internal(Cause::new(format!(
@@ -189,7 +224,7 @@ impl CachedTable {
                     Ok(commit) => Ok(filled(Fetched::Stored(stored_record(commit)?, entry), 304)),
                     // Evicted while the origin was asked: ask again, unconditionally.
                     Err(Error::RecordNotFound { .. }) => {
-                        Box::pin(self.clone().fill(key, Validators::default(), store)).await
+                        Box::pin(self.clone().ask(key, Validators::default(), store)).await
                     }
                     Err(error) => Err(Failure::Local(error)),
                 }

@@ -15,6 +15,7 @@
 //! | `fill.rs` | the fill path: one origin request per key, and what becomes of its answer |
 //! | `flight.rs` | single-flight: concurrent requests for one key share one piece of work |
 //! | `active.rs` | push, evict, invalidate, warm, sweep |
+//! | `peers.rs` | in a cluster: other nodes' fills, refreshes and evictions, applied here |
 //! | `status.rs` | [`CacheStatus`], the `Cache-Status` header value |
 //! | `freshness.rs`, `control.rs`, `entry.rs` | pure decisions, `Cache-Control` directives, the stored metadata |
 //! | `not_found.rs`, `recency.rs` | the memory of origin 404s; the `maxEntries` bound |
@@ -29,12 +30,13 @@ mod flight;
 mod freshness;
 mod not_found;
 mod origin;
+mod peers;
 mod recency;
 mod stats;
 mod status;
 mod sweeper;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,6 +47,7 @@ pub use active::WarmReport;
 pub use control::RequestDirectives;
 pub use entry::Entry;
 pub use freshness::{Freshness, Policy, freshness};
+pub use peers::{Claim, Peers};
 pub use status::{CacheStatus, Detail, Forward};
 pub use sweeper::Sweeper;
 
@@ -57,6 +60,7 @@ use fill::{Failure, Fetched, Filled, Flown, validators};
 use flight::Flights;
 use not_found::NotFoundMemory;
 use origin::{Origin, Validators};
+use peers::Arrivals;
 use recency::Recency;
 use stats::Stats;
 
@@ -78,6 +82,10 @@ struct Shared {
     stats: Stats,
     not_found: NotFoundMemory,
     recency: Recency,
+    /// The cluster's other nodes, once replication starts.
+    peers: OnceLock<Arc<dyn Peers>>,
+    /// Keys whose fill by another node this node waits for.
+    arrivals: Arrivals,
 }
 
 /// The answer to a read, with what the cache did to produce it.
@@ -126,6 +134,8 @@ impl CachedTable {
                 stats: Stats::default(),
                 not_found: NotFoundMemory::default(),
                 recency,
+                peers: OnceLock::new(),
+                arrivals: Arrivals::default(),
             }),
         })
     }

@@ -84,7 +84,7 @@ impl CachedTable {
         self.shared.tasks.spawn(async move {
             let writes = victims
                 .into_iter()
-                .map(|key| shared.table.remove_if(key, |_| true));
+                .map(|key| shared.table.evict_if(key, |_| true));
             let results = futures_util::future::join_all(writes).await;
             let evicted = results.iter().filter(|r| r.is_ok()).count();
             Stats::add(&shared.stats.evictions, evicted);

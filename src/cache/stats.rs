@@ -22,6 +22,13 @@ pub struct Stats {
     pub origin_errors: AtomicU64,
     /// Entries removed by expiry or by the `maxEntries` bound.
     pub evictions: AtomicU64,
+    /// Fills, refreshes and evictions other nodes of the cluster made, applied here.
+    pub from_peers: AtomicU64,
+    /// Origin requests not made because another node was making the same one.
+    pub filled_by_peers: AtomicU64,
+    /// Origin requests made although another node was making the same one (its answer did
+    /// not arrive in time, or was not stored).
+    pub duplicate_fetches: AtomicU64,
     origin_micros: AtomicU64,
     origin_max_micros: AtomicU64,
 }
@@ -60,6 +67,9 @@ impl Stats {
             "originLatencyMeanMs": millis(mean),
             "originLatencyMaxMs": millis(read(&self.origin_max_micros)),
             "evictions": read(&self.evictions),
+            "fromPeers": read(&self.from_peers),
+            "filledByPeers": read(&self.filled_by_peers),
+            "duplicateFetches": read(&self.duplicate_fetches),
         })
     }
 }

@@ -310,7 +310,9 @@ impl Job {
                 let last = changes.last().map_or(until, |c| c.seq);
                 let items = changes
                     .into_iter()
-                    .filter(|c| c.seq <= until && filter.matches_record(&c.table, &c.key))
+                    .filter(|c| {
+                        c.seq <= until && !c.restamp && filter.matches_record(&c.table, &c.key)
+                    })
                     .map(|c| Item::Change(Arc::new(c.into())))
                     .collect();
                 Ok(Step::Page {

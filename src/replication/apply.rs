@@ -17,8 +17,9 @@ use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
 use futures_util::StreamExt;
 
 use super::message::Incoming;
-use super::publish::{self, replicated};
+use super::publish;
 use super::{Failure, Node, Settings};
+use crate::catalog::Resource;
 use crate::error::{Chain, Error};
 use crate::storage::Stamp;
 use crate::table::Replicated;
@@ -101,17 +102,26 @@ async fn apply(
             return Ok(());
         }
     };
-    let Some(table) = replicated(node, &incoming.table) else {
-        let reason = format!(
-            "this node has no table of its own named `{}`",
-            incoming.table
-        );
+    let Ok(resource) = node.catalog.resource(&incoming.table) else {
+        let reason = format!("this node has no table named `{}`", incoming.table);
         node.status.refused(subject, Some(&incoming.node), &reason);
         return Ok(());
     };
-    let record = incoming.record.map(|record| (record, Stamp::default()));
-    let key = incoming.key;
-    match table.replicate(key.clone(), incoming.version, record).await {
+    let (key, version) = (incoming.key, incoming.version);
+    let replicated = match resource {
+        Resource::Local(table) => {
+            let record = incoming.record.map(|record| (record, Stamp::default()));
+            table
+                .replicate(key.clone(), version, record, |_, _| false)
+                .await
+        }
+        Resource::Cached(cache) => {
+            let (record, meta) = (incoming.record, &incoming.meta);
+            cache.replicate(key.clone(), version, record, meta).await
+        }
+    };
+    let table = resource.table();
+    match replicated {
         Ok(Replicated::Applied(_)) => {
             let now_ms = crate::clock::Clock::system().now_ms();
             node.status

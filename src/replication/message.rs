@@ -1,7 +1,10 @@
 //! A commit as a JetStream message: the record's JSON as the payload (empty for a delete), and
-//! headers for the version, the node that made it, the operation and de-duplication.
+//! headers for the version, the node that made it, the operation, the record's stamp (a cache
+//! entry's freshness and origin validators) and de-duplication.
 
 use async_nats::HeaderMap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -14,6 +17,8 @@ const VERSION: &str = "Tablecast-Version";
 const NODE: &str = "Tablecast-Node";
 /// `put` or `delete`.
 const OPERATION: &str = "Tablecast-Op";
+/// The metadata of the record's stamp, base64url, if it has any.
+const STAMP: &str = "Tablecast-Stamp";
 
 /// A commit to publish.
 pub struct Outgoing<'a> {
@@ -22,6 +27,8 @@ pub struct Outgoing<'a> {
     pub version: u64,
     /// The record's JSON; `None` for a delete.
     pub value: Option<&'a Bytes>,
+    /// The metadata of the record's stamp; empty if none.
+    pub meta: &'a [u8],
 }
 
 impl Outgoing<'_> {
@@ -36,6 +43,10 @@ impl Outgoing<'_> {
     ) -> (String, HeaderMap, Bytes) {
         let subject = subject::of(cluster, self.table, self.key);
         let mut id = format!("{node}:{}:{subject}", self.version);
+        if !self.meta.is_empty() {
+            // A revalidation keeps the version and changes only the stamp.
+            id.push_str(&format!(":{:016x}", fnv1a(self.meta)));
+        }
         if let Some(again) = again {
             id.push_str(&format!(":again-{again}"));
         }
@@ -51,9 +62,20 @@ impl Outgoing<'_> {
                 "delete"
             },
         );
+        if !self.meta.is_empty() {
+            headers.insert(STAMP, URL_SAFE_NO_PAD.encode(self.meta).as_str());
+        }
         let payload = self.value.cloned().unwrap_or_default();
         (subject, headers, payload)
     }
+}
+
+/// The 64-bit FNV-1a hash of `bytes`: stable, so a node that publishes one stamp again
+/// (after a crash, say) gives it the same message id.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A commit received from the stream.
@@ -66,6 +88,8 @@ pub struct Incoming {
     pub node: String,
     /// The record; `None` for a delete.
     pub record: Option<Value>,
+    /// The metadata of the record's stamp; empty if none.
+    pub meta: Bytes,
 }
 
 impl Incoming {
@@ -92,12 +116,20 @@ impl Incoming {
             "delete" => None,
             other => return Err(format!("unknown operation `{other}`")),
         };
+        let meta = match header(STAMP) {
+            Ok(stamp) => URL_SAFE_NO_PAD
+                .decode(stamp)
+                .map_err(|_| format!("{STAMP} is not base64url"))?
+                .into(),
+            Err(_) => Bytes::new(),
+        };
         Ok(Incoming {
             table: table.to_owned(),
             key,
             version,
             node: header(NODE)?,
             record,
+            meta,
         })
     }
 }

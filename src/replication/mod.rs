@@ -4,7 +4,8 @@
 //! ([`subject`]), at most one message per subject, as NATS KV does: a node that starts empty
 //! replays it and has everything. Each node publishes its own commits from the change log after
 //! its fsync ([`publish`]), and applies everyone's through its own writer ([`apply`]), last
-//! writer wins (see [`crate::table::wins`]).
+//! writer wins (see [`crate::table::wins`]). Cache tables replicate their fills with their
+//! freshness, and claim each origin request so that one node makes it ([`claims`]).
 //!
 //! | file | holds |
 //! | --- | --- |
@@ -13,9 +14,11 @@
 //! | `message.rs` | a commit as a message: headers and payload, both ways |
 //! | `publish.rs` | this node's commits, from the change log to the stream |
 //! | `apply.rs` | the stream's messages, applied through this node's writer |
+//! | `claims.rs` | claims on cache origin requests, so that one node asks while others wait |
 //! | `status.rs` | what `GET /_cluster` and `/_health` report |
 
 mod apply;
+mod claims;
 mod message;
 mod publish;
 mod status;
@@ -32,6 +35,7 @@ pub use status::Status;
 
 use crate::catalog::Catalog;
 use crate::storage::Store;
+use claims::Claims;
 
 /// How a node takes part in a cluster.
 #[derive(Clone, Debug)]
@@ -77,12 +81,17 @@ impl Replication {
         local_commit: Arc<Notify>,
     ) -> Replication {
         let status = Arc::new(Status::new(&settings));
+        let claims = Arc::new(Claims::new(store.clone(), &settings.node));
+        for cache in catalog.caches() {
+            cache.join(claims.clone());
+        }
         let task = tokio::spawn(run(
             settings,
             Node {
                 store,
                 catalog,
                 status: status.clone(),
+                claims,
             },
             local_commit,
         ));
@@ -112,6 +121,7 @@ pub(crate) struct Node {
     pub store: Arc<Store>,
     pub catalog: Arc<Catalog>,
     pub status: Arc<Status>,
+    pub claims: Arc<Claims>,
 }
 
 /// Runs sessions until stopped: connects, makes sure of the stream and this node's consumer,
@@ -135,6 +145,7 @@ async fn run(settings: Settings, node: Node, local_commit: Arc<Notify>) {
     loop {
         let session = session(&settings, &node, &jetstream, &local_commit).await;
         node.status.set_connected(false);
+        node.claims.close();
         if let Err(error) = session {
             tracing::warn!(url = %settings.url, error = %error, "replication interrupted; resuming");
         }
@@ -154,6 +165,7 @@ async fn session(
         .await
         .map_err(Failure::of("cannot open the cluster's stream"))?;
     let consumer = apply::consumer(&stream, &settings.node).await?;
+    node.claims.open(jetstream, &settings.cluster).await?;
     node.status.set_connected(true);
     tracing::info!(url = %settings.url, node = %settings.node, cluster = %settings.cluster, "replicating");
     tokio::select! {

@@ -9,12 +9,12 @@
 use std::time::Duration;
 
 use async_nats::jetstream;
+use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::message::Outgoing;
 use super::{Failure, Node, Settings};
-use crate::catalog::Resource;
-use crate::storage::{Key, LoggedChange};
+use crate::storage::{Key, LoggedChange, Scope};
 use crate::table::Table;
 
 /// The most changes published before their acknowledgements are awaited.
@@ -69,6 +69,7 @@ async fn publish_next(
             key: &change.key,
             version: change.version,
             value: change.value.as_ref(),
+            meta: &change.meta,
         };
         acks.push(send(settings, jetstream, &outgoing, None).await?);
     }
@@ -82,18 +83,10 @@ async fn publish_next(
     Ok(true)
 }
 
-/// Whether a logged change is this node's own, of a replicated table.
+/// Whether a logged change is this node's own, for the cluster, of a table the node serves
+/// (not of one dropped from the schemas since).
 fn published(node: &Node, change: &LoggedChange) -> bool {
-    !change.from_peer && replicated(node, &change.table).is_some()
-}
-
-/// The table `name` if it replicates: tables of our own do; cache tables fill from their
-/// origin on each node.
-pub(super) fn replicated<'a>(node: &'a Node, name: &str) -> Option<&'a Table> {
-    match node.catalog.resource(name) {
-        Ok(Resource::Local(table)) => Some(table),
-        _ => None,
-    }
+    change.scope == Scope::Cluster && node.catalog.resource(&change.table).is_ok()
 }
 
 /// Publishes one commit; returns the acknowledgement to await.
@@ -121,13 +114,13 @@ pub(super) async fn again(
     again: u64,
 ) -> Result<(), Failure> {
     let unreadable = Failure::of("a record could not be read");
-    let (version, value) = match table.get(key).map_err(unreadable)? {
-        Some(record) => (record.version, Some(record.value)),
+    let (version, value, meta) = match table.get(key).map_err(unreadable)? {
+        Some(record) => (record.version, Some(record.value), record.meta),
         None => match table
             .deleted(key)
             .map_err(Failure::of("a tombstone could not be read"))?
         {
-            Some(version) => (version, None),
+            Some(version) => (version, None, Bytes::new()),
             None => return Ok(()),
         },
     };
@@ -136,6 +129,7 @@ pub(super) async fn again(
         key,
         version,
         value: value.as_ref(),
+        meta: &meta,
     };
     let ack = send(settings, jetstream, &outgoing, Some(again)).await?;
     ack.await
@@ -155,10 +149,7 @@ async fn snapshot(
     let tables = node
         .catalog
         .resources()
-        .filter_map(|resource| match resource {
-            Resource::Local(table) => Some(table.clone()),
-            Resource::Cached(_) => None,
-        });
+        .map(|resource| resource.table().clone());
     let mut published = 0u64;
     for table in tables {
         let mut after: Option<Key> = None;
@@ -182,6 +173,7 @@ async fn snapshot(
                     key,
                     version: record.version,
                     value: Some(&record.value),
+                    meta: &record.meta,
                 };
                 acks.push(send(settings, jetstream, &outgoing, None).await?);
             }

@@ -15,6 +15,11 @@ pub fn of(cluster: &str, table: &str, key: &Key) -> String {
     format!("{cluster}.{table}.{}", token(key))
 }
 
+/// The key of record `key` of `table` in the cluster's claim bucket.
+pub fn claim(table: &str, key: &Key) -> String {
+    format!("{table}.{}", token(key))
+}
+
 /// Every subject of `cluster`.
 pub fn all(cluster: &str) -> String {
     format!("{cluster}.>")

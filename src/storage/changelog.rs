@@ -1,10 +1,12 @@
 //! The change log: every commit that changed a record, by sequence number, kept for a bounded
 //! number of entries so a subscriber that was away can be told what it missed.
 //!
-//! Entries are `seq (u64 BE) -> table | key type | key | version | value`, where `value` is
-//! `0` after a delete, `1 | JSON`, or `2 | reference` for JSON kept in [`pieces`](super::pieces),
-//! its first byte or'ed with `0x80` for a change applied from another node;
-//! each is written in the same
+//! Entries are `seq (u64 BE) -> table | key type | key | version | tag [| meta] | value`, where
+//! the tag's low bits say what `value` is: `0` after a delete (none), `1` JSON, or `2` a
+//! reference to JSON kept in [`pieces`](super::pieces); its high bits mark a change applied
+//! from another node (`0x80`), one for this node only (`0x40`), a restamp (`0x20`, logged only
+//! for replication), and one with the stamp's metadata (`0x10`, then `len (u16 BE) | meta`).
+//! Each is written in the same
 //! transaction as the change itself, so the log never disagrees with the tables. The writer
 //! appends ([`ChangeLog`]); readers ask for what came after a sequence number
 //! ([`changes_after`]).
@@ -16,6 +18,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::watch;
 
 use super::key::{Key, KeyType};
+use super::mutation::Scope;
 use super::pieces::{self, PIECE, Pieces, Reference};
 use super::{storage_error, storage_failure};
 use crate::error::Result;
@@ -26,8 +29,15 @@ pub(crate) const TREE: &str = "_changes";
 const DELETED: u8 = 0;
 const WHOLE: u8 = 1;
 const IN_PIECES: u8 = 2;
+const KIND: u8 = 0x0f;
 /// Marks the entry of a change made on another node.
 const FROM_PEER: u8 = 0x80;
+/// Marks the entry of a change made for this node only.
+const NODE_ONLY: u8 = 0x40;
+/// Marks the entry of a restamp.
+const RESTAMP: u8 = 0x20;
+/// Marks an entry that carries its stamp's metadata.
+const WITH_META: u8 = 0x10;
 
 /// One logged change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,8 +52,13 @@ pub struct LoggedChange {
     pub version: u64,
     /// The record's JSON after the change; `None` after a delete.
     pub value: Option<Bytes>,
-    /// Whether the change was made on another node and applied here.
-    pub from_peer: bool,
+    /// The metadata of the record's stamp after the change (a cache entry's freshness); empty
+    /// for most records.
+    pub meta: Bytes,
+    /// Where the change was made, and who else is to learn of it.
+    pub scope: Scope,
+    /// Whether only the record's stamp changed; subscribers are not told of such entries.
+    pub restamp: bool,
 }
 
 impl LoggedChange {
@@ -53,8 +68,9 @@ impl LoggedChange {
         let key = self.key.encode();
         let value = self.value.as_deref().unwrap_or_default();
         let inline = if value.len() <= PIECE { value.len() } else { 0 };
-        let mut out =
-            BytesMut::with_capacity(20 + self.table.len() + key.len() + inline + Reference::LEN);
+        let mut out = BytesMut::with_capacity(
+            22 + self.table.len() + key.len() + self.meta.len() + inline + Reference::LEN,
+        );
         out.put_u16(u16::try_from(self.table.len()).expect("table names are short"));
         out.put_slice(self.table.as_bytes());
         out.put_u8(match self.key.key_type() {
@@ -65,15 +81,27 @@ impl LoggedChange {
         out.put_slice(&key);
         out.put_u64(self.version);
         let mut reference = None;
-        let peer = if self.from_peer { FROM_PEER } else { 0 };
+        let meta = u16::try_from(self.meta.len()).ok().filter(|&len| len > 0);
+        let flags = match self.scope {
+            Scope::Cluster => 0,
+            Scope::Peer => FROM_PEER,
+            Scope::Node => NODE_ONLY,
+        } | if self.restamp { RESTAMP } else { 0 }
+            | if meta.is_some() { WITH_META } else { 0 };
+        let kind = match &self.value {
+            None => DELETED,
+            Some(value) if value.len() <= PIECE => WHOLE,
+            Some(_) => IN_PIECES,
+        };
+        out.put_u8(kind | flags);
+        if let Some(len) = meta {
+            out.put_u16(len);
+            out.put_slice(&self.meta);
+        }
         match &self.value {
-            None => out.put_u8(DELETED | peer),
-            Some(value) if value.len() <= PIECE => {
-                out.put_u8(WHOLE | peer);
-                out.put_slice(value);
-            }
+            None => {}
+            Some(value) if value.len() <= PIECE => out.put_slice(value),
             Some(value) => {
-                out.put_u8(IN_PIECES | peer);
                 let stored = pieces.store(value);
                 let mut encoded = Vec::with_capacity(Reference::LEN);
                 stored.encode_into(&mut encoded);
@@ -102,7 +130,14 @@ impl LoggedChange {
         let key = Key::decode(key_type, &take(&mut raw, key_len)?)?;
         let version = raw.try_get_u64().ok()?;
         let tag = raw.try_get_u8().ok()?;
-        let (value, reference) = match tag & !FROM_PEER {
+        let meta = match tag & WITH_META {
+            0 => Bytes::new(),
+            _ => {
+                let len = usize::from(raw.try_get_u16().ok()?);
+                Bytes::from(take(&mut raw, len)?)
+            }
+        };
+        let (value, reference) = match tag & KIND {
             DELETED => (None, None),
             WHOLE => (Some(Bytes::copy_from_slice(raw)), None),
             IN_PIECES => (None, Some(Reference::decode(raw)?)),
@@ -114,7 +149,13 @@ impl LoggedChange {
             key,
             version,
             value,
-            from_peer: tag & FROM_PEER != 0,
+            meta,
+            scope: match (tag & FROM_PEER, tag & NODE_ONLY) {
+                (0, 0) => Scope::Cluster,
+                (0, _) => Scope::Node,
+                _ => Scope::Peer,
+            },
+            restamp: tag & RESTAMP != 0,
         };
         Some((change, reference))
     }
@@ -218,23 +259,10 @@ impl ChangeLog {
 }
 
 impl LogBatch {
-    /// Appends a change of `key` in `table` at `version` (`value`: the record after it, `None`
-    /// for a delete; `from_peer`: made on another node); returns its sequence number.
-    pub fn append(
-        &mut self,
-        (table, key): (Arc<str>, Key),
-        (version, value, from_peer): (u64, Option<Bytes>, bool),
-        pieces: &mut Pieces,
-    ) -> u64 {
+    /// Appends `change`, numbered next (its `seq` is ignored); returns its sequence number.
+    pub fn append(&mut self, mut logged: LoggedChange, pieces: &mut Pieces) -> u64 {
         self.last += 1;
-        let logged = LoggedChange {
-            seq: self.last,
-            table,
-            key,
-            version,
-            value,
-            from_peer,
-        };
+        logged.seq = self.last;
         let (entry, reference) = logged.encode(pieces);
         if let Some(reference) = reference {
             self.in_pieces.push((self.last, reference));
@@ -296,14 +324,36 @@ mod tests {
 
     #[test]
     fn entries_round_trip() {
-        for (key, value, from_peer) in [
+        let meta = Bytes::from_static(b"\x01fresh");
+        for (key, value, scope, meta, restamp) in [
             (
                 Key::Int(-7),
                 Some(Bytes::from_static(br#"{"n":-7}"#)),
+                Scope::Cluster,
+                Bytes::new(),
                 false,
             ),
-            (Key::Str("a/b é".into()), None, true),
-            (Key::Str(String::new()), Some(Bytes::new()), true),
+            (
+                Key::Str("a/b é".into()),
+                None,
+                Scope::Peer,
+                meta.clone(),
+                false,
+            ),
+            (
+                Key::Str(String::new()),
+                Some(Bytes::new()),
+                Scope::Node,
+                Bytes::new(),
+                true,
+            ),
+            (
+                Key::Int(3),
+                Some(Bytes::from_static(b"{}")),
+                Scope::Cluster,
+                meta.clone(),
+                true,
+            ),
         ] {
             let change = LoggedChange {
                 seq: 42,
@@ -311,7 +361,9 @@ mod tests {
                 key,
                 version: u64::MAX - 1,
                 value,
-                from_peer,
+                meta,
+                scope,
+                restamp,
             };
             let (entry, reference) = change.encode(&mut Pieces::new(1));
             assert_eq!(reference, None);
@@ -323,12 +375,14 @@ mod tests {
             key: Key::Int(1),
             version: 9,
             value: Some(vec![b'x'; PIECE + 1].into()),
-            from_peer: false,
+            meta: meta.clone(),
+            scope: Scope::Cluster,
+            restamp: false,
         };
         let (entry, reference) = large.encode(&mut Pieces::new(1));
         let decoded = LoggedChange::decode(43, &entry).expect("decodes");
         assert_eq!(decoded.1, reference);
-        assert_eq!(decoded.0.value, None);
+        assert_eq!((decoded.0.value, decoded.0.meta), (None, meta));
         assert_eq!(LoggedChange::decode(1, &[0, 9, b'x']), None);
     }
 }

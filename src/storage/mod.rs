@@ -50,7 +50,9 @@ pub use changelog::LoggedChange;
 pub use envelope::Envelope;
 pub use indexes::IndexRange;
 pub use key::{Key, KeyType};
-pub use mutation::{Change, Commit, Decide, DecideAhead, OnDurable, Stamp, Target, WriteContext};
+pub use mutation::{
+    Change, Commit, Decide, DecideAhead, OnDurable, Scope, Stamp, Target, WriteContext,
+};
 pub use records::Records;
 
 use crate::clock::Clock;
@@ -253,9 +255,10 @@ impl Store {
         let change = decide(current.as_ref(), &context).and_then(|c| records.prepare(c));
         // The index values of the record decided against, for a change that moves its entries.
         let seen = match (current, &change) {
-            (Some(current), Ok(Prepared::Put { .. } | Prepared::Delete { .. })) => {
-                Some((current.version, records.indexed(&current)?))
-            }
+            (
+                Some(current),
+                Ok(Prepared::Put { .. } | Prepared::Delete { .. } | Prepared::Evict),
+            ) => Some((current.version, records.indexed(&current)?)),
             (Some(current), _) => Some((current.version, Vec::new())),
             (None, _) => None,
         };
@@ -287,18 +290,32 @@ impl Store {
         self.commands
             .send(Command::Write(Box::new(request)))
             .map_err(|_| Error::ShuttingDown)?;
-        let commit = answer.await.map_err(|_| Error::ShuttingDown)??;
+        answer.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// `commit` once it may be acknowledged as the store's options say: with
+    /// [`Options::await_published`], once replication has published it (or
+    /// [`Error::NotReplicated`] when that takes too long: the commit stays durable here, and is
+    /// published later); at once otherwise.
+    pub async fn acknowledged(&self, commit: Commit) -> Result<Commit> {
         match (self.await_published, commit.seq) {
-            (Some(patience), Some(seq)) if !commit.from_peer => {
-                let mut published = self.published.subscribe();
-                let stored = published.wait_for(|&published| published >= seq);
-                match tokio::time::timeout(patience, stored).await {
-                    Ok(Ok(_)) => Ok(commit),
-                    Ok(Err(_)) => Err(Error::ShuttingDown),
-                    Err(_) => Err(Error::NotReplicated(patience)),
-                }
+            (Some(patience), Some(seq)) if commit.scope == Scope::Cluster => {
+                self.published_through(seq, patience).await?;
+                Ok(commit)
             }
             _ => Ok(commit),
+        }
+    }
+
+    /// Waits until replication has published the change-log entries up to `seq`, for at most
+    /// `patience` ([`Error::NotReplicated`] then).
+    pub async fn published_through(&self, seq: u64, patience: Duration) -> Result<()> {
+        let mut published = self.published.subscribe();
+        let stored = published.wait_for(|&published| published >= seq);
+        match tokio::time::timeout(patience, stored).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::ShuttingDown),
+            Err(_) => Err(Error::NotReplicated(patience)),
         }
     }
 

@@ -39,6 +39,19 @@ pub struct Stamp {
     pub meta: Bytes,
 }
 
+/// Where a commit was made, and who else is to learn of it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Made on this node, for the whole cluster: replication publishes it.
+    #[default]
+    Cluster,
+    /// Made on another node and applied here.
+    Peer,
+    /// Made on this node for this node only, as a cache entry evicted or expired here (every
+    /// node bounds and sweeps its own cache): never published.
+    Node,
+}
+
 /// The outcome a decision asks for.
 pub enum Change {
     /// Store this (validated) record with this stamp.
@@ -48,9 +61,15 @@ pub enum Change {
     Restamp(Stamp),
     /// Remove the record.
     Delete,
+    /// Remove the record from this node only ([`Scope::Node`]): no tombstone is kept, so the
+    /// record comes back with the next version another node sends.
+    Evict,
     /// Apply a commit made on another node, with its version: store this record with this
     /// stamp, or remove the record (`None`). The clock moves past the version.
     Replicate(u64, Option<(Value, Stamp)>),
+    /// Replace only the stamp, as another node did to the same version of the record (a
+    /// cache entry it revalidated or marked stale).
+    RestampReplica(Stamp),
 }
 
 /// Decides a mutation given the current record; runs on the writer thread, so it must be quick.
@@ -73,19 +92,34 @@ pub(crate) enum Prepared {
         /// The version another node gave it; `None` for a commit of this node.
         replicated: Option<u64>,
     },
-    Restamp(Stamp),
+    Restamp {
+        stamp: Stamp,
+        /// Whether another node made it.
+        replicated: bool,
+    },
     Delete {
         /// The version another node gave the delete; `None` for a commit of this node.
         replicated: Option<u64>,
     },
+    Evict,
 }
 
 impl Prepared {
-    /// The version another node gave this change, if it is a replicated one.
-    pub fn replicated(&self) -> Option<u64> {
+    /// Where the change was made, and who else is to learn of it.
+    pub fn scope(&self) -> Scope {
         match self {
-            Prepared::Put { replicated, .. } | Prepared::Delete { replicated } => *replicated,
-            Prepared::Restamp(_) => None,
+            Prepared::Put {
+                replicated: Some(_),
+                ..
+            }
+            | Prepared::Delete {
+                replicated: Some(_),
+            }
+            | Prepared::Restamp {
+                replicated: true, ..
+            } => Scope::Peer,
+            Prepared::Evict => Scope::Node,
+            _ => Scope::Cluster,
         }
     }
 }
@@ -114,14 +148,17 @@ pub struct Commit {
     pub version: u64,
     /// The record after the commit; `None` for a delete.
     pub record: Option<Envelope>,
-    /// The commit's position in the change log; `None` if it only restamped the record.
+    /// The commit's position in the change log; `None` if it is not logged (a restamp, unless
+    /// the store replicates).
     pub seq: Option<u64>,
-    /// Whether it applied a commit made on another node.
-    pub from_peer: bool,
+    /// Where it was made, and who else is to learn of it.
+    pub scope: Scope,
+    /// Whether it replaced only the record's stamp: not announced to subscribers.
+    pub restamp: bool,
 }
 
-/// Called on the writer thread for each commit that changed a record, in commit order, once it
-/// is on disk.
+/// Called on the writer thread for each logged commit (see [`Commit::seq`]), in commit order,
+/// once it is on disk.
 pub type OnDurable = Box<dyn Fn(&Commit) + Send>;
 
 /// One queued mutation and where its outcome goes.

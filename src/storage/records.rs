@@ -176,8 +176,16 @@ impl Records {
     pub(crate) fn prepare(&self, change: Change) -> Result<Prepared> {
         Ok(match change {
             Change::Put(value, stamp) => self.prepare_put(&value, stamp, None)?,
-            Change::Restamp(stamp) => Prepared::Restamp(stamp),
+            Change::Restamp(stamp) => Prepared::Restamp {
+                stamp,
+                replicated: false,
+            },
+            Change::RestampReplica(stamp) => Prepared::Restamp {
+                stamp,
+                replicated: true,
+            },
             Change::Delete => Prepared::Delete { replicated: None },
+            Change::Evict => Prepared::Evict,
             Change::Replicate(version, Some((value, stamp))) => {
                 self.prepare_put(&value, stamp, Some(version))?
             }

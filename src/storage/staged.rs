@@ -115,7 +115,7 @@ impl Staged {
         };
         let indexed_before = match (indexed_before, &current) {
             (Some(indexed), _) => indexed,
-            (None, Some(current)) if !matches!(change, Prepared::Restamp(_)) => {
+            (None, Some(current)) if !matches!(change, Prepared::Restamp { .. }) => {
                 self.records.indexed(current)?
             }
             (None, _) => Vec::new(),
@@ -156,7 +156,7 @@ impl Staged {
                 }
                 (envelope.version, stored)
             }
-            (Prepared::Restamp(stamp), Some(current)) => {
+            (Prepared::Restamp { stamp, .. }, Some(current)) => {
                 let envelope = Envelope {
                     expires_at: stamp.expires_at,
                     meta: stamp.meta,
@@ -166,7 +166,7 @@ impl Staged {
                 self.reschedule(&encoded, old_expiry, envelope.expires_at);
                 (envelope.version, stored)
             }
-            (Prepared::Restamp(_), None) => {
+            (Prepared::Restamp { .. } | Prepared::Evict, None) => {
                 return Err(Error::RecordNotFound {
                     table: self.records.name.to_string(),
                     id: key.to_string(),
@@ -185,6 +185,13 @@ impl Staged {
                     self.tombstones.insert(encoded.clone(), Some(version));
                 }
                 (version, None)
+            }
+            (Prepared::Evict, Some(_)) => {
+                self.batch.remove(encoded.clone());
+                self.reindex(&encoded, &indexed_before, &Vec::new());
+                self.reschedule(&encoded, old_expiry, None);
+                self.meta.count -= 1;
+                (hlc.next(now_ms), None)
             }
         };
         if let Some(reference) = old_pieces {

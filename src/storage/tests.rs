@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::storage::{Change, Decide, Key, KeyType, Options, Stamp, Store, Target};
+use crate::storage::{Change, Decide, Key, KeyType, Options, Scope, Stamp, Store, Target};
 
 #[tokio::test]
 async fn a_replicated_store_keeps_unpublished_changes_and_tombstones() {
@@ -82,5 +82,8 @@ async fn a_replicated_store_keeps_unpublished_changes_and_tombstones() {
         "the clock moved past the replicated version"
     );
     let logged = store.changes_after(6, 100).expect("reads").expect("kept");
-    assert!(logged[0].from_peer && !logged[1].from_peer);
+    assert_eq!(
+        (logged[0].scope, logged[1].scope),
+        (Scope::Peer, Scope::Cluster)
+    );
 }

@@ -12,15 +12,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
+use bytes::Bytes;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::oneshot;
 
-use super::changelog::{ChangeLog, LogBatch};
+use super::changelog::{ChangeLog, LogBatch, LoggedChange};
 use super::hlc::Hlc;
 use super::meta::{CLOCK_KEY, LOG_KEY, PIECE_KEY};
 use super::mutation::{
-    Ahead, Change, Command, Commit, Decide, OnDurable, Prepared, Request, WriteContext,
+    Ahead, Change, Command, Commit, Decide, OnDurable, Prepared, Request, Scope, WriteContext,
 };
 use super::pieces::Pieces;
 use super::staged::Staged;
@@ -160,26 +161,40 @@ impl Writer {
                     (records.prepare(change)?, None, now_ms)
                 }
             };
-            let announce = !matches!(change, Prepared::Restamp(_));
-            let from_peer = change.replicated().is_some();
+            let restamp = matches!(change, Prepared::Restamp { .. });
+            let scope = change.scope();
+            let meta = match &change {
+                Prepared::Put { stamp, .. } | Prepared::Restamp { stamp, .. } => stamp.meta.clone(),
+                _ => Bytes::new(),
+            };
             let now = (now_ms, &mut self.hlc);
             let change = (change, indexed_before);
             let changed = table.change(&key, encoded, current, change, now, pieces)?;
             let (version, record) = changed;
-            Ok((key, announce, from_peer, version, record))
+            Ok((key, (scope, restamp, meta), version, record))
         });
-        let (key, announce, from_peer, version, record) = match staged {
+        let (key, (scope, restamp, meta), version, record) = match staged {
             Ok(staged) => staged,
             Err(error) => {
                 let _ = reply.send(Err(error));
                 return;
             }
         };
-        let seq = announce.then(|| {
-            let value = record.as_ref().map(|r| r.value.clone());
-            let changed = (records.name.clone(), key.clone());
-            let logged = (version, value, from_peer);
-            batch.log.append(changed, logged, &mut batch.pieces)
+        // A restamp changes no record, so subscribers have nothing to learn from it; other
+        // nodes do (a cache entry revalidated here is fresh there too).
+        let logged = !restamp || (scope == Scope::Cluster && records.tombstones.is_some());
+        let seq = logged.then(|| {
+            let change = LoggedChange {
+                seq: 0,
+                table: records.name.clone(),
+                key: key.clone(),
+                version,
+                value: record.as_ref().map(|r| r.value.clone()),
+                meta,
+                scope,
+                restamp,
+            };
+            batch.log.append(change, &mut batch.pieces)
         });
         let commit = Commit {
             table: records.name.clone(),
@@ -187,7 +202,8 @@ impl Writer {
             version,
             record,
             seq,
-            from_peer,
+            scope,
+            restamp,
         };
         batch.pending.push((commit, reply));
     }
@@ -284,7 +300,8 @@ impl Writer {
             table.records.set_meta(table.meta);
         }
         for (commit, reply) in batch.pending {
-            // Only logged commits changed the record; a restamp is not announced.
+            // Every logged commit: those that changed a record, and a replicated store's
+            // restamps (which `commit.restamp` tells apart).
             if commit.seq.is_some() {
                 (self.on_durable)(&commit);
             }

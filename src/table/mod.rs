@@ -37,9 +37,14 @@ pub struct Table {
     store: Arc<Store>,
 }
 
-/// Publishes every durable commit on `bus`; install it as the store's `on_durable` hook.
+/// Publishes every durable commit that changed a record on `bus`; install it as the store's
+/// `on_durable` hook.
 pub fn publish_to(bus: EventBus) -> OnDurable {
-    Box::new(move |commit| bus.publish(ChangeEvent::from(commit)))
+    Box::new(move |commit| {
+        if !commit.restamp {
+            bus.publish(ChangeEvent::from(commit));
+        }
+    })
 }
 
 impl Table {
@@ -196,16 +201,16 @@ impl Table {
             .await
     }
 
-    /// Removes the record `key` if `due` holds for it when the write is decided; otherwise fails
-    /// with [`Error::PreconditionFailed`].
-    pub async fn remove_if(
+    /// Removes the record `key` from this node only (see [`Change::Evict`]) if `due` holds for
+    /// it when the write is decided; otherwise fails with [`Error::PreconditionFailed`].
+    pub async fn evict_if(
         &self,
         key: Key,
         due: impl FnOnce(&Envelope) -> bool + Send + 'static,
     ) -> Result<Commit> {
         self.change_existing(key, move |current| {
             if due(current) {
-                Ok(Change::Delete)
+                Ok(Change::Evict)
             } else {
                 Err(Error::PreconditionFailed(
                     "the record changed since it was chosen for removal".to_owned(),
@@ -327,11 +332,25 @@ impl Table {
     }
 
     async fn commit(&self, target: Target, decide: Decide) -> Result<Commit> {
-        self.store.commit(&self.records, target, decide).await
+        let commit = self.store.commit(&self.records, target, decide).await?;
+        self.acknowledged(commit).await
     }
 
     async fn commit_ahead(&self, target: Target, decide: DecideAhead) -> Result<Commit> {
-        self.store.commit_ahead(&self.records, target, decide).await
+        let commit = self
+            .store
+            .commit_ahead(&self.records, target, decide)
+            .await?;
+        self.acknowledged(commit).await
+    }
+
+    /// `commit` once its writer may be told of it (see [`Store::acknowledged`]). A cache
+    /// table's writes are copies of its origin: told at once, whatever replication does.
+    async fn acknowledged(&self, commit: Commit) -> Result<Commit> {
+        match self.schema.settings.cache {
+            Some(_) => Ok(commit),
+            None => self.store.acknowledged(commit).await,
+        }
     }
 
     /// Commits a write carrying a record of about `weight` bytes: decided ahead of the writer if

@@ -38,13 +38,16 @@ pub fn wins(remote: u64, remote_json: impl FnOnce() -> Vec<u8>, local: Held) -> 
 impl Table {
     /// Applies a commit another node made at `version`: `record` stored with `stamp`, or the
     /// record removed (`None`), if it wins over what this node holds, alive or deleted (see
-    /// [`wins`]). The record is checked against this node's schema first; one that does not
-    /// validate is refused with the violations and changes nothing.
+    /// [`wins`]). When this node holds the same version, the other node's stamp replaces its
+    /// own if `newer_stamp(theirs, ours)` (metadata of both) says so. The record is checked
+    /// against this node's schema first; one that does not validate is refused with the
+    /// violations and changes nothing.
     pub async fn replicate(
         &self,
         key: Key,
         version: u64,
         record: Option<(Value, Stamp)>,
+        newer_stamp: fn(&[u8], &[u8]) -> bool,
     ) -> Result<Replicated> {
         if let Some((record, _)) = &record {
             self.validate_replica(&key, record)?;
@@ -68,6 +71,16 @@ impl Table {
                     };
                     match local.map(|local| wins(version, json, local)) {
                         None | Some(Ordering::Greater) => Ok(Change::Replicate(version, record)),
+                        Some(Ordering::Equal) => match (&record, current) {
+                            (Some((_, stamp)), Some(current))
+                                if newer_stamp(&stamp.meta, &current.meta) =>
+                            {
+                                Ok(Change::RestampReplica(stamp.clone()))
+                            }
+                            _ => Err(Error::PreconditionFailed(
+                                "this node holds this version".to_owned(),
+                            )),
+                        },
                         Some(order) => {
                             verdict.store(order == Ordering::Less, atomic::Ordering::Relaxed);
                             Err(Error::PreconditionFailed(

@@ -22,6 +22,7 @@ mod origin;
 mod queries;
 mod query_model;
 mod replication;
+mod replication_cache;
 mod rest;
 mod rest_scenarios;
 mod storage_failure;

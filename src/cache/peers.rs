@@ -1,0 +1,200 @@
+//! A cache in a cluster: what the other nodes' origin requests bring here. A fill, refresh,
+//! revalidation, push or eviction made on another node arrives with the entry's freshness as
+//! that node stored it (absolute times, the origin's validators), so one origin request serves
+//! every node, and a refresh anywhere refreshes everywhere.
+//!
+//! Before it asks the origin, a node claims the key in the cluster ([`Peers`]); a node that
+//! finds the key claimed waits for the claimer's fill to arrive instead of asking too, and asks
+//! only if it does not come. Without a reachable cluster, every node asks for itself.
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use super::fill::Fetched;
+use super::{CachedTable, Entry, Freshness, RequestDirectives, Stats, freshness};
+use crate::error::Result;
+use crate::storage::Key;
+use crate::table::Replicated;
+
+/// The other nodes of a cluster, one of which may be asking the origin for a key already.
+pub trait Peers: Send + Sync {
+    /// Claims the origin request for `key` of `table` for this node.
+    fn claim(&self, table: &str, key: &Key) -> BoxFuture<'static, Claim>;
+}
+
+/// Who asks the origin for a key.
+pub enum Claim {
+    /// This node: once the origin answered, release the claim, saying whether the answer was
+    /// stored (it is released once that is published, so that it is there for the others).
+    Ours(Box<dyn FnOnce(bool) + Send>),
+    /// Another node: this completes once it has released its claim (or the claim lapsed).
+    Theirs(BoxFuture<'static, ()>),
+    /// This node, with no one to tell: the cluster cannot be reached.
+    Alone,
+}
+
+/// How long, after another node released its claim, its fill may take to arrive here.
+const ARRIVAL: Duration = Duration::from_millis(200);
+
+/// The keys this node waits to receive another node's fill of, each with what wakes its waiter
+/// (one per key: the key's origin request on this node, see `flight.rs`).
+#[derive(Default)]
+pub(super) struct Arrivals {
+    waiting: Mutex<HashMap<Key, Arc<Notify>>>,
+}
+
+impl Arrivals {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Notify>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the waiter of `key`, if any.
+    fn arrived(&self, key: &Key) {
+        if let Some(arrival) = self.waiting().get(key) {
+            arrival.notify_one();
+        }
+    }
+}
+
+impl CachedTable {
+    /// Makes this cache claim its origin requests among `peers` (once; later calls are ignored).
+    pub fn join(&self, peers: Arc<dyn Peers>) {
+        let _ = self.shared.peers.set(peers);
+    }
+
+    /// Claims the origin request for `key` among the peers, if there are any.
+    pub(super) async fn claim(&self, key: &Key) -> Claim {
+        match self.shared.peers.get() {
+            Some(peers) => peers.claim(self.shared.table.name(), key).await,
+            None => Claim::Alone,
+        }
+    }
+
+    /// Waits for the fill of `key` that another node makes (`released` once it is done) and
+    /// returns it once it is here and fresh; `None` if it did not come within the origin
+    /// timeout, and this node is to ask the origin itself.
+    pub(super) async fn peer_fill(
+        &self,
+        key: &Key,
+        released: BoxFuture<'static, ()>,
+    ) -> Option<Fetched> {
+        let shared = &self.shared;
+        let arrival = Arc::new(Notify::new());
+        shared
+            .arrivals
+            .waiting()
+            .insert(key.clone(), arrival.clone());
+        let fresh = || {
+            let record = shared.table.get(key).ok()??;
+            let entry = Entry::decode(&record.meta)?;
+            let now = shared.clock.now_ms();
+            let state = freshness(Some(&entry), &RequestDirectives::default(), now);
+            matches!(state, Freshness::Fresh { .. }).then(|| Fetched::Stored(record, entry))
+        };
+        let wait = async {
+            tokio::pin!(released);
+            loop {
+                if let Some(fetched) = fresh() {
+                    return Some(fetched);
+                }
+                tokio::select! {
+                    () = arrival.notified() => {}
+                    () = &mut released => break,
+                }
+            }
+            // Released: the fill, if there was one, is in the cluster's stream by now.
+            loop {
+                if let Some(fetched) = fresh() {
+                    return Some(fetched);
+                }
+                tokio::time::timeout(ARRIVAL, arrival.notified())
+                    .await
+                    .ok()?;
+            }
+        };
+        let fetched = tokio::time::timeout(shared.settings.timeout, wait)
+            .await
+            .ok()
+            .flatten();
+        shared.arrivals.waiting().remove(key);
+        match &fetched {
+            Some(_) => Stats::count(&shared.stats.filled_by_peers),
+            None => Stats::count(&shared.stats.duplicate_fetches),
+        }
+        fetched
+    }
+
+    /// Applies what another node committed to this cache at `version`: `record` with the entry
+    /// `meta` (its encoding), or the entry removed (`None`). An entry this node cannot read is
+    /// kept as expired, as one stored before the table became a cache is.
+    pub async fn replicate(
+        &self,
+        key: Key,
+        version: u64,
+        record: Option<Value>,
+        meta: &[u8],
+    ) -> Result<Replicated> {
+        let shared = &self.shared;
+        let stamped =
+            record.map(|record| (record, Entry::decode(meta).unwrap_or_default().stamp()));
+        let alive = stamped.is_some();
+        let replicated = shared
+            .table
+            .replicate(key.clone(), version, stamped, replaces)
+            .await?;
+        if let Replicated::Applied(_) = replicated {
+            Stats::count(&shared.stats.from_peers);
+            if alive {
+                shared.not_found.forget(&key);
+                shared.recency.touch(&key);
+                self.enforce_bound();
+            } else {
+                shared.recency.forget(&key);
+            }
+            shared.arrivals.arrived(&key);
+        }
+        Ok(replicated)
+    }
+}
+
+/// Whether entry metadata `theirs`, another node's for the version of a record this node holds
+/// with `ours`, replaces it: the later fetch wins; of one fetch, the entry marked stale earlier
+/// (an invalidation); then the greater encoding, so that every node chooses alike.
+fn replaces(theirs: &[u8], ours: &[u8]) -> bool {
+    let order =
+        |raw| Entry::decode(raw).map(|entry| (entry.fetched_at, Reverse(entry.fresh_until)));
+    (order(theirs), theirs) > (order(ours), ours)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(fetched_at: u64, fresh_until: u64) -> Vec<u8> {
+        let entry = Entry {
+            fetched_at,
+            fresh_until,
+            ..Entry::default()
+        };
+        entry.stamp().meta.to_vec()
+    }
+
+    #[test]
+    fn a_later_fetch_replaces_then_an_earlier_staleness_then_the_greater_encoding() {
+        assert!(replaces(&entry(2, 10), &entry(1, 100)));
+        assert!(!replaces(&entry(1, 100), &entry(2, 10)));
+        // The same fetch, marked stale at 5 on one node.
+        assert!(replaces(&entry(1, 5), &entry(1, 100)));
+        assert!(!replaces(&entry(1, 100), &entry(1, 5)));
+        assert!(!replaces(&entry(1, 5), &entry(1, 5)));
+        // Anything readable replaces what is not.
+        assert!(replaces(&entry(1, 5), b"?"));
+        assert!(!replaces(b"?", &entry(1, 5)));
+    }
+}
