@@ -149,9 +149,8 @@ impl App {
             max_index_entries: config.max_index_entries,
             clock: clock.clone(),
             replicated: config.nats.is_some(),
-            await_published: (config.nats.is_some()
-                && config.replication_ack == ReplicationAck::Cluster)
-                .then_some(config.replication_timeout),
+            await_published: config.replication_ack == ReplicationAck::Cluster,
+            publish_patience: config.replication_timeout,
         };
         let local_commit = config.nats.is_some().then(|| Arc::new(Notify::new()));
         let on_durable = {

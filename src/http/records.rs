@@ -22,7 +22,7 @@ use crate::error::{CacheTableWrite, Cause, Error};
 use crate::query::executor::{self, ListedRecord};
 use crate::query::{self, Select};
 use crate::realtime::TopicFilter;
-use crate::storage::Key;
+use crate::storage::{Commit, Key};
 use crate::table::{Guard, Precondition, Table};
 
 /// Characters escaped in a path segment (RFC 3986 `pchar` keeps the rest).
@@ -145,11 +145,9 @@ pub async fn records_put(
     };
     let key = table.parse_id(&id)?;
     let (precondition, reader) = guarded(&caller, table, Write::Put, &request)?;
-    let commit = table.put(key, body, precondition).await?;
-    Ok(response::written(
-        &request,
-        &response::shown(&reader, commit)?,
-    ))
+    let (commit, applied) = durable(&request, table, table.put(key, body, precondition)).await?;
+    let response = response::written(&request, &response::shown(&reader, commit)?);
+    Ok(durability_applied(response, applied))
 }
 
 /// `PATCH /T/id`: JSON merge patch, then validation.
@@ -163,11 +161,9 @@ pub async fn records_patch(
     let table = local(&state.catalog, &name, CacheTableWrite::Patch)?;
     let key = table.parse_id(&id)?;
     let (precondition, reader) = guarded(&caller, table, Write::Patch, &request)?;
-    let commit = table.patch(key, patch, precondition).await?;
-    Ok(response::written(
-        &request,
-        &response::shown(&reader, commit)?,
-    ))
+    let (commit, applied) = durable(&request, table, table.patch(key, patch, precondition)).await?;
+    let response = response::written(&request, &response::shown(&reader, commit)?);
+    Ok(durability_applied(response, applied))
 }
 
 /// `DELETE /T/id`; on a cache table, evict the entry.
@@ -186,8 +182,11 @@ pub async fn records_delete(
     };
     let key = table.parse_id(&id)?;
     let (precondition, _) = guarded(&caller, table, Write::Delete, &request)?;
-    table.delete(key, precondition).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let (_, applied) = durable(&request, table, table.delete(key, precondition)).await?;
+    Ok(durability_applied(
+        StatusCode::NO_CONTENT.into_response(),
+        applied,
+    ))
 }
 
 /// `POST /T/`: create under a generated key.
@@ -195,11 +194,13 @@ pub async fn records_post(
     State(state): State<AppState>,
     caller: Caller,
     UrlPath(name): UrlPath<String>,
+    request: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let table = local(&state.catalog, &name, CacheTableWrite::Post)?;
     let (guard, reader) = guard(&caller, table, Write::Create)?;
-    let commit = response::shown(&reader, table.create(body, guard).await?)?;
+    let (commit, applied) = durable(&request, table, table.create(body, guard)).await?;
+    let commit = response::shown(&reader, commit)?;
     let location = format!(
         "/{name}/{}",
         utf8_percent_encode(&commit.key.to_string(), SEGMENT)
@@ -212,7 +213,36 @@ pub async fn records_post(
         header::LOCATION,
         HeaderValue::from_str(&location).expect("percent-encoded path"),
     );
-    Ok(response)
+    Ok(durability_applied(response, applied))
+}
+
+/// The preference a write may state to be answered only once the cluster's stream stores it,
+/// as `--replication-ack cluster` makes every write.
+const CLUSTER_DURABILITY: &str = "durability=cluster";
+
+/// The outcome of `write` once as durable as the request prefers (see [`CLUSTER_DURABILITY`]),
+/// and whether that preference was applied (not on a node that does not replicate).
+async fn durable(
+    request: &HeaderMap,
+    table: &Table,
+    write: impl Future<Output = Result<Commit, Error>>,
+) -> Result<(Commit, bool), ApiError> {
+    let commit = write.await?;
+    if !headers::prefers(request, CLUSTER_DURABILITY) {
+        return Ok((commit, false));
+    }
+    Ok(table.durable_in_cluster(commit).await?)
+}
+
+/// `response` saying, if `applied`, that it honoured the request's durability preference.
+fn durability_applied(mut response: Response, applied: bool) -> Response {
+    if applied {
+        response.headers_mut().append(
+            "preference-applied",
+            HeaderValue::from_static(CLUSTER_DURABILITY),
+        );
+    }
+    response
 }
 
 /// `GET /T/?query`: the matching records, streamed as JSON, NDJSON or CSV by `Accept`;

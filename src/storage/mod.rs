@@ -78,9 +78,11 @@ pub struct Options {
     /// tombstone with their version (see [`WriteContext::deleted`]), and the change log keeps
     /// every entry not yet published (see [`Store::published`]).
     pub replicated: bool,
-    /// With replication, how long a local commit waits for the cluster's stream to store it
-    /// before it is answered; `None`: answered once durable here.
-    pub await_published: Option<Duration>,
+    /// With replication, whether every local commit is answered only once the cluster's
+    /// stream stores it, rather than once durable here (see [`Store::acknowledged`]).
+    pub await_published: bool,
+    /// How long a commit waits for the cluster's stream to store it, when it does.
+    pub publish_patience: Duration,
 }
 
 impl Default for Options {
@@ -91,7 +93,8 @@ impl Default for Options {
             clock: Clock::system(),
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
             replicated: false,
-            await_published: None,
+            await_published: false,
+            publish_patience: crate::config::DEFAULT_REPLICATION_TIMEOUT,
         }
     }
 }
@@ -117,7 +120,8 @@ pub struct Store {
     /// The last change-log sequence number published (`u64::MAX` unless replicated), watched
     /// by the change log's trimming and by the commits that wait for publication.
     published: watch::Sender<u64>,
-    await_published: Option<Duration>,
+    await_published: bool,
+    publish_patience: Duration,
     /// Whether a commit failed in the store (see [`Store::failed`]).
     failed: Arc<AtomicBool>,
 }
@@ -176,6 +180,7 @@ impl Store {
             replicated: options.replicated,
             published,
             await_published: options.await_published,
+            publish_patience: options.publish_patience,
             failed,
         })
     }
@@ -293,18 +298,24 @@ impl Store {
         answer.await.map_err(|_| Error::ShuttingDown)?
     }
 
-    /// `commit` once it may be acknowledged as the store's options say: with
-    /// [`Options::await_published`], once replication has published it (or
-    /// [`Error::NotReplicated`] when that takes too long: the commit stays durable here, and is
-    /// published later); at once otherwise.
-    pub async fn acknowledged(&self, commit: Commit) -> Result<Commit> {
-        match (self.await_published, commit.seq) {
-            (Some(patience), Some(seq)) if commit.scope == Scope::Cluster => {
-                self.published_through(seq, patience).await?;
+    /// `commit` once it may be acknowledged: if the store replicates and `cluster` or
+    /// [`Options::await_published`] asks for it, once replication has published it (or
+    /// [`Error::NotReplicated`] after [`Options::publish_patience`]: the commit stays durable
+    /// here, and is published later); at once otherwise.
+    pub async fn acknowledged(&self, commit: Commit, cluster: bool) -> Result<Commit> {
+        let wait = self.replicated && (cluster || self.await_published);
+        match commit.seq {
+            Some(seq) if wait && commit.scope == Scope::Cluster => {
+                self.published_through(seq, self.publish_patience).await?;
                 Ok(commit)
             }
             _ => Ok(commit),
         }
+    }
+
+    /// Whether the store's commits are replicated to other nodes.
+    pub fn replicated(&self) -> bool {
+        self.replicated
     }
 
     /// Waits until replication has published the change-log entries up to `seq`, for at most

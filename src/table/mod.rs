@@ -347,9 +347,21 @@ impl Table {
     /// `commit` once its writer may be told of it (see [`Store::acknowledged`]). A cache
     /// table's writes are copies of its origin: told at once, whatever replication does.
     async fn acknowledged(&self, commit: Commit) -> Result<Commit> {
+        self.acknowledged_by(commit, false).await
+    }
+
+    /// `commit` of this table once the cluster's stream stores it, whatever the store's
+    /// setting (`Prefer: durability=cluster`); `false` beside it if the store does not
+    /// replicate, and there is no cluster to wait for.
+    pub async fn durable_in_cluster(&self, commit: Commit) -> Result<(Commit, bool)> {
+        let replicated = self.store.replicated();
+        Ok((self.acknowledged_by(commit, true).await?, replicated))
+    }
+
+    async fn acknowledged_by(&self, commit: Commit, cluster: bool) -> Result<Commit> {
         match self.schema.settings.cache {
             Some(_) => Ok(commit),
-            None => self.store.acknowledged(commit).await,
+            None => self.store.acknowledged(commit, cluster).await,
         }
     }
 

@@ -801,3 +801,48 @@ async fn with_cluster_acknowledgement_a_write_is_answered_once_the_stream_holds_
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_write_that_prefers_cluster_durability_waits_for_the_stream_alone() {
+    let mut nats = Nats::start();
+    let fixture = Fixture::new();
+    let flags = ["--mqtt", "off", "--replication-timeout", "1s"];
+    let a = node_with(&fixture, fixture.data.path(), "a", &nats.url(), &flags);
+    ready(&a).await;
+    let prefer = ("prefer", "durability=cluster");
+    let write = async |path: &str, preferred: bool| {
+        let mut request = client()
+            .put(a.url(path))
+            .json(&json!({ "label": "preferred" }));
+        if preferred {
+            request = request.header(prefer.0, prefer.1);
+        }
+        request.send().await.expect("PUT")
+    };
+
+    let answered = write("/Counter/1", true).await;
+    assert_eq!(answered.status(), 204);
+    assert_eq!(answered.headers()["preference-applied"], "durability=cluster");
+    let jetstream =
+        async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
+    let stream = jetstream.get_stream("tablecast").await.expect("the stream");
+    stream
+        .get_last_raw_message_by_subject("tablecast.Counter.i1")
+        .await
+        .expect("the stream holds it when the write is answered");
+
+    nats.stop();
+    let plain = write("/Counter/2", false).await;
+    assert_eq!(plain.status(), 204, "the node's default: durable here");
+    assert!(plain.headers().get("preference-applied").is_none());
+    let preferred = write("/Counter/3", true).await;
+    super::common::expect_problem(preferred, 504, "not-replicated").await;
+    let deleted = client()
+        .delete(a.url("/Counter/1"))
+        .header(prefer.0, prefer.1)
+        .send()
+        .await
+        .expect("DELETE");
+    super::common::expect_problem(deleted, 504, "not-replicated").await;
+    nats.restart();
+}
