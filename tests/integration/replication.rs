@@ -303,13 +303,13 @@ async fn an_empty_node_that_joins_has_every_record_before_it_says_it_is_ready() 
     let fixture = Fixture::new();
     let a = node(&fixture, fixture.data.path(), "a", &nats);
     ready(&a).await;
-    let records = 2_000;
-    let writers: Vec<_> = (0..16)
+    let records = 50_000;
+    let writers: Vec<_> = (0..32)
         .map(|writer| {
             let base = a.base.clone();
             tokio::spawn(async move {
                 let client = client();
-                for n in (writer..records).step_by(16) {
+                for n in (writer..records).step_by(32) {
                     let body =
                         json!({ "name": format!("item {n}"), "tags": [format!("t{}", n % 10)] });
                     let response = client
@@ -359,14 +359,17 @@ async fn writes_made_while_nats_is_down_reach_every_node_once_it_is_back() {
     .await;
 
     nats.stop();
-    for n in 2..50 {
+    // Writes on both nodes for the 10 s NATS is away: their own ids, and one record both change.
+    let cut_off = Instant::now();
+    let mut n = 2;
+    while cut_off.elapsed() < Duration::from_secs(10) {
         put(&a, &format!("/Counter/{n}"), json!({ "label": "from a" })).await;
-        put(
-            &b,
-            &format!("/Counter/{}", n + 100),
-            json!({ "label": "from b" }),
-        )
-        .await;
+        let on_b = format!("/Counter/{}", n + 1_000_000);
+        put(&b, &on_b, json!({ "label": "from b" })).await;
+        put(&a, "/Counter/0", json!({ "label": format!("a's {n}") })).await;
+        put(&b, "/Counter/0", json!({ "label": format!("b's {n}") })).await;
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     put(&a, "/Counter/1", json!({ "label": "a, while cut off" })).await;
     let deleted = client()
@@ -377,11 +380,16 @@ async fn writes_made_while_nats_is_down_reach_every_node_once_it_is_back() {
     assert_eq!(deleted.status(), 404, "B never had it: NATS was down");
     nats.restart();
 
+    let expected = 2 * (n - 2) + 2;
     eventually("both nodes hold the same records", async || {
         let (on_a, on_b) = (listing(&a, "Counter").await, listing(&b, "Counter").await);
-        on_a.len() == 97 && on_a == on_b
+        on_a.len() == expected && on_a == on_b
     })
     .await;
+    assert_eq!(
+        get(&a, "/Counter/0").await.2["label"],
+        format!("b's {}", n - 1)
+    );
     assert_eq!(get(&b, "/Counter/1").await.2["label"], "a, while cut off");
 }
 
@@ -453,6 +461,21 @@ async fn a_node_killed_under_load_loses_no_acknowledged_write() {
     drop(a);
 }
 
+/// A write some node acknowledged: of `id`, at `version` with `label`, or a delete answered
+/// at `answered_ms` (a delete's version is not told, but it is at most the time it was answered).
+#[derive(Debug)]
+enum Acknowledged {
+    Put {
+        id: u64,
+        version: u64,
+        label: String,
+    },
+    Delete {
+        id: u64,
+        answered_ms: u64,
+    },
+}
+
 #[tokio::test]
 async fn concurrent_writers_on_three_nodes_converge_to_the_same_versions() {
     let nats = Nats::start();
@@ -467,12 +490,13 @@ async fn concurrent_writers_on_three_nodes_converge_to_the_same_versions() {
         ready(node).await;
     }
     let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
-    let until = Instant::now() + Duration::from_secs(4);
+    let until = Instant::now() + Duration::from_secs(10);
     let writers: Vec<_> = (0..8)
         .map(|writer| {
             let base = bases[writer % 3].clone();
             tokio::spawn(async move {
                 let client = client();
+                let mut acknowledged = Vec::new();
                 let mut n: u64 = writer as u64;
                 while Instant::now() < until {
                     // A small generator is enough: overlapping ids, every kind of write.
@@ -481,33 +505,43 @@ async fn concurrent_writers_on_three_nodes_converge_to_the_same_versions() {
                         .wrapping_add(1442695040888963407);
                     let id = (n >> 33) % 20;
                     let url = format!("{base}/Counter/{id}");
-                    let label = format!("w{writer}-{}", n >> 50);
+                    let label = format!("w{writer}-{}", n >> 44);
+                    let body = json!({ "label": label });
                     let sent = match (n >> 40) % 4 {
                         0 => client.delete(&url).send().await,
-                        1 => {
-                            client
-                                .patch(&url)
-                                .json(&json!({ "label": label }))
-                                .send()
-                                .await
-                        }
-                        _ => {
-                            client
-                                .put(&url)
-                                .json(&json!({ "label": label }))
-                                .send()
-                                .await
-                        }
+                        1 => client.patch(&url).json(&body).send().await,
+                        _ => client.put(&url).json(&body).send().await,
                     };
-                    let status = sent.expect("a write is answered").status().as_u16();
+                    let response = sent.expect("a write is answered");
+                    let status = response.status().as_u16();
                     assert!(matches!(status, 204 | 404), "{status}");
+                    match response.headers().get("etag") {
+                        _ if status == 404 => {}
+                        Some(_) => acknowledged.push(Acknowledged::Put {
+                            id,
+                            version: super::common::version(&response),
+                            label,
+                        }),
+                        None => acknowledged.push(Acknowledged::Delete {
+                            id,
+                            answered_ms: tablecast::clock::Clock::system().now_ms(),
+                        }),
+                    }
                 }
+                acknowledged
             })
         })
         .collect();
+    let mut acknowledged = Vec::new();
     for writer in writers {
-        writer.await.expect("writer");
+        acknowledged.extend(writer.await.expect("writer"));
     }
+    assert!(
+        acknowledged.len() > 500,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+
     // The same records with the same versions on every node.
     async fn state(node: &Process) -> Vec<(u16, Option<String>, Value)> {
         let mut state = Vec::new();
@@ -521,6 +555,59 @@ async fn concurrent_writers_on_three_nodes_converge_to_the_same_versions() {
         state(&nodes[1]).await == first && state(&nodes[2]).await == first
     })
     .await;
+    let listed = listing(&nodes[0], "Counter").await;
+    for node in &nodes[1..] {
+        assert_eq!(listing(node, "Counter").await, listed, "the same listings");
+    }
+
+    // Every acknowledged write is the final value of its record, or was overwritten by a later
+    // version: a later put, or a later delete.
+    let last = state(&nodes[0]).await;
+    let version_of = |etag: &Option<String>| {
+        let tag = etag.as_deref().expect("an ETag");
+        u64::from_str_radix(tag.trim_matches('"'), 16).expect("a hex version")
+    };
+    for (id, (status, etag, record)) in (0..20u64).zip(&last) {
+        let puts = acknowledged.iter().filter_map(|write| match write {
+            Acknowledged::Put {
+                id: of,
+                version,
+                label,
+            } if *of == id => Some((*version, label)),
+            _ => None,
+        });
+        let latest_put = puts.clone().map(|(version, _)| version).max();
+        if *status == 200 {
+            let final_version = version_of(etag);
+            for (version, label) in puts {
+                assert!(
+                    version <= final_version,
+                    "record {id}: an acknowledged version was lost"
+                );
+                if version == final_version {
+                    assert_eq!(
+                        record["label"], *label,
+                        "record {id}: the final write's value"
+                    );
+                }
+            }
+        } else {
+            assert_eq!(*status, 404);
+            // The delete that won came after the latest acknowledged put: some acknowledged
+            // delete was answered no earlier than that put's time.
+            let Some(latest_put) = latest_put else {
+                continue;
+            };
+            let deleted_after = acknowledged.iter().any(|write| {
+                matches!(write, Acknowledged::Delete { id: of, answered_ms }
+                    if *of == id && *answered_ms >= latest_put >> 16)
+            });
+            assert!(
+                deleted_after,
+                "record {id}: deleted, but by no delete later than its last put"
+            );
+        }
+    }
 }
 
 #[tokio::test]
@@ -822,7 +909,10 @@ async fn a_write_that_prefers_cluster_durability_waits_for_the_stream_alone() {
 
     let answered = write("/Counter/1", true).await;
     assert_eq!(answered.status(), 204);
-    assert_eq!(answered.headers()["preference-applied"], "durability=cluster");
+    assert_eq!(
+        answered.headers()["preference-applied"],
+        "durability=cluster"
+    );
     let jetstream =
         async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
     let stream = jetstream.get_stream("tablecast").await.expect("the stream");
