@@ -63,6 +63,9 @@ fn stream_config(cluster: &str) -> jetstream::stream::Config {
 /// How long a failed session waits before it connects again.
 const RETRY: Duration = Duration::from_millis(500);
 
+/// How often the log tells what was applied of each peer's commits, and how late.
+const LAG_LOG: Duration = Duration::from_secs(60);
+
 /// Replication running: its tasks and what they report.
 pub struct Replication {
     status: Arc<Status>,
@@ -124,9 +127,25 @@ pub(crate) struct Node {
     pub claims: Arc<Claims>,
 }
 
-/// Runs sessions until stopped: connects, makes sure of the stream and this node's consumer,
-/// then publishes and applies until either fails, and starts over.
+/// Runs sessions until stopped, and tells the log how late peers' commits arrive.
 async fn run(settings: Settings, node: Node, local_commit: Arc<Notify>) {
+    let status = node.status.clone();
+    tokio::select! {
+        () = sessions(settings, node, local_commit) => {}
+        () = async {
+            let mut every = tokio::time::interval(LAG_LOG);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                status.log_lag();
+            }
+        } => {}
+    }
+}
+
+/// Connects, makes sure of the stream and this node's consumer, then publishes and applies
+/// until either fails, and starts over; forever.
+async fn sessions(settings: Settings, node: Node, local_commit: Arc<Notify>) {
     let client = loop {
         match async_nats::ConnectOptions::new()
             .name(format!("tablecast {}", settings.node))

@@ -12,6 +12,9 @@ use crate::storage::Store;
 /// How many refused records `GET /_cluster` lists (the log has every one).
 const RECENT_REFUSED: usize = 20;
 
+/// From how far behind a peer's commits arrive, once caught up, the log says so.
+const BEHIND_MS: u64 = 1_000;
+
 /// Replication's counters and state, shared by its tasks and the HTTP handlers.
 pub struct Status {
     node: String,
@@ -45,6 +48,10 @@ struct Peer {
     last_version: u64,
     /// From the commit's time on its node to its application here, for the last one applied.
     lag_ms: u64,
+    /// Applied since the log last told of this peer, and the greatest lag among them.
+    window: (u64, u64),
+    /// Whether its last commit arrived [`BEHIND_MS`] or more late (once caught up).
+    behind: bool,
 }
 
 impl Status {
@@ -84,7 +91,31 @@ impl Status {
         let peer = peers.entry(node.to_owned()).or_default();
         peer.applied += 1;
         peer.last_version = peer.last_version.max(version);
-        peer.lag_ms = now_ms.saturating_sub(version >> 16);
+        let lag_ms = now_ms.saturating_sub(version >> 16);
+        peer.lag_ms = lag_ms;
+        peer.window = (peer.window.0 + 1, peer.window.1.max(lag_ms));
+        // While catching up every commit is late; that is what catching up means.
+        let behind = self.caught_up() && lag_ms >= BEHIND_MS;
+        match (peer.behind, behind) {
+            (false, true) => tracing::warn!(peer = node, lag_ms, "replication from a peer lags"),
+            (true, false) => tracing::info!(
+                peer = node,
+                lag_ms,
+                "replication from a peer keeps up again"
+            ),
+            _ => {}
+        }
+        peer.behind = behind;
+    }
+
+    /// Logs what was applied of each peer's commits since the last call, with the lag.
+    pub(super) fn log_lag(&self) {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        for (node, peer) in peers.iter_mut().filter(|(_, peer)| peer.window.0 > 0) {
+            let (applied, max_lag_ms) = std::mem::take(&mut peer.window);
+            let lag_ms = peer.lag_ms;
+            tracing::info!(peer = %node, applied, lag_ms, max_lag_ms, "replicated from a peer");
+        }
     }
 
     pub(super) fn held(&self) {
