@@ -77,8 +77,9 @@ impl CachedTable {
     }
 
     /// Waits for the fill of `key` that another node makes (`released` once it is done) and
-    /// returns it once it is here and fresh; `None` if it did not come within the origin
-    /// timeout, and this node is to ask the origin itself.
+    /// returns it once it is here and fresh (an entry other than the one stored when this
+    /// began); `None` if it did not come within the origin timeout, and this node is to ask
+    /// the origin itself.
     pub(super) async fn peer_fill(
         &self,
         key: &Key,
@@ -90,12 +91,20 @@ impl CachedTable {
             .arrivals
             .waiting()
             .insert(key.clone(), arrival.clone());
-        let fresh = || {
+        // The entry as it was before: the other node's fill is what comes after it.
+        let stored = || {
             let record = shared.table.get(key).ok()??;
             let entry = Entry::decode(&record.meta)?;
+            Some((record, entry))
+        };
+        let before = stored().map(|(record, entry)| (record.version, entry.fetched_at));
+        let fresh = || {
+            let (record, entry) = stored()?;
             let now = shared.clock.now_ms();
             let state = freshness(Some(&entry), &RequestDirectives::default(), now);
-            matches!(state, Freshness::Fresh { .. }).then(|| Fetched::Stored(record, entry))
+            let filled = Some((record.version, entry.fetched_at)) != before;
+            (filled && matches!(state, Freshness::Fresh { .. }))
+                .then(|| Fetched::Stored(record, entry))
         };
         let wait = async {
             tokio::pin!(released);

@@ -107,20 +107,42 @@ async fn apply(
         node.status.refused(subject, Some(&incoming.node), &reason);
         return Ok(());
     };
-    let (key, version) = (incoming.key, incoming.version);
-    let replicated = match resource {
-        Resource::Local(table) => {
-            let record = incoming.record.map(|record| (record, Stamp::default()));
-            table
-                .replicate(key.clone(), version, record, |_, _| false)
-                .await
-        }
-        Resource::Cached(cache) => {
-            let (record, meta) = (incoming.record, &incoming.meta);
-            cache.replicate(key.clone(), version, record, meta).await
+    let table = resource.table();
+    let (key, version) = (&incoming.key, incoming.version);
+    // Most messages need no more than a look at the version held here: this node's own
+    // commits coming back, and versions it has already gone past.
+    let held = match table.held_version(key) {
+        Ok(held) => held,
+        Err(error) => {
+            return Err(Failure(format!(
+                "a record could not be read: {}",
+                Chain(&error)
+            )));
         }
     };
-    let table = resource.table();
+    let replicated = match held {
+        Some(held) if held > version => Ok(Replicated::Superseded),
+        Some(held) if held == version && incoming.node == settings.node => Ok(Replicated::Held),
+        _ => {
+            let record = match incoming.record() {
+                Ok(record) => record,
+                Err(reason) => {
+                    node.status.refused(subject, Some(&incoming.node), &reason);
+                    return Ok(());
+                }
+            };
+            let key = key.clone();
+            match resource {
+                Resource::Local(table) => {
+                    let record = record.map(|record| (record, Stamp::default()));
+                    table.replicate(key, version, record, |_, _| false).await
+                }
+                Resource::Cached(cache) => {
+                    cache.replicate(key, version, record, &incoming.meta).await
+                }
+            }
+        }
+    };
     match replicated {
         Ok(Replicated::Applied(_)) => {
             let now_ms = crate::clock::Clock::system().now_ms();
@@ -134,7 +156,7 @@ async fn apply(
         Ok(Replicated::Superseded) => {
             node.status.superseded();
             let sequence = message.info().map_or(0, |info| info.stream_sequence);
-            publish::again(settings, jetstream, table, &key, sequence).await?;
+            publish::again(settings, jetstream, table, key, sequence).await?;
         }
         Err(error @ (Error::SchemaViolation { .. } | Error::KeyMismatch { .. })) => {
             let reason = match &error {

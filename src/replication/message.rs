@@ -86,8 +86,8 @@ pub struct Incoming {
     pub version: u64,
     /// The node that made it.
     pub node: String,
-    /// The record; `None` for a delete.
-    pub record: Option<Value>,
+    /// The record's JSON, not yet parsed (see [`Incoming::record`]); `None` for a delete.
+    pub json: Option<Bytes>,
     /// The metadata of the record's stamp; empty if none.
     pub meta: Bytes,
 }
@@ -108,11 +108,8 @@ impl Incoming {
         let version = header(VERSION)?
             .parse()
             .map_err(|_| format!("{VERSION} is not a version"))?;
-        let record = match header(OPERATION)?.as_str() {
-            "put" => Some(
-                serde_json::from_slice(&message.payload)
-                    .map_err(|error| format!("the record is not JSON: {error}"))?,
-            ),
+        let json = match header(OPERATION)?.as_str() {
+            "put" => Some(message.payload.clone()),
             "delete" => None,
             other => return Err(format!("unknown operation `{other}`")),
         };
@@ -128,8 +125,19 @@ impl Incoming {
             key,
             version,
             node: header(NODE)?,
-            record,
+            json,
             meta,
         })
+    }
+
+    /// The record, parsed; `None` for a delete.
+    pub fn record(&self) -> Result<Option<Value>, String> {
+        self.json
+            .as_ref()
+            .map(|json| {
+                serde_json::from_slice(json)
+                    .map_err(|error| format!("the record is not JSON: {error}"))
+            })
+            .transpose()
     }
 }

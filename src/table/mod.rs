@@ -125,6 +125,15 @@ impl Table {
         self.records.deleted(&key.encode())
     }
 
+    /// The version this node holds of record `key`: the record's, or that of the delete that
+    /// removed it (see [`Table::deleted`]); `None` if it holds neither.
+    pub fn held_version(&self, key: &Key) -> Result<Option<u64>> {
+        match self.get(key)? {
+            Some(record) => Ok(Some(record.version)),
+            None => self.deleted(key),
+        }
+    }
+
     /// How many records the table holds.
     pub fn count(&self) -> u64 {
         self.records.count()
