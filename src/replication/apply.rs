@@ -27,10 +27,17 @@ use crate::table::Replicated;
 /// How many messages are applied at once: the writer commits them together.
 const CONCURRENT: usize = 256;
 
-/// This node's durable consumer of the stream, created on first use.
+/// The consumer metadata that names the store a consumer delivers to.
+const STORE: &str = "tablecast-store";
+
+/// This node's durable consumer of the stream, delivering to the store `store_id`: created on
+/// first use, and created again, from the stream's first message, when the node's store is not
+/// the one it delivered to (its data directory was wiped or replaced), so that the node gets
+/// every record again.
 pub(super) async fn consumer(
     stream: &jetstream::stream::Stream,
     node: &str,
+    store_id: &str,
 ) -> Result<PullConsumer, Failure> {
     let config = pull::Config {
         durable_name: Some(node.to_owned()),
@@ -39,10 +46,28 @@ pub(super) async fn consumer(
         deliver_policy: jetstream::consumer::DeliverPolicy::All,
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 20_000,
+        metadata: [(STORE.to_owned(), store_id.to_owned())].into(),
         ..Default::default()
     };
+    if let Ok(mut existing) = stream.get_consumer::<pull::Config>(node).await {
+        let info = existing
+            .info()
+            .await
+            .map_err(Failure::of("cannot read this node's consumer"))?;
+        if info.config.metadata.get(STORE).map(String::as_str) == Some(store_id) {
+            return Ok(existing);
+        }
+        tracing::info!(
+            node,
+            "this node's data is new to the cluster: reading the stream from its first message"
+        );
+        stream
+            .delete_consumer(node)
+            .await
+            .map_err(Failure::of("cannot replace this node's consumer"))?;
+    }
     stream
-        .get_or_create_consumer(node, config)
+        .create_consumer(config)
         .await
         .map_err(Failure::of("cannot open this node's consumer"))
 }

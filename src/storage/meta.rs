@@ -2,7 +2,8 @@
 //! key (`table/<name>`), the list of its built indexes (`indexes/<name>`), and the store's own
 //! counters: the highest version issued (`clock`) and the last change-log sequence number
 //! (`change-seq`), the next id of a value in pieces (`piece-id`) and the last change-log
-//! sequence number replication has published (`published-seq`).
+//! sequence number replication has published (`published-seq`); and the store's identity
+//! (`store-id`), made when it is created.
 
 use super::key::KeyType;
 use super::{storage_error, storage_failure};
@@ -18,6 +19,18 @@ pub(crate) const LOG_KEY: &[u8] = b"change-seq";
 pub(crate) const PIECE_KEY: &[u8] = b"piece-id";
 /// Key of the last change-log sequence number replication has published.
 pub(crate) const PUBLISHED_KEY: &[u8] = b"published-seq";
+/// Key of the store's identity.
+pub(crate) const ID_KEY: &[u8] = b"store-id";
+
+/// The store's identity: read, or made (a UUID) if the store is new.
+pub(crate) fn identity(meta: &sled::Tree) -> Result<String> {
+    if let Some(raw) = meta.get(ID_KEY).map_err(storage_error)? {
+        return String::from_utf8(raw.to_vec()).map_err(|_| storage_failure("corrupt store id"));
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    meta.insert(ID_KEY, id.as_bytes()).map_err(storage_error)?;
+    Ok(id)
+}
 
 /// Per-table facts kept current by the writer and persisted with every commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

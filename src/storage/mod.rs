@@ -115,6 +115,8 @@ pub struct Store {
     table_ids: Mutex<Vec<Arc<str>>>,
     clock: Clock,
     max_index_entries: usize,
+    /// Made when the store was created (see [`Store::id`]).
+    id: String,
     /// Whether the store's commits are replicated (see [`Options::replicated`]).
     replicated: bool,
     /// The last change-log sequence number published (`u64::MAX` unless replicated), watched
@@ -133,6 +135,7 @@ impl Store {
         let hot_bytes = options.cache_bytes / 4;
         let db = open_db(dir, options.cache_bytes - hot_bytes)?;
         let meta = db.open_tree(meta::TREE).map_err(storage_error)?;
+        let id = meta::identity(&meta)?;
         let last_version = meta::read_counter(&meta, meta::CLOCK_KEY)?;
         let log_last = Arc::new(AtomicU64::new(meta::read_counter(&meta, meta::LOG_KEY)?));
         let log = db.open_tree(changelog::TREE).map_err(storage_error)?;
@@ -177,6 +180,7 @@ impl Store {
             table_ids: Mutex::default(),
             clock: options.clock,
             max_index_entries: options.max_index_entries,
+            id,
             replicated: options.replicated,
             published,
             await_published: options.await_published,
@@ -311,6 +315,12 @@ impl Store {
             }
             _ => Ok(commit),
         }
+    }
+
+    /// The store's identity, made when it was created: tells the data a node holds now from
+    /// what it held under the same name before (a directory wiped, or another one).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Whether the store's commits are replicated to other nodes.

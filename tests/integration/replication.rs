@@ -936,3 +936,29 @@ async fn a_write_that_prefers_cluster_durability_waits_for_the_stream_alone() {
     super::common::expect_problem(deleted, 504, "not-replicated").await;
     nats.restart();
 }
+
+#[tokio::test]
+async fn a_node_whose_data_is_wiped_gets_every_record_again_under_its_name() {
+    let nats = Nats::start();
+    let fixture = Fixture::new();
+    let data_b = TempDir::new().expect("temp dir");
+    let a = node(&fixture, fixture.data.path(), "a", &nats);
+    let b = node(&fixture, data_b.path(), "b", &nats);
+    ready(&a).await;
+    ready(&b).await;
+    for n in 0..20 {
+        put(&a, &format!("/Counter/{n}"), json!({ "label": "kept" })).await;
+    }
+    eventually("b has them", async || {
+        listing(&b, "Counter").await.len() == 20
+    })
+    .await;
+    drop(b);
+
+    // The same node name on an empty data directory, as after a disk is replaced.
+    let wiped = TempDir::new().expect("temp dir");
+    let b = node(&fixture, wiped.path(), "b", &nats);
+    ready(&b).await;
+    assert_eq!(listing(&b, "Counter").await, listing(&a, "Counter").await);
+    assert_eq!(listing(&b, "Counter").await.len(), 20);
+}
