@@ -3,14 +3,15 @@
 //!
 //! Each node reads the stream with a durable consumer of its own name: after a restart it
 //! resumes where it stopped, and a new node starts from the first message, which is the whole
-//! dataset. A message is acknowledged once applied (or found superseded, or refused), so one that
-//! a crash interrupted is delivered again.
+//! dataset. Messages are applied several at once and acknowledged in order, once applied (or
+//! found superseded, or refused): one acknowledgement covers every message before it (at most
+//! [`ACK_EVERY`] of them, or those up to the stream's end), and what a crash interrupted is
+//! delivered again.
 //!
 //! The stream keeps the message that arrived last for each record, which is not always the
 //! newest version: a node may publish an older version after another node's newer one. The
 //! nodes that hold the newer version then publish it again, so the stream ends with it.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, consumer::pull};
@@ -27,6 +28,9 @@ use crate::table::Replicated;
 /// How many messages are applied at once: the writer commits them together.
 const CONCURRENT: usize = 256;
 
+/// How many applied messages one acknowledgement covers at most.
+const ACK_EVERY: u64 = 128;
+
 /// The consumer metadata that names the store a consumer delivers to.
 const STORE: &str = "tablecast-store";
 
@@ -39,35 +43,43 @@ pub(super) async fn consumer(
     node: &str,
     store_id: &str,
 ) -> Result<PullConsumer, Failure> {
-    let config = pull::Config {
+    let config = |deliver_policy| pull::Config {
         durable_name: Some(node.to_owned()),
         description: Some(format!("tablecast node {node}")),
-        ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        deliver_policy: jetstream::consumer::DeliverPolicy::All,
+        ack_policy: jetstream::consumer::AckPolicy::All,
+        deliver_policy,
         ack_wait: Duration::from_secs(30),
         max_ack_pending: 20_000,
         metadata: [(STORE.to_owned(), store_id.to_owned())].into(),
         ..Default::default()
     };
+    let mut deliver = jetstream::consumer::DeliverPolicy::All;
     if let Ok(mut existing) = stream.get_consumer::<pull::Config>(node).await {
         let info = existing
             .info()
             .await
             .map_err(Failure::of("cannot read this node's consumer"))?;
-        if info.config.metadata.get(STORE).map(String::as_str) == Some(store_id) {
+        let ours = info.config.metadata.get(STORE).map(String::as_str) == Some(store_id);
+        if ours && info.config.ack_policy == jetstream::consumer::AckPolicy::All {
             return Ok(existing);
         }
-        tracing::info!(
-            node,
-            "this node's data is new to the cluster: reading the stream from its first message"
-        );
+        if ours {
+            // Made by an earlier version: made again, resuming where it was.
+            let start_sequence = info.ack_floor.stream_sequence + 1;
+            deliver = jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence };
+        } else {
+            tracing::info!(
+                node,
+                "this node's data is new to the cluster: reading the stream from its first message"
+            );
+        }
         stream
             .delete_consumer(node)
             .await
             .map_err(Failure::of("cannot replace this node's consumer"))?;
     }
     stream
-        .create_consumer(config)
+        .create_consumer(config(deliver))
         .await
         .map_err(Failure::of("cannot open this node's consumer"))
 }
@@ -84,7 +96,7 @@ pub(super) async fn run(
         .await
         .map_err(Failure::of("cannot read this node's consumer"))?
         .num_pending;
-    let done = AtomicU64::new(0);
+    let mut done = 0;
     if backlog == 0 {
         node.status.set_caught_up();
     }
@@ -96,18 +108,25 @@ pub(super) async fn run(
         .map(|message| async {
             let message = message.map_err(Failure::of("the stream failed"))?;
             apply(settings, node, jetstream, &message).await?;
+            Ok::<_, Failure>(message)
+        })
+        .buffered(CONCURRENT);
+    let mut unacknowledged = 0;
+    while let Some(message) = applied.next().await {
+        let message = message?;
+        unacknowledged += 1;
+        let at_end = message.info().is_ok_and(|info| info.pending == 0);
+        if at_end || unacknowledged >= ACK_EVERY {
             message
                 .ack()
                 .await
-                .map_err(Failure::of("a message could not be acknowledged"))?;
-            if done.fetch_add(1, Ordering::Relaxed) + 1 >= backlog {
-                node.status.set_caught_up();
-            }
-            Ok::<_, Failure>(())
-        })
-        .buffer_unordered(CONCURRENT);
-    while let Some(outcome) = applied.next().await {
-        outcome?;
+                .map_err(Failure::of("messages could not be acknowledged"))?;
+            unacknowledged = 0;
+        }
+        done += 1;
+        if done >= backlog {
+            node.status.set_caught_up();
+        }
     }
     Err(Failure("the stream's messages ended".to_owned()))
 }
