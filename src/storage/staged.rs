@@ -77,8 +77,11 @@ impl Staged {
         }
     }
 
-    /// The tombstone changes as a batch for the table's tombstone tree, if it keeps them.
+    /// The tombstone changes as a batch for the table's tombstone tree, if there are any.
     pub fn tombstone_batch(&self) -> Option<(sled::Tree, sled::Batch)> {
+        if self.tombstones.is_empty() {
+            return None;
+        }
         let tree = self.records.tombstones.clone()?;
         let mut batch = sled::Batch::default();
         for (key, version) in &self.tombstones {
@@ -136,7 +139,7 @@ impl Staged {
                     Some(version) => (hlc.observe(version), version >> 16),
                     None => (hlc.next(now_ms), now_ms),
                 };
-                if current.is_none() && self.records.tombstones.is_some() {
+                if current.is_none() && self.deleted(&encoded)?.is_some() {
                     self.tombstones.insert(encoded.clone(), None);
                 }
                 let envelope = Envelope {
