@@ -12,8 +12,11 @@ use crate::storage::Store;
 /// How many refused records `GET /_cluster` lists (the log has every one).
 const RECENT_REFUSED: usize = 20;
 
-/// From how far behind a peer's commits arrive, once caught up, the log says so.
+/// From how far behind a peer's commits arrive, once caught up, the log says so; and below
+/// which lag it says they keep up again (far enough below not to say it at every commit of a
+/// lag that hovers around the first).
 const BEHIND_MS: u64 = 1_000;
+const KEEPING_UP_MS: u64 = 250;
 
 /// Replication's counters and state, shared by its tasks and the HTTP handlers.
 pub struct Status {
@@ -50,7 +53,7 @@ struct Peer {
     lag_ms: u64,
     /// Applied since the log last told of this peer, and the greatest lag among them.
     window: (u64, u64),
-    /// Whether its last commit arrived [`BEHIND_MS`] or more late (once caught up).
+    /// Whether its commits arrive late (from [`BEHIND_MS`] until below [`KEEPING_UP_MS`]), once caught up.
     behind: bool,
 }
 
@@ -95,7 +98,12 @@ impl Status {
         peer.lag_ms = lag_ms;
         peer.window = (peer.window.0 + 1, peer.window.1.max(lag_ms));
         // While catching up every commit is late; that is what catching up means.
-        let behind = self.caught_up() && lag_ms >= BEHIND_MS;
+        let threshold = if peer.behind {
+            KEEPING_UP_MS
+        } else {
+            BEHIND_MS
+        };
+        let behind = self.caught_up() && lag_ms >= threshold;
         match (peer.behind, behind) {
             (false, true) => tracing::warn!(peer = node, lag_ms, "replication from a peer lags"),
             (true, false) => tracing::info!(
