@@ -115,7 +115,11 @@ pub(super) async fn run(
     while let Some(message) = applied.next().await {
         let message = message?;
         unacknowledged += 1;
-        let at_end = message.info().is_ok_and(|info| info.pending == 0);
+        let info = message.info().ok();
+        if let Some(info) = &info {
+            node.status.at(info.stream_sequence, info.pending);
+        }
+        let at_end = info.is_some_and(|info| info.pending == 0);
         if at_end || unacknowledged >= ACK_EVERY {
             message
                 .ack()

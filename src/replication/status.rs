@@ -32,6 +32,10 @@ pub struct Status {
     held: AtomicU64,
     /// Messages older than what this node holds, answered by publishing its version again.
     superseded: AtomicU64,
+    /// The stream sequence of the last message applied here, and how many messages were in
+    /// the stream after it then.
+    stream_applied: AtomicU64,
+    stream_pending: AtomicU64,
     refused: Mutex<Refused>,
     peers: Mutex<BTreeMap<String, Peer>>,
 }
@@ -68,6 +72,8 @@ impl Status {
             applied: AtomicU64::new(0),
             held: AtomicU64::new(0),
             superseded: AtomicU64::new(0),
+            stream_applied: AtomicU64::new(0),
+            stream_pending: AtomicU64::new(0),
             refused: Mutex::default(),
             peers: Mutex::default(),
         }
@@ -126,6 +132,12 @@ impl Status {
         }
     }
 
+    /// The message at `sequence` of the stream, with `pending` after it, is applied.
+    pub(super) fn at(&self, sequence: u64, pending: u64) {
+        self.stream_applied.store(sequence, Ordering::Relaxed);
+        self.stream_pending.store(pending, Ordering::Relaxed);
+    }
+
     pub(super) fn held(&self) {
         self.held.fetch_add(1, Ordering::Relaxed);
     }
@@ -172,6 +184,10 @@ impl Status {
                 "last": store.last_seq(),
                 "published": store.published(),
                 "unpublished": store.last_seq().saturating_sub(store.published()),
+            },
+            "stream": {
+                "applied": self.stream_applied.load(Ordering::Relaxed),
+                "pending": self.stream_pending.load(Ordering::Relaxed),
             },
             "applied": self.applied.load(Ordering::Relaxed),
             "held": self.held.load(Ordering::Relaxed),

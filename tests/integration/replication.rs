@@ -685,13 +685,24 @@ async fn a_late_older_version_or_an_invalid_record_changes_nothing_and_is_report
     assert_eq!(get(&a, "/Item/kept").await.2["name"], "kept");
     assert_eq!(get(&a, "/Item/bad").await.0, 404);
     // A published again what it holds, so the stream ends with the newest version again.
-    let stream = jetstream.get_stream("tablecast").await.expect("the stream");
+    let mut stream = jetstream.get_stream("tablecast").await.expect("the stream");
     eventually("the stream holds A's version again", async || {
         let last = stream
             .get_last_raw_message_by_subject("tablecast.Item.sa2VwdA")
             .await
             .expect("a message");
         serde_json::from_slice::<Value>(&last.payload).is_ok_and(|v| v["name"] == "kept")
+    })
+    .await;
+    let last = stream
+        .info()
+        .await
+        .expect("stream info")
+        .state
+        .last_sequence;
+    eventually("A reports where it is in the stream", async || {
+        let position = &admin_view().await["stream"];
+        position["applied"] == last && position["pending"] == 0
     })
     .await;
 }
