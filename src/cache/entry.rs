@@ -6,6 +6,10 @@ use crate::storage::Stamp;
 
 const FORMAT: u8 = 1;
 
+/// The longest validator kept: a header line's worth, which also keeps an entry's encoding
+/// within what a change-log entry carries (64 KiB).
+const MAX_VALIDATOR: usize = 8 << 10;
+
 /// The cache metadata of one stored record. Times are ms since the Unix epoch; windows are ms.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Entry {
@@ -49,11 +53,7 @@ impl Entry {
         for text in [&self.etag, &self.last_modified] {
             let text = text.as_deref().unwrap_or_default();
             // Validators longer than a header line are not worth keeping.
-            let text = if text.len() > usize::from(u16::MAX) {
-                ""
-            } else {
-                text
-            };
+            let text = if text.len() > MAX_VALIDATOR { "" } else { text };
             out.put_u16(u16::try_from(text.len()).unwrap_or(0));
             out.put_slice(text.as_bytes());
         }

@@ -132,11 +132,12 @@ impl CachedTable {
         if !store {
             return self.ask(key, validators, false).await;
         }
+        let before = self.entry_before(&key);
         let release = match self.claim(&key).await {
             Claim::Ours(release) => Some(release),
             Claim::Theirs(released) => {
                 let started = Instant::now();
-                if let Some(fetched) = self.peer_fill(&key, released).await {
+                if let Some(fetched) = self.peer_fill(&key, before, released).await {
                     let origin_time = started.elapsed();
                     return Ok(Filled {
                         fetched,

@@ -1,7 +1,8 @@
 //! A cache in a cluster: what the other nodes' origin requests bring here. A fill, refresh,
-//! revalidation, push or eviction made on another node arrives with the entry's freshness as
-//! that node stored it (absolute times, the origin's validators), so one origin request serves
-//! every node, and a refresh anywhere refreshes everywhere.
+//! revalidation or push made on another node, and its removals by `DELETE` or an origin 404,
+//! arrive with the entry's freshness as that node stored it (absolute times, the origin's
+//! validators), so one origin request serves every node, and a refresh anywhere refreshes
+//! everywhere. A key only other nodes read is the first this node's `maxEntries` bound evicts.
 //!
 //! Before it asks the origin, a node claims the key in the cluster ([`Peers`]); a node that
 //! finds the key claimed waits for the claimer's fill to arrive instead of asking too, and asks
@@ -19,7 +20,7 @@ use tokio::sync::Notify;
 use super::fill::Fetched;
 use super::{CachedTable, Entry, Freshness, RequestDirectives, Stats, freshness};
 use crate::error::Result;
-use crate::storage::Key;
+use crate::storage::{Envelope, Key};
 use crate::table::Replicated;
 
 /// The other nodes of a cluster, one of which may be asking the origin for a key already.
@@ -33,14 +34,16 @@ pub enum Claim {
     /// This node: once the origin answered, release the claim, saying whether the answer was
     /// stored (it is released once that is published, so that it is there for the others).
     Ours(Box<dyn FnOnce(bool) + Send>),
-    /// Another node: this completes once it has released its claim (or the claim lapsed).
-    Theirs(BoxFuture<'static, ()>),
+    /// Another node: this completes once it has released its claim (or the claim lapsed),
+    /// `false` if it said it stored nothing.
+    Theirs(BoxFuture<'static, bool>),
     /// This node, with no one to tell: the cluster cannot be reached.
     Alone,
 }
 
-/// How long, after another node released its claim, its fill may take to arrive here.
-const ARRIVAL: Duration = Duration::from_millis(200);
+/// How long, after another node released its claim, its fill may take to arrive here (it is
+/// in the stream by then; this is the time to apply what came before it).
+const ARRIVAL: Duration = Duration::from_secs(1);
 
 /// The keys this node waits to receive another node's fill of, each with what wakes its waiter
 /// (one per key: the key's origin request on this node, see `flight.rs`).
@@ -76,14 +79,29 @@ impl CachedTable {
         }
     }
 
+    /// The entry stored for `key` as a fill another node makes is to be told from: its version
+    /// and fetch time.
+    pub(super) fn entry_before(&self, key: &Key) -> Option<(u64, u64)> {
+        let (record, entry) = self.stored(key)?;
+        Some((record.version, entry.fetched_at))
+    }
+
+    fn stored(&self, key: &Key) -> Option<(Envelope, Entry)> {
+        let record = self.shared.table.get(key).ok()??;
+        let entry = Entry::decode(&record.meta)?;
+        Some((record, entry))
+    }
+
     /// Waits for the fill of `key` that another node makes (`released` once it is done) and
-    /// returns it once it is here and fresh (an entry other than the one stored when this
-    /// began); `None` if it did not come within the origin timeout, and this node is to ask
+    /// returns it once it is here and fresh (an entry other than `before`, what was stored when
+    /// this node claimed); `None` if the claimer stored nothing, or its fill did not come
+    /// within [`ARRIVAL`] of its release or within the origin timeout, and this node is to ask
     /// the origin itself.
     pub(super) async fn peer_fill(
         &self,
         key: &Key,
-        released: BoxFuture<'static, ()>,
+        before: Option<(u64, u64)>,
+        released: BoxFuture<'static, bool>,
     ) -> Option<Fetched> {
         let shared = &self.shared;
         let arrival = Arc::new(Notify::new());
@@ -91,15 +109,8 @@ impl CachedTable {
             .arrivals
             .waiting()
             .insert(key.clone(), arrival.clone());
-        // The entry as it was before: the other node's fill is what comes after it.
-        let stored = || {
-            let record = shared.table.get(key).ok()??;
-            let entry = Entry::decode(&record.meta)?;
-            Some((record, entry))
-        };
-        let before = stored().map(|(record, entry)| (record.version, entry.fetched_at));
         let fresh = || {
-            let (record, entry) = stored()?;
+            let (record, entry) = self.stored(key)?;
             let now = shared.clock.now_ms();
             let state = freshness(Some(&entry), &RequestDirectives::default(), now);
             let filled = Some((record.version, entry.fetched_at)) != before;
@@ -114,7 +125,10 @@ impl CachedTable {
                 }
                 tokio::select! {
                     () = arrival.notified() => {}
-                    () = &mut released => break,
+                    stored = &mut released => match stored {
+                        true => break,
+                        false => return None,
+                    },
                 }
             }
             // Released: the fill, if there was one, is in the cluster's stream by now.
@@ -161,7 +175,7 @@ impl CachedTable {
             Stats::count(&shared.stats.from_peers);
             if alive {
                 shared.not_found.forget(&key);
-                shared.recency.touch(&key);
+                shared.recency.arrived(&key);
                 self.enforce_bound();
             } else {
                 shared.recency.forget(&key);

@@ -49,6 +49,18 @@ impl Recency {
         }
     }
 
+    /// Adds `key`, stored by another node's fill, as the least recently used, so it stays only
+    /// as long as the keys this node uses leave room; a key already here keeps its place.
+    pub fn arrived(&self, key: &Key) {
+        if let Some((_, order)) = &self.bound {
+            let mut order = lock(order);
+            if !order.contains(key) {
+                order.put(key.clone(), ());
+                order.demote(key);
+            }
+        }
+    }
+
     /// Drops `key` (it is no longer stored).
     pub fn forget(&self, key: &Key) {
         if let Some((_, order)) = &self.bound {

@@ -22,7 +22,8 @@ pub struct Stats {
     pub origin_errors: AtomicU64,
     /// Entries removed by expiry or by the `maxEntries` bound.
     pub evictions: AtomicU64,
-    /// Fills, refreshes and evictions other nodes of the cluster made, applied here.
+    /// Fills, refreshes and removals (by `DELETE` or an origin 404) other nodes of the cluster
+    /// made, applied here.
     pub from_peers: AtomicU64,
     /// Origin requests not made because another node was making the same one.
     pub filled_by_peers: AtomicU64,

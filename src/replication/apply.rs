@@ -59,8 +59,11 @@ pub(super) async fn consumer(
             .info()
             .await
             .map_err(Failure::of("cannot read this node's consumer"))?;
-        let ours = info.config.metadata.get(STORE).map(String::as_str) == Some(store_id);
-        if ours && info.config.ack_policy == jetstream::consumer::AckPolicy::All {
+        // A consumer made before consumers named their store is taken for this store's.
+        let named = info.config.metadata.get(STORE).map(String::as_str);
+        let ours = named.is_none_or(|named| named == store_id);
+        let current = info.config.ack_policy == jetstream::consumer::AckPolicy::All;
+        if ours && current && named.is_some() {
             return Ok(existing);
         }
         if ours {
@@ -193,9 +196,16 @@ async fn apply(
     };
     match replicated {
         Ok(Replicated::Applied(_)) => {
-            let now_ms = crate::clock::Clock::system().now_ms();
+            // From the stream storing it: a revalidation or a republication carries an old
+            // version, but is news all the same.
+            let stored_ms = message.info().map_or(0, |info| {
+                u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+            });
+            let lag_ms = crate::clock::Clock::system()
+                .now_ms()
+                .saturating_sub(stored_ms);
             node.status
-                .applied(&incoming.node, incoming.version, now_ms);
+                .applied(&incoming.node, incoming.version, lag_ms);
         }
         Ok(Replicated::Held) => node.status.held(),
         // This node's own older versions are followed in the stream by its newer ones, and

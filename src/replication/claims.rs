@@ -1,8 +1,9 @@
 //! Claims on origin requests, so that one node asks a cache's origin for a key while the others
 //! wait for its fill (see [`crate::cache::Peers`]). A claim is a key of the cluster's claim
 //! bucket, a JetStream key-value bucket in memory: creating a key succeeds on one node only.
-//! The claimer deletes it once its fill is published; a claim whose node died lapses after
-//! [`LIFETIME`].
+//! The claimer deletes it once its fill is published, or, if it stored nothing (an origin 404
+//! or failure), first overwrites it with [`UNSTORED`] so that the waiters ask for themselves at
+//! once; a claim whose node died lapses after [`LIFETIME`].
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -24,6 +25,9 @@ const PATIENCE: Duration = Duration::from_secs(1);
 /// How long a claimer waits for its fill to be published before it releases the claim anyway.
 const PUBLICATION: Duration = Duration::from_secs(5);
 
+/// What a claim says once its origin request stored nothing.
+const UNSTORED: &[u8] = b"unstored";
+
 /// This node's side of the claims; the bucket is there while a session is.
 pub(crate) struct Claims {
     bucket: Mutex<Option<(kv::Store, async_nats::Client)>>,
@@ -41,8 +45,22 @@ impl Claims {
     }
 
     /// Opens the claim bucket of `cluster` for a session; claims are made in it until
-    /// [`Claims::close`].
-    pub async fn open(&self, jetstream: &jetstream::Context, cluster: &str) -> Result<(), Failure> {
+    /// [`Claims::close`]. Replication does without claims when the bucket cannot be had (an
+    /// account that allows no memory streams, say): each node then asks its origins itself.
+    pub async fn open(&self, jetstream: &jetstream::Context, cluster: &str) {
+        match self.bucket_of(jetstream, cluster).await {
+            Ok(bucket) => *self.bucket() = Some((bucket, jetstream.client())),
+            Err(error) => {
+                tracing::warn!(%error, "no claims on origin requests: every node asks its origins itself");
+            }
+        }
+    }
+
+    async fn bucket_of(
+        &self,
+        jetstream: &jetstream::Context,
+        cluster: &str,
+    ) -> Result<kv::Store, Failure> {
         let name = format!("{cluster}-claims");
         let bucket = match jetstream.get_key_value(&name).await {
             Ok(bucket) => bucket,
@@ -58,8 +76,7 @@ impl Claims {
                 .await
                 .map_err(Failure::of("cannot open the claim bucket"))?,
         };
-        *self.bucket() = Some((bucket, jetstream.client()));
-        Ok(())
+        Ok(bucket)
     }
 
     /// The session ended: nodes ask their origins for themselves until the next one.
@@ -86,13 +103,19 @@ impl Peers for Claims {
         let name = subject::claim(table, key);
         let (store, node) = (self.store.clone(), self.node.clone());
         Box::pin(async move {
-            let created = tokio::time::timeout(PATIENCE, bucket.create(&name, node.into())).await;
+            let claim = bucket.create(&name, node.clone().into());
+            let created = tokio::time::timeout(PATIENCE, claim).await;
             match created {
                 Ok(Ok(revision)) => Claim::Ours(Box::new(move |stored| {
                     tokio::spawn(release(bucket, name, revision, store, stored));
                 })),
                 Ok(Err(error)) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
-                    Claim::Theirs(Box::pin(released(bucket, name)))
+                    // This node's own claim, still waiting for its fill to be published, has
+                    // nothing more to bring.
+                    match bucket.get(&name).await {
+                        Ok(Some(claimer)) if claimer == node.as_bytes() => Claim::Alone,
+                        _ => Claim::Theirs(Box::pin(released(bucket, name))),
+                    }
                 }
                 Ok(Err(error)) => {
                     tracing::debug!(%error, "a claim could not be made; asking the origin");
@@ -104,25 +127,33 @@ impl Peers for Claims {
     }
 }
 
-/// Releases the claim `name` made at `revision`, once what this node has committed is
-/// published if its fill was `stored`.
+/// Releases the claim `name` made at `revision`: once what this node has committed is
+/// published if its fill was `stored`, else at once, saying so first.
 async fn release(bucket: kv::Store, name: String, revision: u64, store: Arc<Store>, stored: bool) {
+    let mut revision = revision;
     if stored {
         let _ = store.published_through(store.last_seq(), PUBLICATION).await;
+    } else if let Ok(said) = bucket.update(&name, UNSTORED.into(), revision).await {
+        revision = said;
     }
     if let Err(error) = bucket.delete_expect_revision(&name, Some(revision)).await {
         tracing::debug!(%error, claim = name, "a claim could not be released; it lapses");
     }
 }
 
-/// Completes once the claim `name` is released or lapses, or the bucket cannot say.
-async fn released(bucket: kv::Store, name: String) {
+/// Completes once the claim `name` is released or lapses, or the bucket cannot say: `false`
+/// if the claimer said it stored nothing.
+async fn released(bucket: kv::Store, name: String) -> bool {
     let Ok(mut watch) = bucket.watch_with_history(&name).await else {
-        return;
+        return true;
     };
     while let Some(Ok(entry)) = watch.next().await {
         if entry.operation != kv::Operation::Put {
-            return;
+            return true;
+        }
+        if entry.value == UNSTORED {
+            return false;
         }
     }
+    true
 }

@@ -184,7 +184,7 @@ async fn session(
         .await
         .map_err(Failure::of("cannot open the cluster's stream"))?;
     let consumer = apply::consumer(&stream, &settings.node, node.store.id()).await?;
-    node.claims.open(jetstream, &settings.cluster).await?;
+    node.claims.open(jetstream, &settings.cluster).await;
     node.status.set_connected(true);
     tracing::info!(url = %settings.url, node = %settings.node, cluster = %settings.cluster, "replicating");
     tokio::select! {

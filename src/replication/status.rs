@@ -53,7 +53,7 @@ struct Refused {
 struct Peer {
     applied: u64,
     last_version: u64,
-    /// From the commit's time on its node to its application here, for the last one applied.
+    /// From the stream storing the last one applied to its application here.
     lag_ms: u64,
     /// Applied since the log last told of this peer, and the greatest lag among them.
     window: (u64, u64),
@@ -94,13 +94,12 @@ impl Status {
         self.connected.store(connected, Ordering::Relaxed);
     }
 
-    pub(super) fn applied(&self, node: &str, version: u64, now_ms: u64) {
+    pub(super) fn applied(&self, node: &str, version: u64, lag_ms: u64) {
         self.applied.fetch_add(1, Ordering::Relaxed);
         let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
         let peer = peers.entry(node.to_owned()).or_default();
         peer.applied += 1;
         peer.last_version = peer.last_version.max(version);
-        let lag_ms = now_ms.saturating_sub(version >> 16);
         peer.lag_ms = lag_ms;
         peer.window = (peer.window.0 + 1, peer.window.1.max(lag_ms));
         // While catching up every commit is late; that is what catching up means.

@@ -1,5 +1,6 @@
-//! The change log: every commit that changed a record, by sequence number, kept for a bounded
-//! number of entries so a subscriber that was away can be told what it missed.
+//! The change log: every commit that changed a record (and, in a replicated store, every
+//! restamp, for the other nodes), by sequence number, kept for a bounded number of entries so a
+//! subscriber that was away can be told what it missed, and replication can publish it.
 //!
 //! Entries are `seq (u64 BE) -> table | key type | key | version | tag [| meta] | value`, where
 //! the tag's low bits say what `value` is: `0` after a delete (none), `1` JSON, or `2` a
@@ -81,6 +82,7 @@ impl LoggedChange {
         out.put_slice(&key);
         out.put_u64(self.version);
         let mut reference = None;
+        // Metadata stays far below 64 KiB (a cache entry's is at most about 16 KiB).
         let meta = u16::try_from(self.meta.len()).ok().filter(|&len| len > 0);
         let flags = match self.scope {
             Scope::Cluster => 0,

@@ -149,7 +149,7 @@ pub struct Commit {
     /// The record after the commit; `None` for a delete.
     pub record: Option<Envelope>,
     /// The commit's position in the change log; `None` if it is not logged (a restamp, unless
-    /// the store replicates).
+    /// the store replicates and this node made it).
     pub seq: Option<u64>,
     /// Where it was made, and who else is to learn of it.
     pub scope: Scope,

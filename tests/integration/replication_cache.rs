@@ -7,7 +7,7 @@ use futures::future::join_all;
 use serde_json::Value;
 
 use super::common::{Fixture, Process, client};
-use super::origin::Origin;
+use super::origin::{Mode, Origin};
 use super::replication::{Nats, eventually, get, node, ready};
 
 /// A `Quote` cache table in front of `origin`, fresh for 60 s; `extra` adds settings.
@@ -124,6 +124,26 @@ async fn concurrent_cold_reads_on_three_nodes_make_one_origin_request() {
         assert_eq!(status, 200);
     }
     assert_eq!(asked_for(&origin, "k6"), 3, "one per node without NATS");
+}
+
+#[tokio::test]
+async fn a_key_the_origin_does_not_have_is_answered_404_on_every_node() {
+    let origin = Origin::start().await;
+    origin.set_mode(Mode::Missing);
+    origin.set_delay(Duration::from_millis(100));
+    let fixture = quotes(&origin, "");
+    let nats = Nats::start();
+    let (_data, nodes) = three_nodes(&fixture, &nats).await;
+    let reads = (0..30).map(|i| read(&nodes[i % 3], "gone", &[]));
+    for (status, _, _, problem) in join_all(reads).await {
+        assert_eq!(status, 404, "{problem}");
+    }
+    // The claimer says it stored nothing, so the others ask for themselves at once.
+    assert!(
+        asked_for(&origin, "gone") <= 3,
+        "{}",
+        asked_for(&origin, "gone")
+    );
 }
 
 #[tokio::test]
