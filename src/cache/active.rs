@@ -91,6 +91,7 @@ impl CachedTable {
                 shared.table.restamp(key.clone(), move |record| {
                     let mut entry = Entry::decode(&record.meta).unwrap_or_default();
                     entry.fresh_until = entry.fresh_until.min(now);
+                    entry.stamped_at = now;
                     entry.stamp()
                 })
             });

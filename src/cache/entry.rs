@@ -4,7 +4,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::storage::Stamp;
 
-const FORMAT: u8 = 1;
+/// The encoding's version: 2 added `stamped_at`; 1 is still read.
+const FORMAT: u8 = 2;
 
 /// The longest validator kept: a header line's worth, which also keeps an entry's encoding
 /// within what a change-log entry carries (64 KiB).
@@ -26,6 +27,9 @@ pub struct Entry {
     pub etag: Option<String>,
     /// The origin's `Last-Modified`, sent back as `If-Modified-Since` to revalidate.
     pub last_modified: Option<String>,
+    /// When the entry was last stamped, here or on another node (filled, revalidated, pushed
+    /// or marked stale): of two stamps of one version of a record, the later one wins.
+    pub stamped_at: u64,
 }
 
 impl Entry {
@@ -50,6 +54,7 @@ impl Entry {
         out.put_u64(self.fresh_until);
         out.put_u64(self.stale_while_revalidate);
         out.put_u64(self.stale_if_error);
+        out.put_u64(self.stamped_at);
         for text in [&self.etag, &self.last_modified] {
             let text = text.as_deref().unwrap_or_default();
             // Validators longer than a header line are not worth keeping.
@@ -64,7 +69,7 @@ impl Entry {
     /// table became a cache, say), which the read path treats as expired.
     pub fn decode(raw: &[u8]) -> Option<Entry> {
         let (&format, mut rest) = raw.split_first()?;
-        if format != FORMAT {
+        if format != 1 && format != FORMAT {
             return None;
         }
         let mut number = || {
@@ -74,6 +79,10 @@ impl Entry {
         };
         let (fetched_at, fresh_until) = (number()?, number()?);
         let (stale_while_revalidate, stale_if_error) = (number()?, number()?);
+        let stamped_at = match format {
+            1 => fetched_at,
+            _ => number()?,
+        };
         let mut text = || {
             let (len, tail) = rest.split_first_chunk::<2>()?;
             let len = usize::from(u16::from_be_bytes(*len));
@@ -90,6 +99,7 @@ impl Entry {
             stale_if_error,
             etag,
             last_modified,
+            stamped_at,
         })
     }
 }
@@ -107,11 +117,18 @@ mod tests {
             stale_if_error: 600_000,
             etag: Some("\"v1\"".into()),
             last_modified: None,
+            stamped_at: 2,
         };
         let stamp = entry.stamp();
         assert_eq!(stamp.expires_at, Some(660_001));
-        assert_eq!(Entry::decode(&stamp.meta), Some(entry));
+        assert_eq!(Entry::decode(&stamp.meta).as_ref(), Some(&entry));
         assert_eq!(Entry::decode(b""), None);
         assert_eq!(Entry::decode(&stamp.meta[..20]), None);
+        // Format 1, without `stamped_at`: stamped when fetched.
+        let mut first = stamp.meta[..33].to_vec();
+        first[0] = 1;
+        first.extend_from_slice(&stamp.meta[41..]);
+        let read = Entry::decode(&first).expect("format 1 is read");
+        assert_eq!((read.stamped_at, read.etag), (1, entry.etag));
     }
 }

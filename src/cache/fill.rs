@@ -215,6 +215,7 @@ impl CachedTable {
                 }
                 let mut entry = shared.policy.entry(&directives, now, age).unwrap_or(Entry {
                     fetched_at: now,
+                    stamped_at: now,
                     fresh_until: now,
                     ..Entry::default()
                 });

@@ -90,6 +90,7 @@ impl Policy {
         let seconds = |s: Option<u64>| s.map(|s| s.saturating_mul(1000));
         let mut entry = Entry {
             fetched_at: now,
+            stamped_at: now,
             fresh_until: now.saturating_add(self.expiration),
             stale_while_revalidate: self.stale_while_revalidate,
             stale_if_error: self.stale_if_error,
@@ -139,6 +140,7 @@ impl Policy {
         let lifetime = asked.min(self.expiration);
         Entry {
             fetched_at: now,
+            stamped_at: now,
             fresh_until: now.saturating_add(lifetime),
             stale_while_revalidate: self.stale_while_revalidate,
             stale_if_error: self.stale_if_error,

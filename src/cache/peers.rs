@@ -8,7 +8,6 @@
 //! finds the key claimed waits for the claimer's fill to arrive instead of asking too, and asks
 //! only if it does not come. Without a reachable cluster, every node asks for itself.
 
-use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -187,11 +186,10 @@ impl CachedTable {
 }
 
 /// Whether entry metadata `theirs`, another node's for the version of a record this node holds
-/// with `ours`, replaces it: the later fetch wins; of one fetch, the entry marked stale earlier
-/// (an invalidation); then the greater encoding, so that every node chooses alike.
+/// with `ours`, replaces it: the later stamp wins (a revalidation, or a mark of staleness),
+/// then the greater encoding, so that every node chooses alike.
 fn replaces(theirs: &[u8], ours: &[u8]) -> bool {
-    let order =
-        |raw| Entry::decode(raw).map(|entry| (entry.fetched_at, Reverse(entry.fresh_until)));
+    let order = |raw| Entry::decode(raw).map(|entry| entry.stamped_at);
     (order(theirs), theirs) > (order(ours), ours)
 }
 
@@ -199,9 +197,9 @@ fn replaces(theirs: &[u8], ours: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    fn entry(fetched_at: u64, fresh_until: u64) -> Vec<u8> {
+    fn entry(stamped_at: u64, fresh_until: u64) -> Vec<u8> {
         let entry = Entry {
-            fetched_at,
+            stamped_at,
             fresh_until,
             ..Entry::default()
         };
@@ -209,12 +207,13 @@ mod tests {
     }
 
     #[test]
-    fn a_later_fetch_replaces_then_an_earlier_staleness_then_the_greater_encoding() {
-        assert!(replaces(&entry(2, 10), &entry(1, 100)));
-        assert!(!replaces(&entry(1, 100), &entry(2, 10)));
-        // The same fetch, marked stale at 5 on one node.
-        assert!(replaces(&entry(1, 5), &entry(1, 100)));
-        assert!(!replaces(&entry(1, 100), &entry(1, 5)));
+    fn the_later_stamp_replaces_then_the_greater_encoding() {
+        // A revalidation at 2 against an entry marked stale at 1, and the other way round.
+        assert!(replaces(&entry(2, 100), &entry(1, 1)));
+        assert!(!replaces(&entry(1, 1), &entry(2, 100)));
+        assert!(replaces(&entry(3, 3), &entry(2, 100)));
+        // One moment: every node picks the same one.
+        assert!(replaces(&entry(5, 9), &entry(5, 8)) != replaces(&entry(5, 8), &entry(5, 9)));
         assert!(!replaces(&entry(1, 5), &entry(1, 5)));
         // Anything readable replaces what is not.
         assert!(replaces(&entry(1, 5), b"?"));

@@ -342,7 +342,7 @@ impl Table {
 
     async fn commit(&self, target: Target, decide: Decide) -> Result<Commit> {
         let commit = self.store.commit(&self.records, target, decide).await?;
-        self.acknowledged(commit).await
+        self.acknowledged(commit, false).await
     }
 
     async fn commit_ahead(&self, target: Target, decide: DecideAhead) -> Result<Commit> {
@@ -350,13 +350,7 @@ impl Table {
             .store
             .commit_ahead(&self.records, target, decide)
             .await?;
-        self.acknowledged(commit).await
-    }
-
-    /// `commit` once its writer may be told of it (see [`Store::acknowledged`]). A cache
-    /// table's writes are copies of its origin: told at once, whatever replication does.
-    async fn acknowledged(&self, commit: Commit) -> Result<Commit> {
-        self.acknowledged_by(commit, false).await
+        self.acknowledged(commit, false).await
     }
 
     /// `commit` of this table once the cluster's stream stores it, whatever the store's
@@ -364,10 +358,12 @@ impl Table {
     /// replicate, and there is no cluster to wait for.
     pub async fn durable_in_cluster(&self, commit: Commit) -> Result<(Commit, bool)> {
         let replicated = self.store.replicated();
-        Ok((self.acknowledged_by(commit, true).await?, replicated))
+        Ok((self.acknowledged(commit, true).await?, replicated))
     }
 
-    async fn acknowledged_by(&self, commit: Commit, cluster: bool) -> Result<Commit> {
+    /// `commit` once its writer may be told of it (see [`Store::acknowledged`]). A cache
+    /// table's writes are copies of its origin: told at once, whatever replication does.
+    async fn acknowledged(&self, commit: Commit, cluster: bool) -> Result<Commit> {
         match self.schema.settings.cache {
             Some(_) => Ok(commit),
             None => self.store.acknowledged(commit, cluster).await,
