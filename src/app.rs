@@ -300,11 +300,13 @@ impl App {
         }
         sweeper.stop().await;
         reloader.abort();
-        // What it had not published yet, it publishes after the next start.
-        drop(replication);
+        // Caches first: their last fills are published, and their claims released, while
+        // replication still runs.
         for cache in self.catalog.caches() {
             cache.close(self.config.drain_timeout).await;
         }
+        // What it had not published yet, it publishes after the next start.
+        drop(replication);
         tracing::info!("stopped serving; flushing the store");
         let App {
             store,

@@ -24,6 +24,8 @@ pub(super) struct Filled {
     pub fetched: Fetched,
     pub origin_status: u16,
     pub origin_time: Duration,
+    /// The change-log position of what it stored, if anything was (and logged).
+    pub logged: Option<u64>,
 }
 
 /// What the answer became.
@@ -143,21 +145,17 @@ impl CachedTable {
                         fetched,
                         origin_status: 200,
                         origin_time,
+                        logged: None,
                     });
                 }
                 None
             }
             Claim::Alone => None,
         };
-        let flown = self.ask(key, validators, true).await;
+        let flown = self.clone().ask(key, validators, true).await;
         if let Some(release) = release {
-            release(matches!(
-                flown,
-                Ok(Filled {
-                    fetched: Fetched::Stored(..),
-                    ..
-                })
-            ));
+            let logged = flown.as_ref().ok().and_then(|filled| filled.logged);
+            self.shared.tasks.spawn(release(logged));
         }
         flown
     }
@@ -180,10 +178,11 @@ impl CachedTable {
             Failure::Origin(error, took)
         })?;
         let now = shared.clock.now_ms();
-        let filled = |fetched, origin_status| Filled {
+        let filled = |(fetched, logged), origin_status| Filled {
             fetched,
             origin_status,
             origin_time: took,
+            logged,
         };
         match reply {
             Reply::Record {
@@ -223,7 +222,11 @@ impl CachedTable {
                 entry.last_modified = received.last_modified.or(validators.last_modified);
                 let stamp = entry.stamp();
                 match shared.table.restamp(key.clone(), move |_| stamp).await {
-                    Ok(commit) => Ok(filled(Fetched::Stored(stored_record(commit)?, entry), 304)),
+                    Ok(commit) => {
+                        let logged = commit.seq;
+                        let fetched = Fetched::Stored(stored_record(commit)?, entry);
+                        Ok(filled((fetched, logged), 304))
+                    }
                     // Evicted while the origin was asked: ask again, unconditionally.
                     Err(Error::RecordNotFound { .. }) => {
                         Box::pin(self.clone().ask(key, Validators::default(), store)).await
@@ -245,19 +248,20 @@ impl CachedTable {
                     .then(|| shared.policy.not_found_until(&directives, now))
                     .flatten()
                     .filter(|&until| shared.not_found.remember(&key, until, now));
-                Ok(filled(Fetched::NotFound { until }, 404))
+                Ok(filled((Fetched::NotFound { until }, None), 404))
             }
         }
     }
 
-    /// Validates an origin record and stores it, unless it must not be stored.
+    /// Validates an origin record and stores it, unless it must not be stored; with the
+    /// change-log position of what it stored.
     async fn store(
         &self,
         key: &Key,
         origin: OriginRecord<'_>,
         now: u64,
         store: bool,
-    ) -> Result<Fetched, Failure> {
+    ) -> Result<(Fetched, Option<u64>), Failure> {
         let shared = &self.shared;
         let value: Value = serde_json::from_slice(origin.body).map_err(|e| Failure::Invalid {
             reason: format!("is not JSON ({e})"),
@@ -279,7 +283,7 @@ impl CachedTable {
             let bytes = serde_json::to_vec(&record).map_err(|e| {
                 Failure::Local(Error::Internal(Cause::of("a record did not encode", e)))
             })?;
-            return Ok(Fetched::Unstored(bytes.into()));
+            return Ok((Fetched::Unstored(bytes.into()), None));
         };
         entry.etag = origin.validators.etag;
         entry.last_modified = origin.validators.last_modified;
@@ -290,7 +294,8 @@ impl CachedTable {
             .map_err(Failure::Local)?;
         shared.recency.touch(key);
         self.enforce_bound();
-        Ok(Fetched::Stored(stored_record(commit)?, entry))
+        let logged = commit.seq;
+        Ok((Fetched::Stored(stored_record(commit)?, entry), logged))
     }
 }
 

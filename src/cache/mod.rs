@@ -77,7 +77,7 @@ struct Shared {
     origin: Origin,
     clock: Clock,
     flights: Arc<Flights<Flown>>,
-    /// Origin requests and evictions under way, so shutdown can wait for them.
+    /// Origin requests, evictions and claim releases under way, so shutdown can wait for them.
     tasks: TaskTracker,
     stats: Stats,
     not_found: NotFoundMemory,
@@ -284,6 +284,7 @@ impl CachedTable {
                 fetched,
                 origin_status,
                 origin_time,
+                ..
             }) => {
                 status.origin_status = Some(origin_status);
                 let now = shared.clock.now_ms();

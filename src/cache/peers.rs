@@ -30,9 +30,10 @@ pub trait Peers: Send + Sync {
 
 /// Who asks the origin for a key.
 pub enum Claim {
-    /// This node: once the origin answered, release the claim, saying whether the answer was
-    /// stored (it is released once that is published, so that it is there for the others).
-    Ours(Box<dyn FnOnce(bool) + Send>),
+    /// This node: once the origin answered, run the release of the claim, given the
+    /// change-log position of what the answer stored, if anything (it releases the claim once
+    /// that is published, so that it is there for the others).
+    Ours(Box<dyn FnOnce(Option<u64>) -> BoxFuture<'static, ()> + Send>),
     /// Another node: this completes once it has released its claim (or the claim lapsed),
     /// `false` if it said it stored nothing.
     Theirs(BoxFuture<'static, bool>),

@@ -107,7 +107,7 @@ impl Peers for Claims {
             let created = tokio::time::timeout(PATIENCE, claim).await;
             match created {
                 Ok(Ok(revision)) => Claim::Ours(Box::new(move |stored| {
-                    tokio::spawn(release(bucket, name, revision, store, stored));
+                    Box::pin(release(bucket, name, revision, store, stored))
                 })),
                 Ok(Err(error)) if error.kind() == kv::CreateErrorKind::AlreadyExists => {
                     // This node's own claim, still waiting for its fill to be published, has
@@ -127,14 +127,25 @@ impl Peers for Claims {
     }
 }
 
-/// Releases the claim `name` made at `revision`: once what this node has committed is
-/// published if its fill was `stored`, else at once, saying so first.
-async fn release(bucket: kv::Store, name: String, revision: u64, store: Arc<Store>, stored: bool) {
+/// Releases the claim `name` made at `revision`: once replication has published the fill at
+/// change-log position `stored`, or at once if nothing was stored, saying so first.
+async fn release(
+    bucket: kv::Store,
+    name: String,
+    revision: u64,
+    store: Arc<Store>,
+    stored: Option<u64>,
+) {
     let mut revision = revision;
-    if stored {
-        let _ = store.published_through(store.last_seq(), PUBLICATION).await;
-    } else if let Ok(said) = bucket.update(&name, UNSTORED.into(), revision).await {
-        revision = said;
+    match stored {
+        Some(seq) => {
+            let _ = store.published_through(seq, PUBLICATION).await;
+        }
+        None => {
+            if let Ok(said) = bucket.update(&name, UNSTORED.into(), revision).await {
+                revision = said;
+            }
+        }
     }
     if let Err(error) = bucket.delete_expect_revision(&name, Some(revision)).await {
         tracing::debug!(%error, claim = name, "a claim could not be released; it lapses");
