@@ -99,6 +99,39 @@ pub fn node_with(fixture: &Fixture, data: &Path, name: &str, url: &str, flags: &
     Process::spawn_with(tablecast_command(&args, fixture.schemas.path(), data))
 }
 
+/// Two nodes, `a` with its data in the fixture's directory and `b` in the directory returned
+/// (dropped after them), both ready.
+async fn two_nodes(fixture: &Fixture, nats: &Nats) -> (TempDir, Process, Process) {
+    let data_b = TempDir::new().expect("temp dir");
+    let a = node(fixture, fixture.data.path(), "a", nats);
+    let b = node(fixture, data_b.path(), "b", nats);
+    ready(&a).await;
+    ready(&b).await;
+    (data_b, a, b)
+}
+
+/// Three nodes `a`, `b` and `c` on `fixture`'s schemas, each with a data directory of its own
+/// (returned, to be dropped after them), all ready.
+pub async fn three_nodes(fixture: &Fixture, nats: &Nats) -> (Vec<TempDir>, Vec<Process>) {
+    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("temp dir")).collect();
+    let nodes: Vec<Process> = ["a", "b", "c"]
+        .iter()
+        .zip(&dirs)
+        .map(|(name, dir)| node(fixture, dir.path(), name, nats))
+        .collect();
+    for node in &nodes {
+        ready(node).await;
+    }
+    (dirs, nodes)
+}
+
+/// The cluster's stream, read by a client of the test's own.
+async fn cluster_stream(nats: &Nats) -> async_nats::jetstream::stream::Stream {
+    let client = async_nats::connect(nats.url()).await.expect("connects");
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream.get_stream("tablecast").await.expect("the stream")
+}
+
 /// Waits until `node` says it is ready (caught up with the cluster).
 pub async fn ready(node: &Process) {
     let client = client();
@@ -159,11 +192,7 @@ async fn listing(node: &Process, table: &str) -> Vec<Value> {
 async fn a_write_on_one_node_is_read_on_the_others_with_its_version() {
     let nats = Nats::start();
     let fixture = Fixture::new();
-    let data_b = TempDir::new().expect("temp dir");
-    let a = node(&fixture, fixture.data.path(), "a", &nats);
-    let b = node(&fixture, data_b.path(), "b", &nats);
-    ready(&a).await;
-    ready(&b).await;
+    let (_data_b, a, b) = two_nodes(&fixture, &nats).await;
 
     let tag = put(
         &a,
@@ -347,11 +376,7 @@ async fn an_empty_node_that_joins_has_every_record_before_it_says_it_is_ready() 
 async fn writes_made_while_nats_is_down_reach_every_node_once_it_is_back() {
     let mut nats = Nats::start();
     let fixture = Fixture::new();
-    let data_b = TempDir::new().expect("temp dir");
-    let a = node(&fixture, fixture.data.path(), "a", &nats);
-    let b = node(&fixture, data_b.path(), "b", &nats);
-    ready(&a).await;
-    ready(&b).await;
+    let (_data_b, a, b) = two_nodes(&fixture, &nats).await;
     put(&a, "/Counter/1", json!({ "label": "before" })).await;
     eventually("B has the first write", async || {
         get(&b, "/Counter/1").await.0 == 200
@@ -397,11 +422,7 @@ async fn writes_made_while_nats_is_down_reach_every_node_once_it_is_back() {
 async fn a_node_killed_under_load_loses_no_acknowledged_write() {
     let nats = Nats::start();
     let fixture = Fixture::new();
-    let data_b = TempDir::new().expect("temp dir");
-    let mut a = node(&fixture, fixture.data.path(), "a", &nats);
-    let b = node(&fixture, data_b.path(), "b", &nats);
-    ready(&a).await;
-    ready(&b).await;
+    let (_data_b, mut a, b) = two_nodes(&fixture, &nats).await;
     // Writers on A until it is killed; each acknowledged write is remembered.
     let base = a.base.clone();
     let writers: Vec<_> = (0..8)
@@ -480,15 +501,7 @@ enum Acknowledged {
 async fn concurrent_writers_on_three_nodes_converge_to_the_same_versions() {
     let nats = Nats::start();
     let fixture = Fixture::new();
-    let dirs: Vec<TempDir> = (0..3).map(|_| TempDir::new().expect("temp dir")).collect();
-    let nodes: Vec<Process> = ["a", "b", "c"]
-        .iter()
-        .zip(&dirs)
-        .map(|(name, dir)| node(&fixture, dir.path(), name, &nats))
-        .collect();
-    for node in &nodes {
-        ready(node).await;
-    }
+    let (_dirs, nodes) = three_nodes(&fixture, &nats).await;
     let bases: Vec<String> = nodes.iter().map(|node| node.base.clone()).collect();
     let until = Instant::now() + Duration::from_secs(10);
     let writers: Vec<_> = (0..8)
@@ -858,9 +871,7 @@ async fn with_cluster_acknowledgement_a_write_is_answered_once_the_stream_holds_
     ];
     let a = node_with(&fixture, fixture.data.path(), "a", &nats.url(), &flags);
     ready(&a).await;
-    let jetstream =
-        async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
-    let stream = jetstream.get_stream("tablecast").await.expect("the stream");
+    let stream = cluster_stream(&nats).await;
 
     put(&a, "/Counter/1", json!({ "label": "in the cluster" })).await;
     let stored = stream
@@ -892,9 +903,7 @@ async fn with_cluster_acknowledgement_a_write_is_answered_once_the_stream_holds_
     );
 
     nats.restart();
-    let jetstream =
-        async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
-    let stream = jetstream.get_stream("tablecast").await.expect("the stream");
+    let stream = cluster_stream(&nats).await;
     eventually("published once NATS is back", async || {
         stream
             .get_last_raw_message_by_subject("tablecast.Counter.i2")
@@ -928,9 +937,7 @@ async fn a_write_that_prefers_cluster_durability_waits_for_the_stream_alone() {
         answered.headers()["preference-applied"],
         "durability=cluster"
     );
-    let jetstream =
-        async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("connects"));
-    let stream = jetstream.get_stream("tablecast").await.expect("the stream");
+    let stream = cluster_stream(&nats).await;
     stream
         .get_last_raw_message_by_subject("tablecast.Counter.i1")
         .await
@@ -956,11 +963,7 @@ async fn a_write_that_prefers_cluster_durability_waits_for_the_stream_alone() {
 async fn a_node_whose_data_is_wiped_gets_every_record_again_under_its_name() {
     let nats = Nats::start();
     let fixture = Fixture::new();
-    let data_b = TempDir::new().expect("temp dir");
-    let a = node(&fixture, fixture.data.path(), "a", &nats);
-    let b = node(&fixture, data_b.path(), "b", &nats);
-    ready(&a).await;
-    ready(&b).await;
+    let (_data_b, a, b) = two_nodes(&fixture, &nats).await;
     for n in 0..20 {
         put(&a, &format!("/Counter/{n}"), json!({ "label": "kept" })).await;
     }

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::common::{Fixture, Process, client};
 use super::origin::{Mode, Origin};
-use super::replication::{Nats, eventually, get, node, ready};
+use super::replication::{Nats, eventually, get, node, ready, three_nodes};
 
 /// A `Quote` cache table in front of `origin`, fresh for 60 s; `extra` adds settings.
 fn quotes(origin: &Origin, extra: &str) -> Fixture {
@@ -63,22 +63,6 @@ async fn read(node: &Process, id: &str, headers: &[(&str, &str)]) -> (u16, Strin
 /// The cache counters of `Quote` on `node`.
 async fn stats(node: &Process) -> Value {
     get(node, "/Quote").await.2["cache"]["stats"].clone()
-}
-
-/// Three nodes on `fixture` (each with its own data directory), ready.
-async fn three_nodes(fixture: &Fixture, nats: &Nats) -> (Vec<tempfile::TempDir>, Vec<Process>) {
-    let data: Vec<_> = (0..3)
-        .map(|_| tempfile::TempDir::new().expect("dir"))
-        .collect();
-    let nodes: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .zip(&data)
-        .map(|(name, dir)| node(fixture, dir.path(), name, nats))
-        .collect();
-    for node in &nodes {
-        ready(node).await;
-    }
-    (data, nodes)
 }
 
 #[tokio::test]
