@@ -40,10 +40,9 @@ pub struct Stamp {
 }
 
 /// Where a commit was made, and who else is to learn of it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
     /// Made on this node, for the whole cluster: replication publishes it.
-    #[default]
     Cluster,
     /// Made on another node and applied here.
     Peer,
