@@ -273,6 +273,10 @@ impl App {
                         bytes: self.config.mqtt_retained_memory,
                         bytes_per_client: self.config.mqtt_retained_per_client,
                     },
+                    sessions: realtime::mqtt::SessionLimits {
+                        max_queued: self.config.mqtt_max_queued,
+                        max_expiry: self.config.mqtt_session_expiry,
+                    },
                     drain_timeout: self.config.drain_timeout,
                     access: self.access.clone(),
                 },
@@ -295,8 +299,10 @@ impl App {
             self.config.sweep_interval,
         );
         http::serve(listeners.http, router, limits, acceptor, shutdown).await;
-        if let Some(mqtt) = mqtt {
-            let _ = mqtt.await;
+        if let Some(mqtt) = mqtt
+            && let Ok(Err(error)) = mqtt.await
+        {
+            tracing::error!(error = %crate::error::Chain(&error), "MQTT stopped");
         }
         sweeper.stop().await;
         reloader.abort();

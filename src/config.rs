@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_INDEX_ENTRIES: usize = 1_000;
 pub const DEFAULT_MQTT_RETAINED_MEMORY: usize = 64 << 20;
 /// Default of what one client id's retained messages may hold of it.
 pub const DEFAULT_MQTT_RETAINED_PER_CLIENT: usize = 8 << 20;
+/// The longest an MQTT persistent session outlives its connection.
+pub const DEFAULT_MQTT_SESSION_EXPIRY: Duration = Duration::from_secs(7 * 86_400);
+/// Messages an MQTT persistent session keeps for its absent client, at most.
+pub const DEFAULT_MQTT_MAX_QUEUED: usize = 1000;
 /// Default of how long a WebSocket subscriber may neither read nor answer pings.
 pub const DEFAULT_SUBSCRIBER_SILENCE: Duration = Duration::from_secs(60);
 /// Default address of the MQTT-over-TLS listener.
@@ -106,6 +110,17 @@ pub struct Config {
     /// Of that memory, what the messages one client id retained may hold, e.g. `8MiB`.
     #[arg(long, env = "TABLECAST_MQTT_RETAINED_PER_CLIENT", default_value = "8MiB", value_parser = parse_size)]
     pub mqtt_retained_per_client: usize,
+
+    /// The longest an MQTT persistent session outlives its connection (MQTT 5 clients may ask
+    /// for less; MQTT 3.1.1 sessions with `cleanSession=0` get this), e.g. `7d`. Sessions are
+    /// kept in the data directory and survive restarts.
+    #[arg(long, env = "TABLECAST_MQTT_SESSION_EXPIRY", default_value = "7d", value_parser = parse_duration)]
+    pub mqtt_session_expiry: Duration,
+
+    /// Messages on plain topics an MQTT persistent session keeps for its absent client, at
+    /// most (QoS 1 and 2); past it the oldest are dropped, and counted.
+    #[arg(long, env = "TABLECAST_MQTT_MAX_QUEUED", default_value_t = DEFAULT_MQTT_MAX_QUEUED)]
+    pub mqtt_max_queued: usize,
 
     /// How many of the latest commits the change log keeps, so a Server-Sent Events client that
     /// reconnects with `Last-Event-ID` gets what it missed; older resumes get a `resync`.
@@ -215,6 +230,8 @@ impl Config {
             mqtt: Listener(None),
             mqtt_retained_memory: DEFAULT_MQTT_RETAINED_MEMORY,
             mqtt_retained_per_client: DEFAULT_MQTT_RETAINED_PER_CLIENT,
+            mqtt_session_expiry: DEFAULT_MQTT_SESSION_EXPIRY,
+            mqtt_max_queued: DEFAULT_MQTT_MAX_QUEUED,
             change_log: DEFAULT_CHANGE_LOG,
             subscriber_silence: DEFAULT_SUBSCRIBER_SILENCE,
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,

@@ -17,6 +17,7 @@
 //! | `meta.rs`, `indexes.rs` | table metadata; opening, building and dropping indexes |
 //! | `index.rs`, `key.rs`, `envelope.rs`, `hlc.rs` | encodings of index entries, keys, records; the version clock |
 //! | `hot.rs` | the hot records: recently read envelopes kept decoded in memory |
+//! | `keyspace.rs` | [`Keyspace`]: raw keys and values beside the tables (MQTT sessions) |
 //! | `pieces.rs` | values too large for a sled page, kept in pieces in the `_pieces` tree |
 //! | `tests.rs` | tests of the whole store: replication's tombstones, published cursor, versions |
 
@@ -27,6 +28,7 @@ mod hot;
 pub mod index;
 mod indexes;
 mod key;
+mod keyspace;
 mod meta;
 mod mutation;
 mod pieces;
@@ -50,6 +52,7 @@ pub use changelog::LoggedChange;
 pub use envelope::Envelope;
 pub use indexes::IndexRange;
 pub use key::{Key, KeyType};
+pub use keyspace::Keyspace;
 pub use mutation::{
     Change, Commit, Decide, DecideAhead, OnDurable, Scope, Stamp, Target, WriteContext,
 };
@@ -223,6 +226,11 @@ impl Store {
             (index_paths, self.max_index_entries),
             self.replicated,
         )
+    }
+
+    /// The keyspace `name`, created if it is new.
+    pub fn keyspace(&self, name: &str) -> Result<Keyspace> {
+        Keyspace::open(&self.db, name)
     }
 
     /// Queues a mutation and waits until it is durable (or rejected).

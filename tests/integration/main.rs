@@ -18,6 +18,7 @@ mod mqtt;
 mod mqtt_client;
 mod mqtt_hostile;
 mod mqtt_raw;
+mod mqtt_sessions;
 mod origin;
 mod queries;
 mod query_model;

@@ -95,6 +95,8 @@ pub struct Client311 {
     pub client: rumqttc::AsyncClient,
     incoming: Incoming<rumqttc::Packet>,
     pub task: JoinHandle<()>,
+    /// What the CONNACK said.
+    pub session_present: bool,
 }
 
 impl MqttClient for Client311 {
@@ -124,10 +126,12 @@ impl Client311 {
             client,
             incoming,
             task,
+            session_present: false,
         };
         match connected.next().await {
             rumqttc::Packet::ConnAck(ack) => {
-                assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success)
+                assert_eq!(ack.code, rumqttc::ConnectReturnCode::Success);
+                connected.session_present = ack.session_present;
             }
             other => panic!("expected CONNACK, got {other:?}"),
         }
@@ -154,6 +158,17 @@ impl Client311 {
         .await
     }
 
+    /// Disconnects cleanly: the DISCONNECT is sent before this returns.
+    pub async fn leave(mut self) {
+        self.client.disconnect().await.expect("disconnect");
+        // The event loop stops with an error once the DISCONNECT is out.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = self.incoming.recv().await {}
+        })
+        .await;
+        self.task.abort();
+    }
+
     /// Publishes at QoS 1 and waits for the PUBACK.
     pub async fn publish(&mut self, topic: &str, payload: &[u8], retain: bool) {
         self.client
@@ -169,6 +184,9 @@ impl Client311 {
 pub struct Client5 {
     pub client: rumqttc::v5::AsyncClient,
     incoming: Incoming<v5p::Packet>,
+    pub task: JoinHandle<()>,
+    /// What the CONNACK said.
+    pub connack: v5p::ConnAck,
 }
 
 impl MqttClient for Client5 {
@@ -193,13 +211,23 @@ impl Client5 {
         options.set_keep_alive(Duration::from_secs(30));
         configure(&mut options);
         let (client, eventloop) = rumqttc::v5::AsyncClient::new(options, 64);
-        let (incoming, _task) = pump(eventloop, 16);
-        let mut connected = Client5 { client, incoming };
-        match connected.next().await {
-            v5p::Packet::ConnAck(ack) => assert_eq!(ack.code, v5p::ConnectReturnCode::Success),
+        let (mut incoming, task) = pump(eventloop, 16);
+        let first = tokio::time::timeout(WAIT, incoming.recv())
+            .await
+            .expect("a CONNACK in time")
+            .expect("the client runs")
+            .expect("no connection error");
+        let connack = match first {
+            v5p::Packet::ConnAck(ack) => ack,
             other => panic!("expected CONNACK, got {other:?}"),
+        };
+        assert_eq!(connack.code, v5p::ConnectReturnCode::Success);
+        Client5 {
+            client,
+            incoming,
+            task,
+            connack,
         }
-        connected
     }
 
     pub async fn next_publish(&mut self) -> v5p::Publish {

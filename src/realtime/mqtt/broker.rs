@@ -5,7 +5,8 @@
 //! clears it. Retained messages are bounded in number, in bytes, and in bytes per client id (a
 //! message counts against the client that retained it, until it is replaced or cleared). The
 //! broker also knows which client ids are connected, so a client that connects again takes its
-//! session over.
+//! session over, and it queues messages for the persistent sessions whose clients are away
+//! (`sessions.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,7 +15,11 @@ use bytes::Bytes;
 use rumqttd::protocol::QoS;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{self, Bus, Footprint};
+use super::grants::Grants;
+use super::outbox::Delivery;
+use super::sessions::{Kept, Resumed, Sessions};
+use crate::bus::{self, Bus, Footprint, TryRecvError};
+use crate::error::Result;
 use crate::realtime::TopicFilter;
 
 /// Messages buffered for the slowest session before it misses some, and their bytes at most.
@@ -60,16 +65,30 @@ pub struct RetainedLimits {
 pub struct Broker {
     messages: Bus<Message>,
     retained: Mutex<Retained>,
-    clients: Mutex<HashMap<String, (u64, CancellationToken)>>,
+    clients: Mutex<HashMap<String, Connected>>,
+    sessions: Sessions,
 }
 
+/// The connection a client id is served on.
+struct Connected {
+    session: u64,
+    /// Cancelled when another connection takes the client id over.
+    end: CancellationToken,
+    /// Held by the connection serving the client id: one serves it at a time, and the next
+    /// takes its session over only once the previous one has kept it.
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A client id's turn to be served, held while its connection lasts.
+pub type Turn = tokio::sync::OwnedMutexGuard<()>;
+
 /// A retained message: its payload, and the client that retained it.
-type Kept = (Bytes, Arc<str>);
+type RetainedMessage = (Bytes, Arc<str>);
 
 /// The retained messages, by topic, with what each client's hold.
 #[derive(Default)]
 struct Retained {
-    messages: BTreeMap<String, Kept>,
+    messages: BTreeMap<String, RetainedMessage>,
     bytes: usize,
     by_client: HashMap<Arc<str>, usize>,
     limits: Option<RetainedLimits>,
@@ -126,7 +145,7 @@ impl Retained {
 }
 
 impl Broker {
-    pub fn new(limits: RetainedLimits) -> Broker {
+    pub fn new(limits: RetainedLimits, sessions: Sessions) -> Broker {
         Broker {
             messages: Bus::new(BUFFER, BUFFER_BYTES),
             retained: Mutex::new(Retained {
@@ -134,16 +153,19 @@ impl Broker {
                 ..Retained::default()
             }),
             clients: Mutex::default(),
+            sessions,
         }
     }
 
-    pub fn listen(&self) -> bus::Receiver<Message> {
-        self.messages.subscribe()
+    /// The persistent sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
-    /// Relays `message`; if it is retained, keeps it for later subscribers (or clears the
-    /// topic's retained message if the payload is empty). Fails if the retained store is full.
-    pub fn publish(&self, message: Message) -> Result<(), String> {
+    /// Relays `message` to the connected sessions and keeps it for the away ones (true if there
+    /// were any); if it is retained, keeps it for later subscribers (or clears the topic's
+    /// retained message if the payload is empty). Fails if the retained store is full.
+    pub fn publish(&self, message: Message) -> std::result::Result<bool, String> {
         if message.retain {
             let mut retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
             if message.payload.is_empty() {
@@ -153,15 +175,67 @@ impl Broker {
                 retained.keep(&message.topic, payload, &message.from.client)?;
             }
         }
+        // A session moves between away and connected under this lock: it gets each message
+        // either kept or on the bus.
+        let mut away = self.sessions.lock();
+        let kept = away.queue(&message);
         self.messages.send(message);
-        Ok(())
+        Ok(kept)
+    }
+
+    /// Starts serving client id `client` on the connection: its session if it kept one (unless
+    /// `clean`), and the plain-topic messages published from now on.
+    pub fn resume(
+        &self,
+        client: &str,
+        clean: bool,
+    ) -> Result<(Option<Resumed>, bus::Receiver<Message>)> {
+        let mut away = self.sessions.lock();
+        let resumed = away.resume(client, clean)?;
+        Ok((resumed, self.messages.subscribe()))
+    }
+
+    /// Keeps the session of client id `client`, whose connection ended, for its return: with
+    /// `kept` as its state and, queued after the messages it has, those of `listening` that
+    /// its `grants` match and that it had not read.
+    pub fn park(
+        &self,
+        client: &str,
+        kept: Kept,
+        next_seq: u64,
+        (grants, mut listening): (&Grants, bus::Receiver<Message>),
+    ) -> Result<()> {
+        let mut away = self.sessions.lock();
+        let mut late = Vec::new();
+        loop {
+            let message = match listening.try_recv() {
+                Ok(message) => message,
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            };
+            let from_itself = *message.from.client == *client;
+            let granted =
+                grants.best(|g| !(from_itself && g.no_local) && g.filter.matches(&message.topic));
+            if let Some((qos, retain_as_published)) = granted {
+                let qos = super::grants::lower(qos, message.qos);
+                if qos != QoS::AtMostOnce {
+                    late.push(Delivery {
+                        topic: message.topic.clone(),
+                        payload: message.payload.clone(),
+                        qos,
+                        retain: retain_as_published && message.retain,
+                    });
+                }
+            }
+        }
+        away.park(client, kept, next_seq, late)
     }
 
     /// The retained messages whose topics `filter` matches.
     pub fn retained(&self, filter: &TopicFilter) -> Vec<(String, Bytes)> {
         let retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
         let retained = &retained.messages;
-        let range: Box<dyn Iterator<Item = (&String, &Kept)>> = match filter.first() {
+        let range: Box<dyn Iterator<Item = (&String, &RetainedMessage)>> = match filter.first() {
             // Topics of one first level sit together in the ordered map.
             Some(first) => Box::new(
                 retained
@@ -176,27 +250,70 @@ impl Broker {
             .collect()
     }
 
-    /// Registers `client_id` as connected in session `session`; a session already connected
-    /// under that id is told to end.
-    pub fn connect(&self, client_id: &str, session: u64, end: CancellationToken) {
-        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, previous)) = clients.insert(client_id.to_owned(), (session, end)) {
-            previous.cancel();
-        }
+    /// Registers `client_id` as connected in session `session`, and waits for its turn: a
+    /// session already connected under that id is told to end, and finishes first.
+    pub async fn connect(&self, client_id: &str, session: u64, end: CancellationToken) -> Turn {
+        let turn = {
+            let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+            let turn = match clients.get(client_id) {
+                Some(previous) => {
+                    previous.end.cancel();
+                    previous.turn.clone()
+                }
+                None => Arc::default(),
+            };
+            let connected = Connected {
+                session,
+                end,
+                turn: turn.clone(),
+            };
+            clients.insert(client_id.to_owned(), connected);
+            turn
+        };
+        turn.lock_owned().await
     }
 
     /// Forgets `client_id` if session `session` still holds it.
     pub fn disconnect(&self, client_id: &str, session: u64) {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if clients.get(client_id).is_some_and(|(s, _)| *s == session) {
+        if clients.get(client_id).is_some_and(|c| c.session == session) {
             clients.remove(client_id);
         }
+    }
+
+    /// How many retained messages are kept.
+    pub fn retained_count(&self) -> usize {
+        let retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
+        retained.messages.len()
+    }
+
+    /// How many clients are connected.
+    pub fn connected(&self) -> usize {
+        self.clients
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::realtime::mqtt::sessions::SessionLimits;
+    use crate::storage::Store;
+
+    /// A broker, with the store its sessions are kept in.
+    fn broker(limits: RetainedLimits) -> (tempfile::TempDir, Store, Broker) {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let store = Store::open(dir.path(), Default::default(), Box::new(|_| {})).expect("opens");
+        let keyspace = store.keyspace("sessions").expect("a keyspace");
+        let limits_of_sessions = SessionLimits {
+            max_queued: 10,
+            max_expiry: std::time::Duration::from_secs(60),
+        };
+        let sessions = Sessions::open(keyspace, limits_of_sessions).expect("sessions");
+        (dir, store, Broker::new(limits, sessions))
+    }
 
     fn message(topic: &str, payload: &'static [u8], retain: bool) -> Message {
         from("c", topic, payload, retain)
@@ -222,7 +339,7 @@ mod tests {
 
     #[test]
     fn retained_bytes_are_bounded_in_all_and_per_client() {
-        let broker = Broker::new(RetainedLimits {
+        let (_dir, _store, broker) = broker(RetainedLimits {
             bytes: 30,
             bytes_per_client: 20,
         });
@@ -248,7 +365,7 @@ mod tests {
 
     #[test]
     fn retained_messages_are_kept_matched_and_cleared() {
-        let broker = Broker::new(LIMITS);
+        let (_dir, _store, broker) = broker(LIMITS);
         broker.publish(message("chat/a", b"1", true)).unwrap();
         broker.publish(message("chat/b/c", b"2", true)).unwrap();
         broker.publish(message("chatter", b"3", true)).unwrap();

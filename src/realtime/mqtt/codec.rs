@@ -181,11 +181,18 @@ pub fn qos_and_pkid(publish: &Publish) -> (QoS, u16) {
     (qos, u16::from_be_bytes([header[1], header[2]]))
 }
 
-/// A PUBLISH to send, built through rumqttd's own deserialisation since its QoS and packet id
-/// cannot be set directly.
-pub fn publish(topic: &str, payload: &[u8], qos: QoS, pkid: u16, retain: bool) -> Publish {
+/// A PUBLISH to send, built through rumqttd's own deserialisation since its QoS, packet id and
+/// DUP flag cannot be set directly.
+pub fn publish(
+    topic: &str,
+    payload: &[u8],
+    qos: QoS,
+    pkid: u16,
+    retain: bool,
+    dup: bool,
+) -> Publish {
     let mut raw = BytesMut::with_capacity(5 + topic.len() + payload.len());
-    raw.put_u8(0b0011_0000 | ((qos as u8) << 1) | u8::from(retain));
+    raw.put_u8(0b0011_0000 | (u8::from(dup) << 3) | ((qos as u8) << 1) | u8::from(retain));
     raw.put_u16(pkid);
     raw.put_u16(u16::try_from(topic.len()).unwrap_or(u16::MAX));
     raw.put_slice(topic.as_bytes());
@@ -217,7 +224,7 @@ mod tests {
         for version in [Version::V311, Version::V5] {
             let codec = Codec::new(version, 1 << 20);
             for (qos, pkid) in [(QoS::AtMostOnce, 0), (QoS::AtLeastOnce, 7)] {
-                let sent = publish("T/1", b"{}", qos, pkid, true);
+                let sent = publish("T/1", b"{}", qos, pkid, true, false);
                 assert_eq!(qos_and_pkid(&sent), (qos, pkid));
                 let mut wire = BytesMut::new();
                 codec

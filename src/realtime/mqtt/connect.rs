@@ -29,6 +29,13 @@ pub struct Client {
     pub assigned_id: bool,
     /// The keep-alive the client asked for (zero: none).
     pub keep_alive: Duration,
+    /// Whether the client asked for a new session rather than the one it may have left.
+    pub clean_start: bool,
+    /// Seconds the session outlives the connection (0: it ends with it), within the server's
+    /// limit.
+    pub session_expiry: u32,
+    /// Whether the server shortened the expiry the client asked for.
+    pub expiry_shortened: bool,
     /// The client's Receive Maximum (MQTT 5), if it gave one.
     pub receive_maximum: Option<u16>,
     /// The message to publish if the connection ends without a clean DISCONNECT.
@@ -43,6 +50,9 @@ pub struct Client {
 struct Connected {
     client_id: String,
     keep_alive: u16,
+    clean_start: bool,
+    /// MQTT 5's Session Expiry Interval; for 3.1.1, none with a clean session, else forever.
+    session_expiry: u32,
     receive_maximum: Option<u16>,
     will: Option<LastWill>,
     login: Option<Login>,
@@ -97,6 +107,9 @@ pub async fn admit(
         }
     };
     let assigned_id = connected.client_id.is_empty();
+    let longest =
+        u32::try_from(shared.broker.sessions().limits().max_expiry.as_secs()).unwrap_or(u32::MAX);
+    let session_expiry = connected.session_expiry.min(longest);
     Some(Client {
         codec,
         id: if assigned_id {
@@ -106,6 +119,9 @@ pub async fn admit(
         },
         assigned_id,
         keep_alive: Duration::from_secs(u64::from(connected.keep_alive)),
+        clean_start: connected.clean_start,
+        session_expiry,
+        expiry_shortened: session_expiry < connected.session_expiry,
         receive_maximum: connected.receive_maximum,
         will: connected.will,
         admitted,
@@ -157,9 +173,11 @@ fn refusal(version: Version, code: ErrorCode) -> ConnectReturnCode {
     }
 }
 
-/// The CONNACK that accepts `client`; an MQTT 5 client is told what the server supports.
-pub fn accepted(client: &Client, max_body: usize) -> Packet {
+/// The CONNACK that accepts `client`, saying whether its session was present; an MQTT 5
+/// client is told what the server supports.
+pub fn accepted(client: &Client, max_body: usize, session_present: bool) -> Packet {
     let properties = (client.codec.version() == Version::V5).then(|| ConnAckProperties {
+        session_expiry_interval: client.expiry_shortened.then_some(client.session_expiry),
         assigned_client_identifier: client.assigned_id.then(|| client.id.clone()),
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
@@ -170,7 +188,7 @@ pub fn accepted(client: &Client, max_body: usize) -> Packet {
     });
     Packet::ConnAck(
         ConnAck {
-            session_present: false,
+            session_present,
             code: ConnectReturnCode::Success,
         },
         properties,
@@ -233,8 +251,9 @@ async fn read_connect(
     loop {
         match codec.read(input) {
             Ok(Some(Packet::Connect(connect, properties, will, _, login))) => {
-                if connect.client_id.is_empty() && !connect.clean_session {
-                    // MQTT 3.1.1: a persistent session needs a client id.
+                let v311 = codec.version() == Version::V311;
+                if v311 && connect.client_id.is_empty() && !connect.clean_session {
+                    // MQTT 3.1.1: a persistent session needs a client id (MQTT 5 assigns one).
                     return Err(Some((codec, ConnectReturnCode::ClientIdentifierNotValid)));
                 }
                 if let Some(will) = &will
@@ -244,9 +263,19 @@ async fn read_connect(
                     // A malformed CONNECT: the connection is closed without an answer.
                     return Err(None);
                 }
+                let session_expiry = match codec.version() {
+                    Version::V311 if connect.clean_session => 0,
+                    Version::V311 => u32::MAX,
+                    Version::V5 => properties
+                        .as_ref()
+                        .and_then(|p| p.session_expiry_interval)
+                        .unwrap_or(0),
+                };
                 let connected = Connected {
                     client_id: connect.client_id,
                     keep_alive: connect.keep_alive,
+                    clean_start: connect.clean_session,
+                    session_expiry,
                     receive_maximum: properties.and_then(|p| p.receive_maximum),
                     will,
                     login,

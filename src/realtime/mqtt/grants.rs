@@ -3,7 +3,6 @@
 
 use rumqttd::protocol::{Filter as Requested, QoS, RetainForwardRule, SubscribeReasonCode};
 
-use crate::catalog::Catalog;
 use crate::realtime::TopicFilter;
 
 /// Subscriptions one connection may hold.
@@ -28,13 +27,8 @@ pub struct Grants {
 }
 
 impl Grants {
-    /// Checks a requested filter: its syntax, a table topic naming a table, and the limit of
-    /// subscriptions per connection.
-    pub fn check(
-        &self,
-        path: &str,
-        catalog: &Catalog,
-    ) -> Result<TopicFilter, (SubscribeReasonCode, String)> {
+    /// Checks a requested filter: its syntax and the limit of subscriptions per connection.
+    pub fn check(&self, path: &str) -> Result<TopicFilter, (SubscribeReasonCode, String)> {
         if path.starts_with("$share/") {
             return Err((
                 SubscribeReasonCode::SharedSubscriptionsNotSupported,
@@ -43,15 +37,6 @@ impl Grants {
         }
         let filter = TopicFilter::parse(path)
             .map_err(|reason| (SubscribeReasonCode::TopicFilterInvalid, reason))?;
-        if let Some(first) = filter.first()
-            && super::reserved_for_tables(first)
-            && catalog.resource(first).is_err()
-        {
-            return Err((
-                SubscribeReasonCode::TopicFilterInvalid,
-                super::no_such_table(first),
-            ));
-        }
         if !self.holds(&filter) && self.grants.len() >= MAX_SUBSCRIPTIONS {
             return Err((
                 SubscribeReasonCode::QuotaExceeded,
@@ -67,10 +52,10 @@ impl Grants {
     }
 
     /// Grants what `request` asks for `filter` (already checked), replacing a grant for the same
-    /// filter. Returns the QoS granted (at most 1), and whether the current values are to be
-    /// sent (MQTT 5's Retain Handling; always under 3.1.1).
+    /// filter. Returns the QoS granted, and whether the current values are to be sent (MQTT 5's
+    /// Retain Handling; always under 3.1.1).
     pub fn grant(&mut self, filter: TopicFilter, request: &Requested, v5: bool) -> (QoS, bool) {
-        let qos = lower(request.qos, QoS::AtLeastOnce);
+        let qos = request.qos;
         let send_current = match request.retain_forward_rule {
             RetainForwardRule::OnEverySubscribe => true,
             RetainForwardRule::OnNewSubscribe => !self.holds(&filter),
@@ -84,6 +69,17 @@ impl Grants {
             retain_as_published: v5 && request.preserve_retain,
         });
         (qos, send_current)
+    }
+
+    /// Holds `grant` again (a persistent session's, on reconnect).
+    pub fn restore(&mut self, grant: Grant) {
+        self.remove(&grant.filter);
+        self.grants.push(grant);
+    }
+
+    /// The grants held.
+    pub fn iter(&self) -> impl Iterator<Item = &Grant> {
+        self.grants.iter()
     }
 
     /// Removes the grant for `filter`; false if there was none.
@@ -111,6 +107,6 @@ pub fn lower(a: QoS, b: QoS) -> QoS {
     if a < b { a } else { b }
 }
 
-fn higher(a: QoS, b: QoS) -> QoS {
+pub fn higher(a: QoS, b: QoS) -> QoS {
     if a < b { b } else { a }
 }

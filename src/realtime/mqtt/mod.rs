@@ -1,6 +1,6 @@
 //! MQTT 3.1.1 and 5 on their own port: rumqttd's packet codecs under our own sessions, which
-//! subscribe to the same core as WebSocket and SSE. Topics `<Table>/<id>` are records; other
-//! topics form a plain broker.
+//! subscribe to the same core as WebSocket and SSE. Topics `<Table>/<id>` are records; every
+//! other topic, in any case, belongs to a plain broker.
 //!
 //! | file | holds |
 //! | --- | --- |
@@ -9,10 +9,13 @@
 //! | `session.rs` | the session loop: packets in, acknowledgements and deliveries out |
 //! | `session/subscribing.rs` | a session's SUBSCRIBE and UNSUBSCRIBE |
 //! | `publish.rs` | where a PUBLISH becomes a record write, a delete or a relayed message; its reason codes |
+//! | `sessions.rs` | persistent sessions, kept in the store while their clients are away |
 //! | `grants.rs` | the subscriptions a connection holds |
 //! | `outbox.rs` | what a session sends, and its QoS 1 window |
+//! | `sys.rs` | `$SYS/broker/...`: the broker's statistics |
 //! | `broker.rs` | the plain broker: topics that are not tables, retained messages, client ids |
 //! | `codec.rs` | MQTT framing, with rumqttd's codecs for both versions |
+//! | `typo.rs` | a warning for plain topics that look like misspelt table names |
 
 mod broker;
 pub mod codec;
@@ -21,6 +24,9 @@ mod grants;
 mod outbox;
 mod publish;
 mod session;
+mod sessions;
+mod sys;
+mod typo;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +43,7 @@ use crate::access::Access;
 use crate::intake::Intake;
 use broker::Broker;
 pub use broker::RetainedLimits;
+pub use sessions::SessionLimits;
 
 /// Connections that have not yet sent their CONNECT, at most; more are closed at once.
 const MAX_CONNECTING: usize = 1024;
@@ -53,21 +60,10 @@ struct Shared {
     connecting: Arc<Semaphore>,
     /// Who may do what.
     access: Access,
-}
-
-/// Topics whose first level starts with an upper-case letter belong to tables (table names
-/// conventionally do), so a typo in a table name is refused rather than silently becoming a
-/// plain topic.
-fn reserved_for_tables(first_level: &str) -> bool {
-    first_level.starts_with(|c: char| c.is_ascii_uppercase())
-}
-
-/// Why a topic whose first level is reserved for tables names none.
-fn no_such_table(first_level: &str) -> String {
-    format!(
-        "there is no table named `{first_level}` (topics whose first level starts with an \
-         upper-case letter are reserved for tables)"
-    )
+    /// Warns of plain topics that look like misspelt tables.
+    typos: typo::TypoGuard,
+    /// What `$SYS` reports.
+    stats: Arc<sys::Stats>,
 }
 
 /// How MQTT is served.
@@ -79,6 +75,8 @@ pub struct Settings {
     pub intake: Intake,
     /// What the plain broker may retain.
     pub retained: RetainedLimits,
+    /// What a persistent session may keep.
+    pub sessions: SessionLimits,
     /// How long shutdown waits for sessions to finish what they are applying.
     pub drain_timeout: Duration,
     /// Who may do what.
@@ -114,15 +112,27 @@ async fn accept(
     }
 }
 
-/// Serves MQTT on `listeners` until the server starts shutting down, then closes every session.
-pub async fn serve(listeners: Listeners, realtime: Realtime, settings: Settings) {
+/// How often away sessions are checked for expiry.
+const EXPIRY_CHECK: Duration = Duration::from_secs(1);
+
+/// Serves MQTT on `listeners` until the server starts shutting down, then closes every session
+/// (persistent ones are kept for their clients' return).
+pub async fn serve(
+    listeners: Listeners,
+    realtime: Realtime,
+    settings: Settings,
+) -> crate::error::Result<()> {
+    let keyspace = realtime.store().keyspace(sessions::KEYSPACE)?;
+    let sessions = sessions::Sessions::open(keyspace, settings.sessions)?;
     let shared = Arc::new(Shared {
         realtime: realtime.clone(),
-        broker: Broker::new(settings.retained),
+        broker: Broker::new(settings.retained, sessions),
         max_body: settings.max_body,
         intake: settings.intake,
         connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
         access: settings.access,
+        typos: typo::TypoGuard::default(),
+        stats: Arc::default(),
     });
     let drain_timeout = settings.drain_timeout;
     let numbers = AtomicU64::new(1);
@@ -130,10 +140,21 @@ pub async fn serve(listeners: Listeners, realtime: Realtime, settings: Settings)
     let closing = realtime.closing().clone();
     let tls_listener = listeners.tls.as_ref().map(|(listener, _)| listener);
     let acceptor = listeners.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
+    let mut expiry_check = tokio::time::interval(EXPIRY_CHECK);
+    let started = std::time::Instant::now();
+    let mut sys_interval = tokio::time::interval(sys::SYS_INTERVAL);
     loop {
         let (accepted, over_tls) = tokio::select! {
             accepted = accept(listeners.plain.as_ref()) => (accepted, false),
             accepted = accept(tls_listener) => (accepted, true),
+            _ = sys_interval.tick() => {
+                sys::publish(&shared.broker, &shared.stats, started);
+                continue;
+            }
+            _ = expiry_check.tick() => {
+                shared.broker.sessions().lock().expire(tokio::time::Instant::now().into_std());
+                continue;
+            }
             () = closing.cancelled() => break,
         };
         let (stream, peer) = match accepted {
@@ -178,6 +199,7 @@ pub async fn serve(listeners: Listeners, realtime: Realtime, settings: Settings)
     if drained.await.is_err() {
         sessions.shutdown().await;
     }
+    shared.broker.sessions().flush().await
 }
 
 #[cfg(test)]

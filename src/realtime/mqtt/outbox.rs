@@ -1,42 +1,79 @@
 //! What a session sends: packets encoded into one buffer until the session writes it out, and
-//! the QoS 1 window (deliveries awaiting PUBACK, bounded by the client's Receive Maximum).
+//! the window of QoS 1 and 2 deliveries awaiting acknowledgement, bounded by the client's Receive
+//! Maximum.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use rumqttd::protocol::{Packet, QoS};
+use rumqttd::protocol::{Packet, PubRel, PubRelReason, QoS};
 
 use super::codec::{self, Codec};
+use super::sys::Stats;
 
-/// QoS 1 deliveries awaiting acknowledgement, at most (lower if the client asks).
+/// QoS 1 and 2 deliveries awaiting acknowledgement, at most (lower if the client asks).
 const MAX_IN_FLIGHT: u16 = 1024;
+
+/// A message to deliver.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: QoS,
+    pub retain: bool,
+}
+
+/// Where a delivery came from, which decides what its acknowledgement settles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A plain-topic message kept in the session's store under this sequence number.
+    Kept(u64),
+    /// A table change at this change-log position.
+    Change(u64),
+    /// Anything else: current values, retained messages, a clean session's messages.
+    Passing,
+}
+
+/// A delivery awaiting acknowledgement.
+struct InFlight {
+    origin: Origin,
+    qos: QoS,
+    /// A QoS 2 delivery the client received (PUBREC): PUBREL sent, PUBCOMP awaited.
+    released: bool,
+}
 
 /// The outgoing side of one connection.
 pub struct Outbox {
     codec: Codec,
     out: BytesMut,
-    /// Packet ids of QoS 1 deliveries not yet acknowledged.
-    in_flight: HashSet<u16>,
+    in_flight: HashMap<u16, InFlight>,
     window: u16,
     next_pkid: u16,
-    /// Deliveries waiting for room in the window (retained plain-broker messages).
-    queued: VecDeque<(String, Bytes, QoS)>,
+    /// Deliveries waiting for room in the window.
+    queued: VecDeque<(Delivery, Origin)>,
     client_id: String,
+    stats: Arc<Stats>,
 }
 
 impl Outbox {
     /// An empty outbox; `receive_maximum` is the client's, if it gave one.
-    pub fn new(codec: Codec, receive_maximum: Option<u16>, client_id: String) -> Outbox {
+    pub fn new(
+        codec: Codec,
+        receive_maximum: Option<u16>,
+        client_id: String,
+        stats: Arc<Stats>,
+    ) -> Outbox {
         Outbox {
             codec,
             out: BytesMut::with_capacity(4096),
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             window: receive_maximum
                 .unwrap_or(MAX_IN_FLIGHT)
                 .clamp(1, MAX_IN_FLIGHT),
             next_pkid: 0,
             queued: VecDeque::new(),
             client_id,
+            stats,
         }
     }
 
@@ -47,21 +84,57 @@ impl Outbox {
         }
     }
 
-    /// Encodes a PUBLISH to the client, numbered if it is acknowledged.
-    pub fn deliver(&mut self, topic: &str, payload: &[u8], qos: QoS, retain: bool) {
-        let pkid = match qos {
+    /// Encodes a PUBLISH to the client; returns its packet id (0 at QoS 0).
+    pub fn deliver(&mut self, delivery: &Delivery, origin: Origin) -> u16 {
+        let pkid = match delivery.qos {
             QoS::AtMostOnce => 0,
             QoS::AtLeastOnce | QoS::ExactlyOnce => self.allocate_pkid(),
         };
-        self.send(Packet::Publish(
-            codec::publish(topic, payload, qos, pkid, retain),
-            None,
-        ));
+        self.publish(delivery, origin, pkid, false);
+        pkid
     }
 
-    /// Keeps a retained delivery until the window has room.
-    pub fn queue(&mut self, topic: String, payload: Bytes, qos: QoS) {
-        self.queued.push_back((topic, payload, qos));
+    /// Sends again, with DUP set, a delivery the session had sent as `pkid` before the client
+    /// reconnected; or only its PUBREL, if the client had received it.
+    pub fn resend(&mut self, delivery: &Delivery, origin: Origin, pkid: u16, released: bool) {
+        if released {
+            self.in_flight.insert(
+                pkid,
+                InFlight {
+                    origin,
+                    qos: QoS::ExactlyOnce,
+                    released: true,
+                },
+            );
+            self.release(pkid);
+        } else {
+            self.publish(delivery, origin, pkid, true);
+        }
+    }
+
+    fn publish(&mut self, delivery: &Delivery, origin: Origin, pkid: u16, dup: bool) {
+        if delivery.qos != QoS::AtMostOnce {
+            let in_flight = InFlight {
+                origin,
+                qos: delivery.qos,
+                released: false,
+            };
+            self.in_flight.insert(pkid, in_flight);
+        }
+        let Delivery {
+            topic,
+            payload,
+            qos,
+            retain,
+        } = delivery;
+        let publish = codec::publish(topic, payload, *qos, pkid, *retain, dup);
+        self.send(Packet::Publish(publish, None));
+        Stats::count(&self.stats.sent);
+    }
+
+    /// Keeps a delivery until the window has room.
+    pub fn queue(&mut self, delivery: Delivery, origin: Origin) {
+        self.queued.push_back((delivery, origin));
     }
 
     /// Whether the window has room for another acknowledged delivery.
@@ -69,21 +142,66 @@ impl Outbox {
         self.in_flight.len() < usize::from(self.window)
     }
 
-    /// Delivers one queued message if there is room; false if there was nothing to do.
-    pub fn release_queued(&mut self) -> bool {
-        if !self.has_room() {
-            return false;
+    /// The next queued delivery, if there is room to send it.
+    pub fn next_queued(&mut self) -> Option<(Delivery, Origin)> {
+        if self.has_room() {
+            self.queued.pop_front()
+        } else {
+            None
         }
-        let Some((topic, payload, qos)) = self.queued.pop_front() else {
-            return false;
-        };
-        self.deliver(&topic, &payload, qos, true);
-        true
     }
 
-    /// The client acknowledged delivery `pkid`.
-    pub fn acknowledged(&mut self, pkid: u16) {
-        self.in_flight.remove(&pkid);
+    /// The client acknowledged QoS 1 delivery `pkid` (PUBACK); what it settles.
+    pub fn acknowledged(&mut self, pkid: u16) -> Option<Origin> {
+        self.settle(pkid, QoS::AtLeastOnce, false)
+    }
+
+    /// The client received QoS 2 delivery `pkid` (PUBREC): it is released (a PUBREL is
+    /// sent) if the client accepted it, or settled if it refused it (a reason of 0x80 or more).
+    /// Returns the delivery's origin, and whether it is settled.
+    pub fn received(&mut self, pkid: u16, accepted: bool) -> Option<(Origin, bool)> {
+        if !accepted {
+            return self
+                .settle(pkid, QoS::ExactlyOnce, false)
+                .map(|origin| (origin, true));
+        }
+        let in_flight = self
+            .in_flight
+            .get_mut(&pkid)
+            .filter(|f| f.qos == QoS::ExactlyOnce)?;
+        let origin = in_flight.origin;
+        in_flight.released = true;
+        self.release(pkid);
+        Some((origin, false))
+    }
+
+    /// The client completed QoS 2 delivery `pkid` (PUBCOMP); what it settles.
+    pub fn completed(&mut self, pkid: u16) -> Option<Origin> {
+        self.settle(pkid, QoS::ExactlyOnce, true)
+    }
+
+    fn settle(&mut self, pkid: u16, qos: QoS, released: bool) -> Option<Origin> {
+        let matches = self
+            .in_flight
+            .get(&pkid)
+            .is_some_and(|f| f.qos == qos && f.released == released);
+        matches.then(|| self.in_flight.remove(&pkid).expect("present").origin)
+    }
+
+    fn release(&mut self, pkid: u16) {
+        let release = PubRel {
+            pkid,
+            reason: PubRelReason::Success,
+        };
+        self.send(Packet::PubRel(release, None));
+    }
+
+    /// The table changes in flight, by change-log position.
+    pub fn changes_in_flight(&self) -> impl Iterator<Item = u64> + '_ {
+        self.in_flight.values().filter_map(|f| match f.origin {
+            Origin::Change(seq) => Some(seq),
+            Origin::Kept(_) | Origin::Passing => None,
+        })
     }
 
     /// The bytes encoded since the last call, if any.
@@ -94,7 +212,7 @@ impl Outbox {
     fn allocate_pkid(&mut self) -> u16 {
         loop {
             self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
-            if self.in_flight.insert(self.next_pkid) {
+            if !self.in_flight.contains_key(&self.next_pkid) {
                 return self.next_pkid;
             }
         }

@@ -92,9 +92,7 @@ pub fn accept(
         None => (topic, None),
     };
     let Ok(resource) = catalog.resource(first) else {
-        if super::reserved_for_tables(first) {
-            return refuse(Refusal::Topic(super::no_such_table(first)));
-        }
+        shared.typos.check(&catalog, first, &from.client);
         if !who.may_publish(topic) {
             return refuse(Refusal::Domain(
                 who.refusal(format!("publish to `{topic}`")),
@@ -165,12 +163,13 @@ pub fn accept(
     })
 }
 
-/// Relays a message, in its turn among the connection's publishes.
-pub fn relay(shared: &Shared, relay: Relay) -> Result<(), Refusal> {
+/// Relays a message, in its turn among the connection's publishes; true if it was kept for a
+/// persistent session whose client is away (it is durable once the sessions are flushed).
+pub fn relay(shared: &Shared, relay: Relay) -> Result<bool, Refusal> {
     match relay {
         Relay::Record(event) => {
             shared.realtime.events().publish(event);
-            Ok(())
+            Ok(false)
         }
         Relay::Broker(message) => shared
             .broker

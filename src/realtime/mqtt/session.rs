@@ -1,12 +1,12 @@
 //! One MQTT connection: admitted by `connect.rs`, then packets both ways until either side
 //! ends it.
 //!
-//! Sessions are clean: nothing is kept after the connection ends (a client asking for a
-//! persistent session is told none was present). Deliveries are at QoS 0 or 1 (a QoS 2
-//! subscription is granted QoS 1); QoS 1 deliveries in flight are bounded by the client's
-//! Receive Maximum, and a client that does not acknowledge them stops reading from its
-//! [`Subscription`], which then follows the lag policy. A PUBLISH is acknowledged only once what
-//! it did is durable (`publish.rs`).
+//! A session is clean (it ends with its connection) or persistent (`sessions.rs`): taken back
+//! on reconnect, its subscriptions, unacknowledged deliveries and queued messages kept in the
+//! store while the client is away. Deliveries go at QoS 0, 1 or 2; those in flight are bounded
+//! by the client's Receive Maximum, and a client that does not acknowledge them stops reading
+//! from its [`Subscription`], which then follows the lag policy. A PUBLISH is acknowledged only
+//! once what it did is durable (`publish.rs`).
 
 mod subscribing;
 
@@ -15,6 +15,7 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -24,6 +25,7 @@ use rumqttd::protocol::{
     Disconnect, DisconnectProperties, DisconnectReasonCode, LastWill, Packet, PingResp, PubComp,
     PubCompReason, PubRec, PubRecReason, QoS,
 };
+use std::time::Instant as StdInstant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, sleep_until};
@@ -33,11 +35,14 @@ use super::broker::{Message, Publisher};
 use super::codec::{self, Codec, CodecError, Version};
 use super::connect;
 use super::grants::{Grants, lower};
-use super::outbox::Outbox;
+use super::outbox::{Delivery, Origin, Outbox};
 use super::publish::{self, Refusal, Relay};
+use super::sessions::{Kept, KeptGrant, Resumed, Stored};
+use super::sys::Stats;
 use super::{Connection, Reader, Shared, Writer};
 use crate::access::Identity;
 use crate::bus::{self, RecvError};
+use crate::error::Chain;
 use crate::events::ChangeKind;
 use crate::realtime::{Item, Subscription};
 
@@ -46,6 +51,9 @@ use crate::realtime::{Item, Subscription};
 const MAX_APPLYING: usize = 64;
 /// The topic a client may subscribe to to be told when it fell behind (see the lag policy).
 pub const RESYNC_TOPIC: &str = "$tablecast/resync";
+/// How often, at most, a persistent session's position in the change log is saved while its
+/// client is connected (it is always saved when the client leaves).
+const SAVE_POSITION_EVERY: Duration = Duration::from_secs(1);
 
 /// A PUBLISH whose effect is known, waiting for its turn to be acknowledged.
 struct Applied {
@@ -88,10 +96,19 @@ pub async fn run(
         return;
     };
     let taken_over = CancellationToken::new();
-    shared
+    let _turn = shared
         .broker
-        .connect(&client.id, number, taken_over.clone());
-    let accepted = connect::accepted(&client, shared.max_body);
+        .connect(&client.id, number, taken_over.clone())
+        .await;
+    let (resumed, messages) = match shared.broker.resume(&client.id, client.clean_start) {
+        Ok(resumed) => resumed,
+        Err(error) => {
+            tracing::error!(client = %client.id, error = %Chain(&error), "could not read a persistent MQTT session");
+            shared.broker.disconnect(&client.id, number);
+            return;
+        }
+    };
+    let accepted = connect::accepted(&client, shared.max_body, resumed.is_some());
     let connect::Client {
         codec,
         id: client_id,
@@ -100,15 +117,21 @@ pub async fn run(
         will,
         admitted: _admitted,
         identity,
+        session_expiry,
         ..
     } = client;
     let mut session = Session {
         codec,
         writer,
-        outbox: Outbox::new(codec, receive_maximum, client_id.clone()),
+        outbox: Outbox::new(
+            codec,
+            receive_maximum,
+            client_id.clone(),
+            shared.stats.clone(),
+        ),
         grants: Grants::default(),
         subscription: shared.realtime.subscribe(identity.clone()),
-        messages: shared.broker.listen(),
+        messages,
         awaiting_release: HashSet::new(),
         applying: FuturesOrdered::new(),
         keep_alive,
@@ -122,14 +145,21 @@ pub async fn run(
         over_quota: false,
         identity,
         address,
+        keeping: Keeping {
+            expiry: session_expiry,
+            next_seq: 1,
+            table_through: shared.realtime.store().last_seq(),
+            saved_through: 0,
+            saved_at: StdInstant::now(),
+        },
     };
     session.outbox.send(accepted);
+    session.restore(resumed);
     tracing::debug!(client = %client_id, version = ?session.codec.version(), "MQTT client connected");
     let end = session.serve(&mut reader, input, &taken_over).await;
     // Publishes read before the end are applied even though they can no longer be acknowledged:
     // a QoS 0 publish followed by a closed connection is a complete exchange.
     session.settle().await;
-    shared.broker.disconnect(&client_id, number);
     let will = match end {
         End::Clean { with_will: false } => None,
         End::Clean { with_will: true } | End::Abrupt => will,
@@ -141,7 +171,23 @@ pub async fn run(
     if let Some(will) = will {
         session.publish_will(will).await;
     }
+    session.leave();
+    shared.broker.disconnect(&client_id, number);
     tracing::debug!(client = %client_id, "MQTT client disconnected");
+}
+
+/// What a session keeps of itself while its client is connected, if it is persistent.
+struct Keeping {
+    /// Seconds the session outlives the connection; 0: it ends with it, and nothing is kept.
+    expiry: u32,
+    /// The sequence number of the next plain-topic message kept.
+    next_seq: u64,
+    /// The change-log position through which table changes were sent (or were in the current
+    /// values sent).
+    table_through: u64,
+    /// The position last saved, and when.
+    saved_through: u64,
+    saved_at: StdInstant,
 }
 
 struct Session {
@@ -166,9 +212,135 @@ struct Session {
     /// Who the client is.
     identity: Arc<Identity>,
     address: IpAddr,
+    keeping: Keeping,
 }
 
 impl Session {
+    fn persistent(&self) -> bool {
+        self.keeping.expiry > 0
+    }
+
+    /// Takes back what a persistent session kept: its subscriptions (table topics resume from
+    /// the change-log position it had reached), the QoS 2 publishes awaiting release, and its
+    /// messages: those sent before are sent again with DUP, the others queued.
+    fn restore(&mut self, resumed: Option<Resumed>) {
+        let resuming = resumed.is_some();
+        if let Some(Resumed {
+            kept,
+            messages,
+            next_seq,
+        }) = resumed
+        {
+            let catalog = self.shared.realtime.catalog().clone();
+            for grant in kept.grants.iter().filter_map(KeptGrant::grant) {
+                let filter = grant.filter.clone();
+                self.grants.restore(grant);
+                self.shared
+                    .stats
+                    .subscriptions
+                    .fetch_add(1, Ordering::Relaxed);
+                if catalog
+                    .resources()
+                    .any(|r| filter.may_match_table(r.table().name()))
+                    && let Err(error) = self.subscription.resume(filter, kept.table_since)
+                {
+                    tracing::error!(client = %self.client_id, error = %Chain(&error), "could not resume a subscription");
+                }
+            }
+            self.awaiting_release.extend(kept.awaiting_release);
+            for Stored {
+                seq,
+                delivery,
+                pkid,
+                released,
+            } in messages
+            {
+                if pkid == 0 {
+                    self.outbox.queue(delivery, Origin::Kept(seq));
+                } else {
+                    self.outbox
+                        .resend(&delivery, Origin::Kept(seq), pkid, released);
+                }
+            }
+            self.keeping.next_seq = next_seq;
+            self.keeping.table_through = kept.table_since;
+            if kept.dropped > 0 {
+                tracing::warn!(client = %self.client_id, dropped = kept.dropped, "an MQTT client's session dropped messages while it was away (--mqtt-max-queued)");
+            }
+        }
+        if self.persistent() {
+            self.save();
+        } else if resuming
+            && let Err(error) = self.shared.broker.sessions().discard(&self.client_id)
+        {
+            tracing::error!(client = %self.client_id, error = %Chain(&error), "could not remove an MQTT session");
+        }
+    }
+
+    /// What the session keeps of itself now.
+    fn kept(&self) -> Kept {
+        let in_flight = self.outbox.changes_in_flight().min();
+        Kept {
+            expiry: self.keeping.expiry,
+            grants: self.grants.iter().map(KeptGrant::of).collect(),
+            table_since: in_flight.map_or(self.keeping.table_through, |seq| seq - 1),
+            awaiting_release: self.awaiting_release.iter().copied().collect(),
+            left_at: None,
+            dropped: 0,
+        }
+    }
+
+    /// Saves the session's state, if it is persistent.
+    fn save(&mut self) {
+        if !self.persistent() {
+            return;
+        }
+        let kept = self.kept();
+        self.keeping.saved_through = kept.table_since;
+        self.keeping.saved_at = StdInstant::now();
+        if let Err(error) = self.shared.broker.sessions().save(&self.client_id, &kept) {
+            tracing::error!(client = %self.client_id, error = %Chain(&error), "could not save an MQTT session");
+        }
+    }
+
+    /// Saves the session's position in the change log if it moved and was not saved lately: a
+    /// server killed meanwhile replays no more than that from the log on reconnect.
+    fn save_position(&mut self) {
+        let moved = self.keeping.table_through != self.keeping.saved_through;
+        if moved && self.keeping.saved_at.elapsed() >= SAVE_POSITION_EVERY {
+            self.save();
+        }
+    }
+
+    /// The client is gone: a persistent session is kept for its return, with the messages that
+    /// reached it and it had not read; any other ends. Queued messages the store keeps stay
+    /// there; the others (retained messages due on a subscribe) are not the session's to keep.
+    fn leave(self) {
+        let held = self.grants.iter().count() as u64;
+        self.shared
+            .stats
+            .subscriptions
+            .fetch_sub(held, Ordering::Relaxed);
+        let sessions = self.shared.broker.sessions();
+        let kept = if self.persistent() {
+            self.kept()
+        } else {
+            if let Err(error) = sessions.discard(&self.client_id) {
+                tracing::error!(client = %self.client_id, error = %Chain(&error), "could not remove an MQTT session");
+            }
+            return;
+        };
+        let parked = self.shared.broker.park(
+            &self.client_id,
+            kept,
+            self.keeping.next_seq,
+            (&self.grants, self.messages),
+        );
+        if let Err(error) = parked {
+            tracing::error!(client = %self.client_id, error = %Chain(&error), "could not keep an MQTT session");
+        }
+    }
+
     async fn serve(
         &mut self,
         reader: &mut Reader,
@@ -216,7 +388,8 @@ impl Session {
             if let Err(end) = self.flush(&closing, taken_over).await {
                 return end;
             }
-            if self.outbox.release_queued() {
+            self.save_position();
+            if self.release_queued() {
                 continue;
             }
             let room = self.outbox.has_room();
@@ -280,6 +453,7 @@ impl Session {
     async fn handle(&mut self, packet: Packet) -> Option<End> {
         match packet {
             Packet::Publish(publish, properties) => {
+                Stats::count(&self.shared.stats.received);
                 if let Err(error) = self.shared.access.limit(&self.identity, self.address) {
                     tracing::warn!(client = %self.client_id, "closing an MQTT connection: {error}");
                     self.disconnect(DisconnectReasonCode::MessageRateTooHigh)
@@ -311,9 +485,44 @@ impl Session {
                     }
                 }));
             }
-            Packet::PubAck(ack, _) => self.outbox.acknowledged(ack.pkid),
+            Packet::PubAck(ack, _) => {
+                let settled = self.outbox.acknowledged(ack.pkid);
+                self.settled(settled);
+            }
+            Packet::PubRec(received, _) => {
+                let accepted = matches!(
+                    received.reason,
+                    PubRecReason::Success | PubRecReason::NoMatchingSubscribers
+                );
+                match self.outbox.received(received.pkid, accepted) {
+                    Some((origin, true)) => self.settled(Some(origin)),
+                    Some((Origin::Kept(seq), false)) if self.persistent() => {
+                        // Only the PUBREL is owed now.
+                        let released = Stored {
+                            seq,
+                            delivery: Delivery {
+                                topic: String::new(),
+                                payload: bytes::Bytes::new(),
+                                qos: QoS::ExactlyOnce,
+                                retain: false,
+                            },
+                            pkid: received.pkid,
+                            released: true,
+                        };
+                        self.keep(&released);
+                    }
+                    Some(_) | None => {}
+                }
+            }
+            Packet::PubComp(completed, _) => {
+                let settled = self.outbox.completed(completed.pkid);
+                self.settled(settled);
+            }
             Packet::PubRel(release, _) => {
                 let known = self.awaiting_release.remove(&release.pkid);
+                if known {
+                    self.save();
+                }
                 self.outbox.send(Packet::PubComp(
                     PubComp {
                         pkid: release.pkid,
@@ -329,14 +538,22 @@ impl Session {
             Packet::Subscribe(subscribe, _) => self.subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe, _) => self.unsubscribe(unsubscribe),
             Packet::PingReq(_) => self.outbox.send(Packet::PingResp(PingResp)),
-            Packet::Disconnect(disconnect, _) => {
+            Packet::Disconnect(disconnect, properties) => {
+                let expiry = properties.and_then(|p| p.session_expiry_interval);
+                if let Some(expiry) = expiry
+                    && self.keeping.expiry > 0
+                {
+                    // A session that was to end with the connection cannot be made to outlive
+                    // it (MQTT-3.14.2-2); any other may change its expiry.
+                    let longest = self.shared.broker.sessions().limits().max_expiry.as_secs();
+                    self.keeping.expiry = expiry.min(u32::try_from(longest).unwrap_or(u32::MAX));
+                }
                 return Some(End::Clean {
                     with_will: disconnect.reason_code
                         == DisconnectReasonCode::DisconnectWithWillMessage,
                 });
             }
-            // QoS 2 acknowledgements for deliveries we never send at QoS 2, and packets only a
-            // server sends, or a second CONNECT: protocol errors.
+            // Packets only a server sends, or a second CONNECT: protocol errors.
             other => {
                 tracing::debug!(client = %self.client_id, packet = ?other, "unexpected MQTT packet");
                 self.disconnect(DisconnectReasonCode::ProtocolError).await;
@@ -355,7 +572,23 @@ impl Session {
             pkid,
             outcome,
         } = applied;
-        let outcome = outcome.and_then(|relay| self.relay(relay));
+        let outcome = match outcome.and_then(|relay| self.relay(relay)) {
+            Ok(true) if qos != QoS::AtMostOnce => {
+                // Kept for an absent client: acknowledged once on disk, still in its turn.
+                let shared = self.shared.clone();
+                self.applying.push_front(Box::pin(async move {
+                    let flushed = shared.broker.sessions().flush().await;
+                    Applied {
+                        topic,
+                        qos,
+                        pkid,
+                        outcome: flushed.map(|()| None).map_err(Refusal::Domain),
+                    }
+                }));
+                return;
+            }
+            outcome => outcome.map(drop),
+        };
         if let Err(refusal) = &outcome {
             refusal.log(&self.client_id, &topic);
             let v311 = self.codec.version() == Version::V311;
@@ -375,14 +608,15 @@ impl Session {
             ) = &ack
             {
                 self.awaiting_release.insert(pkid);
+                self.save();
             }
             self.outbox.send(ack);
         }
     }
 
-    /// Relays what a publish asked to, if anything.
-    fn relay(&self, relay: Option<Relay>) -> Result<(), Refusal> {
-        relay.map_or(Ok(()), |relay| publish::relay(&self.shared, relay))
+    /// Relays what a publish asked to, if anything; true if it was kept for an absent client.
+    fn relay(&self, relay: Option<Relay>) -> Result<bool, Refusal> {
+        relay.map_or(Ok(false), |relay| publish::relay(&self.shared, relay))
     }
 
     /// Sends a subscription item to the client.
@@ -390,28 +624,44 @@ impl Session {
         let (event, current) = match item {
             Item::Change(event) => (event.as_ref(), false),
             Item::Current(event) => (event, true),
-            Item::Synced { .. } => return,
+            Item::Synced { seq, .. } => {
+                self.keeping.table_through = self.keeping.table_through.max(*seq);
+                return;
+            }
             Item::Resync => {
                 // Only a client that subscribed to the resync topic hears of it; every client
                 // gets the current values that follow, as retained messages.
                 let qos = self.grants.best(|g| g.filter.matches(RESYNC_TOPIC));
                 if let Some((qos, _)) = qos {
-                    self.outbox
-                        .deliver(RESYNC_TOPIC, br#"{"type":"resync"}"#, qos, false);
+                    let delivery = Delivery {
+                        topic: RESYNC_TOPIC.to_owned(),
+                        payload: bytes::Bytes::from_static(br#"{"type":"resync"}"#),
+                        qos,
+                        retain: false,
+                    };
+                    self.outbox.deliver(&delivery, Origin::Passing);
                 }
                 return;
             }
         };
+        let change = event.seq.filter(|_| !current);
+        if let Some(seq) = change {
+            self.keeping.table_through = self.keeping.table_through.max(seq);
+        }
         let Some((qos, retain_as_published)) = self
             .grants
             .best(|g| g.filter.matches_record(&event.table, &event.id))
         else {
             return;
         };
-        let topic = format!("{}/{}", event.table, event.id);
-        let payload = event.value.as_deref().unwrap_or_default();
-        let retain = current || (retain_as_published && event.kind != ChangeKind::Message);
-        self.outbox.deliver(&topic, payload, qos, retain);
+        let delivery = Delivery {
+            topic: format!("{}/{}", event.table, event.id),
+            payload: event.value.clone().unwrap_or_default(),
+            qos,
+            retain: current || (retain_as_published && event.kind != ChangeKind::Message),
+        };
+        self.outbox
+            .deliver(&delivery, change.map_or(Origin::Passing, Origin::Change));
     }
 
     fn deliver_message(&mut self, message: &Message) {
@@ -419,14 +669,67 @@ impl Session {
         let granted = self
             .grants
             .best(|g| !(from_here && g.no_local) && g.filter.matches(&message.topic));
-        if let Some((qos, retain_as_published)) = granted {
-            let retain = retain_as_published && message.retain;
-            self.outbox.deliver(
-                &message.topic,
-                &message.payload,
-                lower(qos, message.qos),
-                retain,
-            );
+        let Some((qos, retain_as_published)) = granted else {
+            return;
+        };
+        let delivery = Delivery {
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+            qos: lower(qos, message.qos),
+            retain: retain_as_published && message.retain,
+        };
+        if self.persistent() && delivery.qos != QoS::AtMostOnce {
+            let seq = self.keeping.next_seq;
+            self.keeping.next_seq += 1;
+            self.send_kept(delivery, seq);
+        } else {
+            self.outbox.deliver(&delivery, Origin::Passing);
+        }
+    }
+
+    /// Sends a message the session's store keeps, noting the packet id it goes with.
+    fn send_kept(&mut self, delivery: Delivery, seq: u64) {
+        let pkid = self.outbox.deliver(&delivery, Origin::Kept(seq));
+        self.keep(&Stored {
+            seq,
+            delivery,
+            pkid,
+            released: false,
+        });
+    }
+
+    /// Sends one queued delivery if the window has room; false if there was nothing to do.
+    fn release_queued(&mut self) -> bool {
+        let Some((delivery, origin)) = self.outbox.next_queued() else {
+            return false;
+        };
+        match origin {
+            Origin::Kept(seq) => self.send_kept(delivery, seq),
+            Origin::Change(_) | Origin::Passing => {
+                self.outbox.deliver(&delivery, origin);
+            }
+        }
+        true
+    }
+
+    /// Keeps a message in the session's store.
+    fn keep(&self, stored: &Stored) {
+        if let Err(error) = self.shared.broker.sessions().store(&self.client_id, stored) {
+            tracing::error!(client = %self.client_id, error = %Chain(&error), "could not keep an MQTT message");
+        }
+    }
+
+    /// A delivery was acknowledged: one the store kept is forgotten.
+    fn settled(&mut self, origin: Option<Origin>) {
+        if let Some(Origin::Kept(seq)) = origin
+            && self.persistent()
+            && let Err(error) = self
+                .shared
+                .broker
+                .sessions()
+                .delivered(&self.client_id, seq)
+        {
+            tracing::error!(client = %self.client_id, error = %Chain(&error), "could not forget a delivered MQTT message");
         }
     }
 

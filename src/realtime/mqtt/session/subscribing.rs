@@ -8,6 +8,8 @@ use rumqttd::protocol::{
 use super::Session;
 use crate::realtime::TopicFilter;
 use crate::realtime::mqtt::codec::Version;
+use crate::realtime::mqtt::outbox::{Delivery, Origin};
+use crate::realtime::mqtt::sys::Stats;
 
 impl Session {
     /// Grants what a SUBSCRIBE asks that may be granted, starts sending current values and
@@ -20,10 +22,13 @@ impl Session {
         for request in subscribe.filters {
             let checked = self
                 .grants
-                .check(&request.path, &catalog)
+                .check(&request.path)
                 .and_then(|filter| self.permitted(filter, v5));
             let code = match checked {
                 Ok(filter) => {
+                    if !self.grants.holds(&filter) {
+                        Stats::count(&self.shared.stats.subscriptions);
+                    }
                     let (qos, send_current) = self.grants.grant(filter.clone(), &request, v5);
                     if catalog
                         .resources()
@@ -37,7 +42,13 @@ impl Session {
                     }
                     if send_current {
                         for (topic, payload) in self.shared.broker.retained(&filter) {
-                            self.outbox.queue(topic, payload, qos);
+                            let delivery = Delivery {
+                                topic,
+                                payload,
+                                qos,
+                                retain: true,
+                            };
+                            self.outbox.queue(delivery, Origin::Passing);
                         }
                     }
                     SubscribeReasonCode::Success(qos)
@@ -54,6 +65,7 @@ impl Session {
             };
             codes.push(code);
         }
+        self.save();
         let properties = (v5 && !refusals.is_empty()).then(|| SubAckProperties {
             reason_string: Some(refusals.join("; ")),
             user_properties: Vec::new(),
@@ -76,10 +88,15 @@ impl Session {
         v5: bool,
     ) -> Result<TopicFilter, (SubscribeReasonCode, String)> {
         let catalog = self.shared.realtime.catalog();
-        let allowed = match filter.first().map(|first| catalog.resource(first)) {
-            Some(Ok(resource)) => !self.identity.reader(resource.table()).nothing(),
+        let allowed = match filter.first().map(|first| (first, catalog.resource(first))) {
+            Some((_, Ok(resource))) => !self.identity.reader(resource.table()).nothing(),
             _ if filter.to_string() == super::RESYNC_TOPIC => true,
-            _ => self.identity.may_subscribe(&filter.to_string()),
+            first => {
+                if let Some((first, _)) = first {
+                    self.shared.typos.check(catalog, first, &self.client_id);
+                }
+                self.identity.may_subscribe(&filter.to_string())
+            }
         };
         if allowed {
             return Ok(filter);
@@ -109,12 +126,15 @@ impl Session {
                 let removed = self.grants.remove(&filter);
                 self.subscription.unwatch(&filter);
                 if removed {
+                    let subscriptions = &self.shared.stats.subscriptions;
+                    subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     UnsubAckReason::Success
                 } else {
                     UnsubAckReason::NoSubscriptionExisted
                 }
             })
             .collect();
+        self.save();
         self.outbox.send(Packet::UnsubAck(
             UnsubAck {
                 pkid: unsubscribe.pkid,

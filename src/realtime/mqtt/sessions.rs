@@ -1,0 +1,503 @@
+//! Persistent sessions: what the server keeps of a client that asked for it (MQTT 3.1.1
+//! `cleanSession=0`, MQTT 5 a Session Expiry Interval) while it is away, in the store, so it
+//! survives a restart.
+//!
+//! A session keeps its subscriptions, the QoS 2 publishes it received and has not seen released,
+//! and its messages on plain topics: those in flight (sent, not yet acknowledged: resent with DUP
+//! on reconnect) and those published while it was away, at QoS 1 or 2, at most
+//! [`SessionLimits::max_queued`] of them (past it the oldest are dropped, and counted). QoS 0
+//! messages are not kept for an absent client, as Mosquitto does by default. Table topics need
+//! nothing queued: the session keeps the change-log position up to which its table deliveries
+//! were acknowledged, and a reconnect replays the changes after it (or resyncs, if the log no
+//! longer holds them).
+//!
+//! In the `mqtt-sessions` keyspace, `s<client>` holds a session ([`Kept`], JSON) and
+//! `m<client><seq>` its messages in order (`<client>` is the id's length, 2 bytes, then the id;
+//! `<seq>` 8 bytes, big-endian). A message's pkid is 0 until it is sent.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes};
+use rumqttd::protocol::QoS;
+use serde::{Deserialize, Serialize};
+
+use super::broker::Message;
+use super::grants::{Grant, higher, lower};
+use super::outbox::Delivery;
+use crate::error::{Chain, Result};
+use crate::realtime::TopicFilter;
+use crate::storage::Keyspace;
+
+/// The keyspace persistent sessions are kept in.
+pub const KEYSPACE: &str = "mqtt-sessions";
+
+/// How much a persistent session may keep.
+#[derive(Clone, Copy, Debug)]
+pub struct SessionLimits {
+    /// Messages kept for one session, at most.
+    pub max_queued: usize,
+    /// The longest a session outlives its connection; also the expiry of MQTT 3.1.1 sessions,
+    /// which do not state one.
+    pub max_expiry: Duration,
+}
+
+/// A session as kept in the store.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Kept {
+    /// Seconds the session outlives its connection.
+    pub expiry: u32,
+    pub grants: Vec<KeptGrant>,
+    /// The change-log position up to which table deliveries were acknowledged.
+    pub table_since: u64,
+    /// QoS 2 publishes received and answered with PUBREC, awaiting PUBREL.
+    pub awaiting_release: Vec<u16>,
+    /// When the client left, in milliseconds since the epoch; `None` while it is connected (a
+    /// session found so after a restart left when the server stopped).
+    pub left_at: Option<u64>,
+    /// Messages dropped because the session kept as many as it may.
+    pub dropped: u64,
+}
+
+/// A subscription as kept in the store.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptGrant {
+    pub filter: String,
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+}
+
+impl KeptGrant {
+    pub fn of(grant: &Grant) -> KeptGrant {
+        KeptGrant {
+            filter: grant.filter.to_string(),
+            qos: grant.qos as u8,
+            no_local: grant.no_local,
+            retain_as_published: grant.retain_as_published,
+        }
+    }
+
+    pub fn grant(&self) -> Option<Grant> {
+        Some(Grant {
+            filter: TopicFilter::parse(&self.filter).ok()?,
+            qos: rumqttd::protocol::qos(self.qos)?,
+            no_local: self.no_local,
+            retain_as_published: self.retain_as_published,
+        })
+    }
+}
+
+/// A kept message: what to deliver, and how far its delivery got.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub seq: u64,
+    pub delivery: Delivery,
+    /// The packet id it was sent with; 0 if it was not sent yet.
+    pub pkid: u16,
+    /// A QoS 2 delivery the client received (PUBREC): only its PUBREL is owed.
+    pub released: bool,
+}
+
+/// A session taken back by its client on reconnect.
+pub struct Resumed {
+    pub kept: Kept,
+    /// Its messages, in order.
+    pub messages: Vec<Stored>,
+    /// The sequence number of the next message kept for it.
+    pub next_seq: u64,
+}
+
+/// A session whose client is away.
+struct Away {
+    grants: Vec<Grant>,
+    /// The sequence numbers of its kept messages, oldest first.
+    seqs: VecDeque<u64>,
+    next_seq: u64,
+    /// When it ends.
+    expires_at: Instant,
+    dropped: u64,
+}
+
+/// The persistent sessions.
+pub struct Sessions {
+    keyspace: Keyspace,
+    limits: SessionLimits,
+    away: Mutex<HashMap<String, Away>>,
+}
+
+/// The sessions whose clients are away, locked: messages are queued for them, and sessions
+/// move between connected and away, one at a time.
+pub struct AwayGuard<'a> {
+    sessions: &'a Sessions,
+    away: MutexGuard<'a, HashMap<String, Away>>,
+}
+
+impl Sessions {
+    /// The sessions kept in `keyspace`: those whose expiry has passed (while the server was
+    /// stopped, too) are removed, the others wait for their clients.
+    pub fn open(keyspace: Keyspace, limits: SessionLimits) -> Result<Sessions> {
+        let now = epoch_ms();
+        let mut away = HashMap::new();
+        let mut expired = Vec::new();
+        for entry in keyspace.scan(b"s") {
+            let (key, value) = entry?;
+            let Some(client) = std::str::from_utf8(&key[1..]).ok().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(kept) = serde_json::from_slice::<Kept>(&value) else {
+                tracing::warn!(client, "dropping an unreadable persistent MQTT session");
+                expired.push(client);
+                continue;
+            };
+            let expiry = Duration::from_secs(u64::from(kept.expiry)).min(limits.max_expiry);
+            let left_at = kept.left_at.unwrap_or(now);
+            let gone_for = Duration::from_millis(now.saturating_sub(left_at));
+            let Some(remaining) = expiry.checked_sub(gone_for) else {
+                expired.push(client);
+                continue;
+            };
+            let mut seqs = VecDeque::new();
+            for message in keyspace.scan(&messages_prefix(&client)) {
+                let (key, _) = message?;
+                seqs.push_back(seq_of(&key));
+            }
+            let next_seq = seqs.back().map_or(1, |last| last + 1);
+            let grants = kept.grants.iter().filter_map(KeptGrant::grant).collect();
+            away.insert(
+                client,
+                Away {
+                    grants,
+                    seqs,
+                    next_seq,
+                    expires_at: Instant::now() + remaining,
+                    dropped: kept.dropped,
+                },
+            );
+        }
+        let sessions = Sessions {
+            keyspace,
+            limits,
+            away: Mutex::new(away),
+        };
+        for client in expired {
+            sessions.discard(&client)?;
+        }
+        let kept = sessions.lock().away.len();
+        if kept > 0 {
+            tracing::info!(
+                sessions = kept,
+                "persistent MQTT sessions wait for their clients"
+            );
+        }
+        Ok(sessions)
+    }
+
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    /// The away sessions, locked.
+    pub fn lock(&self) -> AwayGuard<'_> {
+        AwayGuard {
+            sessions: self,
+            away: self.away.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
+    /// Keeps session `client` as connected now.
+    pub fn save(&self, client: &str, kept: &Kept) -> Result<()> {
+        let encoded = serde_json::to_vec(kept).expect("a session encodes");
+        self.keyspace.insert(&session_key(client), &encoded)
+    }
+
+    /// Keeps a message of `client`'s session.
+    pub fn store(&self, client: &str, stored: &Stored) -> Result<()> {
+        let key = message_key(client, stored.seq);
+        self.keyspace.insert(&key, &encode(stored))
+    }
+
+    /// Forgets a message of `client`'s session, delivered.
+    pub fn delivered(&self, client: &str, seq: u64) -> Result<()> {
+        self.keyspace.remove(&message_key(client, seq))
+    }
+
+    /// Removes everything kept of `client`'s session.
+    pub fn discard(&self, client: &str) -> Result<()> {
+        self.keyspace.remove_all(&messages_prefix(client))?;
+        self.keyspace.remove(&session_key(client))
+    }
+
+    /// Waits until what was kept is on disk.
+    pub async fn flush(&self) -> Result<()> {
+        self.keyspace.flush().await
+    }
+}
+
+impl AwayGuard<'_> {
+    /// Keeps `message` for every away session one of whose subscriptions matches it at QoS 1
+    /// or 2; true if there was one.
+    pub fn queue(&mut self, message: &Message) -> bool {
+        let sessions = self.sessions;
+        let mut kept = false;
+        for (client, away) in self.away.iter_mut() {
+            let from_itself = *message.from.client == **client;
+            let granted = away
+                .grants
+                .iter()
+                .filter(|g| !(from_itself && g.no_local) && g.filter.matches(&message.topic))
+                .map(|g| (lower(g.qos, message.qos), g.retain_as_published))
+                .reduce(|(q1, r1), (q2, r2)| (higher(q1, q2), r1 || r2));
+            let Some((qos, retain_as_published)) = granted else {
+                continue;
+            };
+            if qos == QoS::AtMostOnce {
+                continue;
+            }
+            let delivery = Delivery {
+                topic: message.topic.clone(),
+                payload: message.payload.clone(),
+                qos,
+                retain: retain_as_published && message.retain,
+            };
+            match away.keep(sessions, client, delivery) {
+                Ok(()) => kept = true,
+                Err(error) => tracing::error!(
+                    client, error = %Chain(&error), "could not keep a message for an absent MQTT client"
+                ),
+            }
+        }
+        kept
+    }
+
+    /// Takes session `client` back for its reconnecting client, or ends it if `clean`; `None`
+    /// if it had none (left).
+    pub fn resume(&mut self, client: &str, clean: bool) -> Result<Option<Resumed>> {
+        let away = self.away.remove(client);
+        let sessions = self.sessions;
+        let stored = sessions.keyspace.get(&session_key(client))?;
+        if clean {
+            if stored.is_some() {
+                sessions.discard(client)?;
+            }
+            return Ok(None);
+        }
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let mut kept: Kept = serde_json::from_slice(&stored).unwrap_or_default();
+        if let Some(away) = &away {
+            kept.dropped = away.dropped;
+        }
+        let mut messages = Vec::new();
+        for entry in sessions.keyspace.scan(&messages_prefix(client)) {
+            let (key, value) = entry?;
+            match decode(seq_of(&key), &value) {
+                Some(stored) => messages.push(stored),
+                None => tracing::warn!(client, "dropping an unreadable kept MQTT message"),
+            }
+        }
+        let next_seq = messages.last().map_or(1, |last| last.seq + 1);
+        let next_seq = away.map_or(next_seq, |away| away.next_seq.max(next_seq));
+        Ok(Some(Resumed {
+            kept,
+            messages,
+            next_seq,
+        }))
+    }
+
+    /// Keeps session `client` for its absent client, with `kept` as its state and `late`, the
+    /// messages that reached it as it left, queued after the ones it already has.
+    pub fn park(
+        &mut self,
+        client: &str,
+        mut kept: Kept,
+        next_seq: u64,
+        late: Vec<Delivery>,
+    ) -> Result<()> {
+        let sessions = self.sessions;
+        let limits = sessions.limits;
+        kept.left_at = Some(epoch_ms());
+        let expiry = Duration::from_secs(u64::from(kept.expiry)).min(limits.max_expiry);
+        let mut seqs = VecDeque::new();
+        for entry in sessions.keyspace.scan(&messages_prefix(client)) {
+            seqs.push_back(seq_of(&entry?.0));
+        }
+        let mut away = Away {
+            grants: kept.grants.iter().filter_map(KeptGrant::grant).collect(),
+            seqs,
+            next_seq,
+            expires_at: Instant::now() + expiry,
+            dropped: kept.dropped,
+        };
+        for delivery in late {
+            away.keep(sessions, client, delivery)?;
+        }
+        kept.dropped = away.dropped;
+        sessions.save(client, &kept)?;
+        self.away.insert(client.to_owned(), away);
+        Ok(())
+    }
+
+    /// Ends the away sessions whose expiry has passed.
+    pub fn expire(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .away
+            .iter()
+            .filter(|(_, away)| away.expires_at <= now)
+            .map(|(client, _)| client.clone())
+            .collect();
+        for client in expired {
+            self.away.remove(&client);
+            tracing::debug!(client, "a persistent MQTT session expired");
+            if let Err(error) = self.sessions.discard(&client) {
+                tracing::error!(client, error = %Chain(&error), "could not remove an expired MQTT session");
+            }
+        }
+    }
+
+    /// How many sessions are away.
+    pub fn count(&self) -> usize {
+        self.away.len()
+    }
+
+    /// How many subscriptions the away sessions hold.
+    pub fn subscriptions(&self) -> usize {
+        self.away.values().map(|away| away.grants.len()).sum()
+    }
+}
+
+impl Away {
+    /// Keeps `delivery` last, dropping the oldest message if the session keeps as many as it
+    /// may.
+    fn keep(&mut self, sessions: &Sessions, client: &str, delivery: Delivery) -> Result<()> {
+        if self.seqs.len() >= sessions.limits.max_queued
+            && let Some(oldest) = self.seqs.pop_front()
+        {
+            sessions.delivered(client, oldest)?;
+            if self.dropped == 0 {
+                tracing::warn!(
+                    client,
+                    max = sessions.limits.max_queued,
+                    "an absent MQTT client's session is full; its oldest messages are dropped (--mqtt-max-queued)"
+                );
+            }
+            self.dropped += 1;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        sessions.store(
+            client,
+            &Stored {
+                seq,
+                delivery,
+                pkid: 0,
+                released: false,
+            },
+        )?;
+        self.seqs.push_back(seq);
+        Ok(())
+    }
+}
+
+fn epoch_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn session_key(client: &str) -> Vec<u8> {
+    [b"s", client.as_bytes()].concat()
+}
+
+fn messages_prefix(client: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(3 + client.len() + 8);
+    key.push(b'm');
+    key.put_u16(u16::try_from(client.len()).unwrap_or(u16::MAX));
+    key.extend_from_slice(client.as_bytes());
+    key
+}
+
+fn message_key(client: &str, seq: u64) -> Vec<u8> {
+    let mut key = messages_prefix(client);
+    key.put_u64(seq);
+    key
+}
+
+fn seq_of(key: &[u8]) -> u64 {
+    let tail: [u8; 8] = key[key.len().saturating_sub(8)..]
+        .try_into()
+        .unwrap_or_default();
+    u64::from_be_bytes(tail)
+}
+
+/// `qos | flags (1 retain, 2 released) | pkid (2) | topic length (2) | topic | payload`.
+fn encode(stored: &Stored) -> Vec<u8> {
+    let Delivery {
+        topic,
+        payload,
+        qos,
+        retain,
+    } = &stored.delivery;
+    let mut out = Vec::with_capacity(6 + topic.len() + payload.len());
+    out.put_u8(*qos as u8);
+    out.put_u8(u8::from(*retain) | (u8::from(stored.released) << 1));
+    out.put_u16(stored.pkid);
+    out.put_u16(u16::try_from(topic.len()).unwrap_or(u16::MAX));
+    out.extend_from_slice(topic.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn decode(seq: u64, raw: &[u8]) -> Option<Stored> {
+    let (&[qos, flags, p1, p2, t1, t2], rest) = raw.split_first_chunk::<6>()?;
+    let topic_len = usize::from(u16::from_be_bytes([t1, t2]));
+    let topic = std::str::from_utf8(rest.get(..topic_len)?).ok()?.to_owned();
+    let payload = Bytes::copy_from_slice(&rest[topic_len..]);
+    Some(Stored {
+        seq,
+        delivery: Delivery {
+            topic,
+            payload,
+            qos: rumqttd::protocol::qos(qos)?,
+            retain: flags & 1 != 0,
+        },
+        pkid: u16::from_be_bytes([p1, p2]),
+        released: flags & 2 != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_messages_decode_as_encoded() {
+        let stored = Stored {
+            seq: 7,
+            delivery: Delivery {
+                topic: "a/b".to_owned(),
+                payload: Bytes::from_static(b"\x00\xffpayload"),
+                qos: QoS::ExactlyOnce,
+                retain: true,
+            },
+            pkid: 513,
+            released: true,
+        };
+        let again = decode(7, &encode(&stored)).expect("decodes");
+        assert_eq!(format!("{again:?}"), format!("{stored:?}"));
+        assert!(decode(1, &[1, 0, 0]).is_none());
+        assert!(decode(1, &[9, 0, 0, 0, 0, 0]).is_none(), "no QoS 9");
+    }
+
+    #[test]
+    fn message_keys_of_one_client_sort_by_sequence_and_stay_apart_from_others() {
+        let (a1, a2) = (message_key("a", 1), message_key("a", 256));
+        assert!(a1 < a2);
+        assert!(a2.starts_with(&messages_prefix("a")));
+        assert!(!message_key("ab", 1).starts_with(&messages_prefix("a")));
+        assert_eq!(seq_of(&a2), 256);
+    }
+}
