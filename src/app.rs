@@ -277,6 +277,7 @@ impl App {
                         max_queued: self.config.mqtt_max_queued,
                         max_expiry: self.config.mqtt_session_expiry,
                     },
+                    max_keepalive: self.config.mqtt_max_keepalive,
                     drain_timeout: self.config.drain_timeout,
                     access: self.access.clone(),
                 },

@@ -122,6 +122,12 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_MQTT_MAX_QUEUED", default_value_t = DEFAULT_MQTT_MAX_QUEUED)]
     pub mqtt_max_queued: usize,
 
+    /// The longest keep-alive an MQTT client may have, in seconds: an MQTT 5 client that asks
+    /// for more (or none) is told to use this one (Server Keep Alive); an MQTT 3.1.1 client,
+    /// which cannot be told, is refused. 65535 allows any.
+    #[arg(long, env = "TABLECAST_MQTT_MAX_KEEPALIVE", default_value_t = u16::MAX)]
+    pub mqtt_max_keepalive: u16,
+
     /// How many of the latest commits the change log keeps, so a Server-Sent Events client that
     /// reconnects with `Last-Event-ID` gets what it missed; older resumes get a `resync`.
     #[arg(long, env = "TABLECAST_CHANGE_LOG", default_value_t = DEFAULT_CHANGE_LOG)]
@@ -232,6 +238,7 @@ impl Config {
             mqtt_retained_per_client: DEFAULT_MQTT_RETAINED_PER_CLIENT,
             mqtt_session_expiry: DEFAULT_MQTT_SESSION_EXPIRY,
             mqtt_max_queued: DEFAULT_MQTT_MAX_QUEUED,
+            mqtt_max_keepalive: u16::MAX,
             change_log: DEFAULT_CHANGE_LOG,
             subscriber_silence: DEFAULT_SUBSCRIBER_SILENCE,
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,

@@ -15,6 +15,7 @@ mod flows;
 mod hostile;
 mod limits;
 mod mqtt;
+mod mqtt5;
 mod mqtt_client;
 mod mqtt_hostile;
 mod mqtt_raw;

@@ -432,7 +432,9 @@ async fn sys_topics_report_the_broker_and_wildcards_do_not_match_them() {
     let mut reported = std::collections::HashMap::new();
     while reported.len() < 9 {
         let publish = operator.next_publish().await;
-        assert!(publish.retain, "{publish:?}");
+        // Retained when it was published before the subscription; a refresh every 10 s may
+        // come live.
+        assert!(publish.retain || !reported.is_empty(), "{publish:?}");
         let value = String::from_utf8_lossy(&publish.payload).into_owned();
         reported.insert(publish.topic, value);
     }

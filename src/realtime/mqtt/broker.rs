@@ -13,10 +13,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use rumqttd::protocol::QoS;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::grants::Grants;
+use super::grants::{Grant, Grants};
 use super::outbox::Delivery;
+use super::properties::Forwarded;
 use super::sessions::{Kept, Resumed, Sessions};
 use crate::bus::{self, Bus, Footprint, TryRecvError};
 use crate::error::Result;
@@ -37,6 +39,42 @@ pub struct Message {
     /// Whether it was published retained.
     pub retain: bool,
     pub from: Publisher,
+    /// The MQTT 5 properties it travels with.
+    pub properties: Option<Arc<Forwarded>>,
+    /// The member each matching shared subscription's group sends it to (set by the broker).
+    pub chosen: Vec<Chosen>,
+}
+
+/// The member of a shared subscription's group a message goes to.
+#[derive(Clone, Debug)]
+pub struct Chosen {
+    /// The shared subscription's whole name.
+    pub share: Arc<str>,
+    pub client: Arc<str>,
+}
+
+/// The members of one shared subscription, by client id, and whose turn is next.
+struct Group {
+    filter: TopicFilter,
+    members: Vec<Arc<str>>,
+    next: usize,
+}
+
+impl Message {
+    /// The delivery of the message to `client`'s session with `grants`, if one matches;
+    /// `from_itself` if the session published it (MQTT 5 No Local).
+    pub fn delivery(&self, grants: &Grants, client: &str, from_itself: bool) -> Option<Delivery> {
+        let granted = grants
+            .best(|g| !(from_itself && g.no_local) && g.takes(&self.topic, &self.chosen, client))?;
+        Some(Delivery {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: super::grants::lower(granted.qos, self.qos),
+            retain: granted.retain_as_published && self.retain,
+            properties: self.properties.clone(),
+            subscription_ids: granted.subscription_ids,
+        })
+    }
 }
 
 impl Footprint for Message {
@@ -67,6 +105,11 @@ pub struct Broker {
     retained: Mutex<Retained>,
     clients: Mutex<HashMap<String, Connected>>,
     sessions: Sessions,
+    /// Wills waiting for their delay, by client id: told whether the client came back with a
+    /// clean session (publish now) or to take its session back (do not publish).
+    wills: Mutex<HashMap<String, oneshot::Sender<bool>>>,
+    /// Shared subscriptions, by their whole name.
+    groups: Mutex<HashMap<Arc<str>, Group>>,
 }
 
 /// The connection a client id is served on.
@@ -146,7 +189,7 @@ impl Retained {
 
 impl Broker {
     pub fn new(limits: RetainedLimits, sessions: Sessions) -> Broker {
-        Broker {
+        let broker = Broker {
             messages: Bus::new(BUFFER, BUFFER_BYTES),
             retained: Mutex::new(Retained {
                 limits: Some(limits),
@@ -154,7 +197,68 @@ impl Broker {
             }),
             clients: Mutex::default(),
             sessions,
+            wills: Mutex::default(),
+            groups: Mutex::default(),
+        };
+        // Away sessions stay members of their groups.
+        for (client, grant) in broker.sessions.lock().shared_grants() {
+            broker.join(&grant, &client);
         }
+        broker
+    }
+
+    /// Makes `client` a member of the group of shared subscription `grant`.
+    pub fn join(&self, grant: &Grant, client: &str) {
+        let Some(share) = &grant.share else {
+            return;
+        };
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        let group = groups.entry(share.clone()).or_insert_with(|| Group {
+            filter: grant.filter.clone(),
+            members: Vec::new(),
+            next: 0,
+        });
+        if !group.members.iter().any(|m| **m == *client) {
+            group.members.push(Arc::from(client));
+        }
+    }
+
+    /// Ends `client`'s membership of shared subscription `share`, or of every group if `None`.
+    pub fn quit(&self, share: Option<&str>, client: &str) {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        groups.retain(|name, group| {
+            if share.is_none_or(|share| **name == *share) {
+                group.members.retain(|m| **m != *client);
+            }
+            !group.members.is_empty()
+        });
+    }
+
+    /// The member of each shared subscription matching `topic` that gets the next message on
+    /// it: in turn, among the connected members if there are any.
+    fn choose(&self, topic: &str) -> Vec<Chosen> {
+        let mut groups = self.groups.lock().unwrap_or_else(PoisonError::into_inner);
+        if groups.is_empty() {
+            return Vec::new();
+        }
+        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut chosen = Vec::new();
+        for (share, group) in groups.iter_mut() {
+            if !group.filter.matches(topic) {
+                continue;
+            }
+            let count = group.members.len();
+            let turn = (0..count)
+                .map(|step| (group.next + step) % count)
+                .find(|&at| clients.contains_key(&*group.members[at]))
+                .unwrap_or(group.next % count);
+            group.next = turn + 1;
+            chosen.push(Chosen {
+                share: share.clone(),
+                client: group.members[turn].clone(),
+            });
+        }
+        chosen
     }
 
     /// The persistent sessions.
@@ -165,7 +269,7 @@ impl Broker {
     /// Relays `message` to the connected sessions and keeps it for the away ones (true if there
     /// were any); if it is retained, keeps it for later subscribers (or clears the topic's
     /// retained message if the payload is empty). Fails if the retained store is full.
-    pub fn publish(&self, message: Message) -> std::result::Result<bool, String> {
+    pub fn publish(&self, mut message: Message) -> std::result::Result<bool, String> {
         if message.retain {
             let mut retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
             if message.payload.is_empty() {
@@ -178,6 +282,7 @@ impl Broker {
         // A session moves between away and connected under this lock: it gets each message
         // either kept or on the bus.
         let mut away = self.sessions.lock();
+        message.chosen = self.choose(&message.topic);
         let kept = away.queue(&message);
         self.messages.send(message);
         Ok(kept)
@@ -192,6 +297,10 @@ impl Broker {
     ) -> Result<(Option<Resumed>, bus::Receiver<Message>)> {
         let mut away = self.sessions.lock();
         let resumed = away.resume(client, clean)?;
+        if resumed.is_none() {
+            // A session that ended leaves its groups.
+            self.quit(None, client);
+        }
         Ok((resumed, self.messages.subscribe()))
     }
 
@@ -214,18 +323,10 @@ impl Broker {
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             };
             let from_itself = *message.from.client == *client;
-            let granted =
-                grants.best(|g| !(from_itself && g.no_local) && g.filter.matches(&message.topic));
-            if let Some((qos, retain_as_published)) = granted {
-                let qos = super::grants::lower(qos, message.qos);
-                if qos != QoS::AtMostOnce {
-                    late.push(Delivery {
-                        topic: message.topic.clone(),
-                        payload: message.payload.clone(),
-                        qos,
-                        retain: retain_as_published && message.retain,
-                    });
-                }
+            if let Some(delivery) = message.delivery(grants, client, from_itself)
+                && delivery.qos != QoS::AtMostOnce
+            {
+                late.push(delivery);
             }
         }
         away.park(client, kept, next_seq, late)
@@ -250,9 +351,23 @@ impl Broker {
             .collect()
     }
 
-    /// Registers `client_id` as connected in session `session`, and waits for its turn: a
-    /// session already connected under that id is told to end, and finishes first.
-    pub async fn connect(&self, client_id: &str, session: u64, end: CancellationToken) -> Turn {
+    /// Registers `client_id` as connected in session `session`, with a clean start or not, and
+    /// waits for its turn: a session already connected under that id is told to end, and
+    /// finishes first; a will waiting for its delay is published at once or not at all.
+    pub async fn connect(
+        &self,
+        client_id: &str,
+        (session, clean_start): (u64, bool),
+        end: CancellationToken,
+    ) -> Turn {
+        let will = self
+            .wills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(client_id);
+        if let Some(will) = will {
+            let _ = will.send(clean_start);
+        }
         let turn = {
             let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
             let turn = match clients.get(client_id) {
@@ -273,11 +388,27 @@ impl Broker {
         turn.lock_owned().await
     }
 
+    /// Registers the will of `client_id` as waiting for its delay.
+    pub fn defer_will(&self, client_id: &str) -> oneshot::Receiver<bool> {
+        let (returned, waiting) = oneshot::channel();
+        let mut wills = self.wills.lock().unwrap_or_else(PoisonError::into_inner);
+        wills.insert(client_id.to_owned(), returned);
+        waiting
+    }
+
     /// Forgets `client_id` if session `session` still holds it.
     pub fn disconnect(&self, client_id: &str, session: u64) {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if clients.get(client_id).is_some_and(|c| c.session == session) {
             clients.remove(client_id);
+        }
+    }
+
+    /// Ends the away sessions whose expiry has passed.
+    pub fn expire(&self) {
+        let expired = self.sessions.lock().expire(std::time::Instant::now());
+        for client in expired {
+            self.quit(None, &client);
         }
     }
 
@@ -329,6 +460,8 @@ mod tests {
                 session: 1,
                 client: client.into(),
             },
+            properties: None,
+            chosen: Vec::new(),
         }
     }
 

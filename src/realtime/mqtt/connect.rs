@@ -7,11 +7,15 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rumqttd::protocol::{ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, Login, Packet};
+use rumqttd::protocol::{
+    ConnAck, ConnAckProperties, ConnectReturnCode, LastWill, LastWillProperties, Login, Packet,
+    PublishProperties,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::codec::{self, Codec, Hello, Version};
+use super::properties::Forwarded;
 use super::{Reader, Shared, Writer};
 use crate::access::{Credentials, Identity};
 use crate::error::{Error, ErrorCode};
@@ -36,10 +40,14 @@ pub struct Client {
     pub session_expiry: u32,
     /// Whether the server shortened the expiry the client asked for.
     pub expiry_shortened: bool,
+    /// The keep-alive the server set instead of the client's (MQTT 5 Server Keep Alive).
+    pub server_keep_alive: Option<u16>,
     /// The client's Receive Maximum (MQTT 5), if it gave one.
     pub receive_maximum: Option<u16>,
+    /// The largest packet the client accepts (MQTT 5), if it said.
+    pub max_packet: Option<u32>,
     /// The message to publish if the connection ends without a clean DISCONNECT.
-    pub will: Option<LastWill>,
+    pub will: Option<Will>,
     /// The client's place among the subscribers, held while it is connected.
     pub admitted: OwnedSemaphorePermit,
     /// Who the client is.
@@ -54,22 +62,52 @@ struct Connected {
     /// MQTT 5's Session Expiry Interval; for 3.1.1, none with a clean session, else forever.
     session_expiry: u32,
     receive_maximum: Option<u16>,
-    will: Option<LastWill>,
+    max_packet: Option<u32>,
+    will: Option<Will>,
     login: Option<Login>,
+}
+
+/// A last will: the message, and its MQTT 5 properties.
+pub struct Will {
+    pub message: LastWill,
+    pub properties: Option<LastWillProperties>,
+}
+
+impl Will {
+    /// What of the will's properties travels with it, as for a PUBLISH.
+    pub fn forwarded(&self) -> Option<Forwarded> {
+        let p = self.properties.as_ref()?;
+        Forwarded::of(Some(&PublishProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            topic_alias: None,
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.clone(),
+            user_properties: p.user_properties.clone(),
+            subscription_identifiers: Vec::new(),
+            content_type: p.content_type.clone(),
+        }))
+    }
+
+    /// How long after the connection ends the will is published (MQTT 5 Will Delay Interval).
+    pub fn delay(&self) -> Duration {
+        let seconds = self.properties.as_ref().and_then(|p| p.delay_interval);
+        Duration::from_secs(u64::from(seconds.unwrap_or(0)))
+    }
 }
 
 /// Why a CONNECT is not accepted: with the codec and code to answer with, or `None` when the
 /// connection is closed without an answer (not MQTT, or a malformed CONNECT).
 type Refused = Option<(Codec, ConnectReturnCode)>;
 
-/// Reads the CONNECT of connection `number` and admits the client; `None` if it is refused
+/// Reads the CONNECT of a connection from `address` and admits the client; `None` if it is refused
 /// (answered, where the protocol allows, with a CONNACK saying why) or sends no CONNECT in time.
 pub async fn admit(
     reader: &mut Reader,
     writer: &mut Writer,
     input: &mut BytesMut,
     shared: &Shared,
-    (number, address): (u64, IpAddr),
+    address: IpAddr,
 ) -> Option<Client> {
     let deadline = CONNECT_TIMEOUT.min(shared.intake.timeout());
     let read = tokio::time::timeout(deadline, read_connect(reader, input, shared));
@@ -106,27 +144,57 @@ pub async fn admit(
             return None;
         }
     };
+    let (keep_alive, server_keep_alive) = match keep_alive(
+        connected.keep_alive,
+        shared.max_keepalive,
+    ) {
+        Ok(keep_alive) => keep_alive,
+        Err(()) if codec.version() == Version::V311 => {
+            // 3.1.1 has no way to tell a client its keep-alive: it is refused, as Mosquitto does.
+            tracing::warn!(
+                client = connected.client_id,
+                "refusing an MQTT 3.1.1 connection whose keep-alive is over --mqtt-max-keepalive"
+            );
+            refuse(&codec, writer, ConnectReturnCode::ClientIdentifierNotValid).await;
+            return None;
+        }
+        Err(()) => (shared.max_keepalive, Some(shared.max_keepalive)),
+    };
     let assigned_id = connected.client_id.is_empty();
     let longest =
         u32::try_from(shared.broker.sessions().limits().max_expiry.as_secs()).unwrap_or(u32::MAX);
     let session_expiry = connected.session_expiry.min(longest);
     Some(Client {
         codec,
+        // Unique across restarts too: an assigned id may name a persistent session.
         id: if assigned_id {
-            format!("tablecast-{number}")
+            format!("tablecast-{}", uuid::Uuid::now_v7().simple())
         } else {
             connected.client_id
         },
         assigned_id,
-        keep_alive: Duration::from_secs(u64::from(connected.keep_alive)),
+        keep_alive: Duration::from_secs(u64::from(keep_alive)),
+        server_keep_alive,
         clean_start: connected.clean_start,
         session_expiry,
         expiry_shortened: session_expiry < connected.session_expiry,
         receive_maximum: connected.receive_maximum,
+        max_packet: connected.max_packet,
         will: connected.will,
         admitted,
         identity,
     })
+}
+
+/// The keep-alive a client that asked for `asked` seconds gets, and whether the server says
+/// so; `Err` if it asked for more than `max` (0, none, is more than any).
+fn keep_alive(asked: u16, max: u16) -> Result<(u16, Option<u16>), ()> {
+    let unlimited = max == u16::MAX;
+    if unlimited || (asked != 0 && asked <= max) {
+        Ok((asked, None))
+    } else {
+        Err(())
+    }
 }
 
 /// Who the CONNECT's username and password prove: a user and its password, or a bearer token
@@ -179,10 +247,13 @@ pub fn accepted(client: &Client, max_body: usize, session_present: bool) -> Pack
     let properties = (client.codec.version() == Version::V5).then(|| ConnAckProperties {
         session_expiry_interval: client.expiry_shortened.then_some(client.session_expiry),
         assigned_client_identifier: client.assigned_id.then(|| client.id.clone()),
+        receive_max: u16::try_from(super::session::RECEIVE_MAXIMUM).ok(),
+        topic_alias_max: Some(super::publish::TOPIC_ALIAS_MAX),
+        server_keep_alive: client.server_keep_alive,
         retain_available: Some(1),
         wildcard_subscription_available: Some(1),
-        subscription_identifiers_available: Some(0),
-        shared_subscription_available: Some(0),
+        subscription_identifiers_available: Some(1),
+        shared_subscription_available: Some(1),
         max_packet_size: u32::try_from(max_packet(max_body)).ok(),
         ..ConnAckProperties::default()
     });
@@ -250,7 +321,7 @@ async fn read_connect(
     };
     loop {
         match codec.read(input) {
-            Ok(Some(Packet::Connect(connect, properties, will, _, login))) => {
+            Ok(Some(Packet::Connect(connect, properties, will, will_properties, login))) => {
                 let v311 = codec.version() == Version::V311;
                 if v311 && connect.client_id.is_empty() && !connect.clean_session {
                     // MQTT 3.1.1: a persistent session needs a client id (MQTT 5 assigns one).
@@ -276,8 +347,12 @@ async fn read_connect(
                     keep_alive: connect.keep_alive,
                     clean_start: connect.clean_session,
                     session_expiry,
-                    receive_maximum: properties.and_then(|p| p.receive_maximum),
-                    will,
+                    receive_maximum: properties.as_ref().and_then(|p| p.receive_maximum),
+                    max_packet: properties.as_ref().and_then(|p| p.max_packet_size),
+                    will: will.map(|message| Will {
+                        message,
+                        properties: will_properties,
+                    }),
                     login,
                 };
                 return Ok((codec, connected));

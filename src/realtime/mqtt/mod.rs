@@ -11,7 +11,8 @@
 //! | `publish.rs` | where a PUBLISH becomes a record write, a delete or a relayed message; its reason codes |
 //! | `sessions.rs` | persistent sessions, kept in the store while their clients are away |
 //! | `grants.rs` | the subscriptions a connection holds |
-//! | `outbox.rs` | what a session sends, and its QoS 1 window |
+//! | `outbox.rs` | what a session sends, and its window of QoS 1 and 2 deliveries |
+//! | `properties.rs` | the MQTT 5 properties a message carries to its subscribers |
 //! | `sys.rs` | `$SYS/broker/...`: the broker's statistics |
 //! | `broker.rs` | the plain broker: topics that are not tables, retained messages, client ids |
 //! | `codec.rs` | MQTT framing, with rumqttd's codecs for both versions |
@@ -22,6 +23,7 @@ pub mod codec;
 mod connect;
 mod grants;
 mod outbox;
+mod properties;
 mod publish;
 mod session;
 mod sessions;
@@ -60,6 +62,8 @@ struct Shared {
     connecting: Arc<Semaphore>,
     /// Who may do what.
     access: Access,
+    /// The longest keep-alive a client may have, in seconds (`u16::MAX`: any).
+    max_keepalive: u16,
     /// Warns of plain topics that look like misspelt tables.
     typos: typo::TypoGuard,
     /// What `$SYS` reports.
@@ -77,6 +81,8 @@ pub struct Settings {
     pub retained: RetainedLimits,
     /// What a persistent session may keep.
     pub sessions: SessionLimits,
+    /// The longest keep-alive a client may have, in seconds (`u16::MAX`: any).
+    pub max_keepalive: u16,
     /// How long shutdown waits for sessions to finish what they are applying.
     pub drain_timeout: Duration,
     /// Who may do what.
@@ -131,6 +137,7 @@ pub async fn serve(
         intake: settings.intake,
         connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
         access: settings.access,
+        max_keepalive: settings.max_keepalive,
         typos: typo::TypoGuard::default(),
         stats: Arc::default(),
     });
@@ -152,7 +159,7 @@ pub async fn serve(
                 continue;
             }
             _ = expiry_check.tick() => {
-                shared.broker.sessions().lock().expire(tokio::time::Instant::now().into_std());
+                shared.broker.expire();
                 continue;
             }
             () = closing.cancelled() => break,

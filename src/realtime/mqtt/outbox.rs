@@ -9,18 +9,23 @@ use bytes::{Bytes, BytesMut};
 use rumqttd::protocol::{Packet, PubRel, PubRelReason, QoS};
 
 use super::codec::{self, Codec};
+use super::properties::Forwarded;
 use super::sys::Stats;
 
 /// QoS 1 and 2 deliveries awaiting acknowledgement, at most (lower if the client asks).
 const MAX_IN_FLIGHT: u16 = 1024;
 
 /// A message to deliver.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Delivery {
     pub topic: String,
     pub payload: Bytes,
     pub qos: QoS,
     pub retain: bool,
+    /// The MQTT 5 properties it travels with.
+    pub properties: Option<Arc<Forwarded>>,
+    /// The identifiers of the subscriptions it matched.
+    pub subscription_ids: Vec<usize>,
 }
 
 /// Where a delivery came from, which decides what its acknowledgement settles.
@@ -53,13 +58,15 @@ pub struct Outbox {
     queued: VecDeque<(Delivery, Origin)>,
     client_id: String,
     stats: Arc<Stats>,
+    /// The largest packet the client accepts (MQTT 5 Maximum Packet Size).
+    max_packet: usize,
 }
 
 impl Outbox {
-    /// An empty outbox; `receive_maximum` is the client's, if it gave one.
+    /// An empty outbox; `receive_maximum` and `max_packet` are the client's, if it gave them.
     pub fn new(
         codec: Codec,
-        receive_maximum: Option<u16>,
+        (receive_maximum, max_packet): (Option<u16>, Option<u32>),
         client_id: String,
         stats: Arc<Stats>,
     ) -> Outbox {
@@ -74,6 +81,7 @@ impl Outbox {
             queued: VecDeque::new(),
             client_id,
             stats,
+            max_packet: max_packet.map_or(usize::MAX, |max| max as usize),
         }
     }
 
@@ -84,52 +92,75 @@ impl Outbox {
         }
     }
 
-    /// Encodes a PUBLISH to the client; returns its packet id (0 at QoS 0).
-    pub fn deliver(&mut self, delivery: &Delivery, origin: Origin) -> u16 {
+    /// Encodes a PUBLISH to the client; returns its packet id (0 at QoS 0), or `None` if it is
+    /// not sent: it expired, or is larger than the client accepts (dropped, as MQTT-3.1.2-25
+    /// asks).
+    pub fn deliver(&mut self, delivery: &Delivery, origin: Origin) -> Option<u16> {
         let pkid = match delivery.qos {
             QoS::AtMostOnce => 0,
             QoS::AtLeastOnce | QoS::ExactlyOnce => self.allocate_pkid(),
         };
-        self.publish(delivery, origin, pkid, false);
-        pkid
+        self.publish(delivery, origin, pkid, false).then_some(pkid)
     }
 
     /// Sends again, with DUP set, a delivery the session had sent as `pkid` before the client
-    /// reconnected; or only its PUBREL, if the client had received it.
-    pub fn resend(&mut self, delivery: &Delivery, origin: Origin, pkid: u16, released: bool) {
-        if released {
-            self.in_flight.insert(
-                pkid,
-                InFlight {
-                    origin,
-                    qos: QoS::ExactlyOnce,
-                    released: true,
-                },
-            );
-            self.release(pkid);
-        } else {
-            self.publish(delivery, origin, pkid, true);
+    /// reconnected; or only its PUBREL, if the client had received it. False if it is not sent
+    /// (see [`Outbox::deliver`]).
+    pub fn resend(
+        &mut self,
+        delivery: &Delivery,
+        origin: Origin,
+        pkid: u16,
+        released: bool,
+    ) -> bool {
+        if !released {
+            return self.publish(delivery, origin, pkid, true);
         }
+        let in_flight = InFlight {
+            origin,
+            qos: QoS::ExactlyOnce,
+            released: true,
+        };
+        self.in_flight.insert(pkid, in_flight);
+        self.release(pkid);
+        true
     }
 
-    fn publish(&mut self, delivery: &Delivery, origin: Origin, pkid: u16, dup: bool) {
-        if delivery.qos != QoS::AtMostOnce {
-            let in_flight = InFlight {
-                origin,
-                qos: delivery.qos,
-                released: false,
-            };
-            self.in_flight.insert(pkid, in_flight);
-        }
+    fn publish(&mut self, delivery: &Delivery, origin: Origin, pkid: u16, dup: bool) -> bool {
         let Delivery {
             topic,
             payload,
             qos,
             retain,
+            properties,
+            subscription_ids,
         } = delivery;
+        if properties.as_ref().is_some_and(|p| p.expired()) {
+            return false;
+        }
+        let properties = match properties {
+            Some(forwarded) => Some(forwarded.to_send(subscription_ids.clone())),
+            None if subscription_ids.is_empty() => None,
+            None => Some(Forwarded::default().to_send(subscription_ids.clone())),
+        };
         let publish = codec::publish(topic, payload, *qos, pkid, *retain, dup);
-        self.send(Packet::Publish(publish, None));
+        let before = self.out.len();
+        self.send(Packet::Publish(publish, properties));
+        if self.out.len() - before > self.max_packet {
+            self.out.truncate(before);
+            tracing::debug!(client = %self.client_id, topic, "a delivery larger than the client's Maximum Packet Size was dropped");
+            return false;
+        }
+        if *qos != QoS::AtMostOnce {
+            let in_flight = InFlight {
+                origin,
+                qos: *qos,
+                released: false,
+            };
+            self.in_flight.insert(pkid, in_flight);
+        }
         Stats::count(&self.stats.sent);
+        true
     }
 
     /// Keeps a delivery until the window has room.

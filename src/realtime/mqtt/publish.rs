@@ -8,8 +8,10 @@
 //! an MQTT 5 client is told why with a reason code from the error's [`ErrorCode`] and a reason
 //! string; MQTT 3.1.1 has no way to say it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use rumqttd::protocol::{
@@ -20,6 +22,7 @@ use rumqttd::protocol::{
 use super::Shared;
 use super::broker::{Message, Publisher};
 use super::codec::Version;
+use super::properties::Forwarded;
 use crate::access::{Identity, Write};
 use crate::catalog::Resource;
 use crate::error::{Chain, Error, ErrorCode};
@@ -46,19 +49,35 @@ pub enum Refusal {
 /// What applying a PUBLISH comes to: nothing more to do, a message to relay, or a refusal.
 pub type Applying = Pin<Box<dyn Future<Output = Result<Option<Relay>, Refusal>> + Send>>;
 
-/// The topic of a PUBLISH, or why the connection must close: a topic that is not UTF-8, is
-/// empty, has wildcards or U+0000 (MQTT-1.5.3-2) is malformed, and no topic aliases were offered
-/// (Topic Alias Maximum 0).
+/// Topic aliases a client may set (MQTT 5 Topic Alias Maximum).
+pub const TOPIC_ALIAS_MAX: u16 = 64;
+
+/// The topic of a PUBLISH, or why the connection must close: a topic that is not UTF-8, has
+/// wildcards or U+0000 (MQTT-1.5.3-2) is malformed; an empty one needs a topic alias the client
+/// set before on this connection (MQTT 5), and a topic with an alias sets it.
 pub fn topic(
     publish: &Publish,
     properties: Option<&PublishProperties>,
+    aliases: &mut HashMap<u16, String>,
 ) -> Result<String, DisconnectReasonCode> {
-    if properties.is_some_and(|p| p.topic_alias.is_some()) {
-        return Err(DisconnectReasonCode::TopicAliasInvalid);
-    }
-    match std::str::from_utf8(&publish.topic) {
-        Ok(topic) if !topic.is_empty() && !topic.contains(['+', '#', '\0']) => Ok(topic.to_owned()),
-        Ok(_) | Err(_) => Err(DisconnectReasonCode::TopicNameInvalid),
+    let topic = match std::str::from_utf8(&publish.topic) {
+        Ok(topic) if !topic.contains(['+', '#', '\0']) => topic,
+        Ok(_) | Err(_) => return Err(DisconnectReasonCode::TopicNameInvalid),
+    };
+    match properties.and_then(|p| p.topic_alias) {
+        None if topic.is_empty() => Err(DisconnectReasonCode::TopicNameInvalid),
+        None => Ok(topic.to_owned()),
+        Some(alias) if alias == 0 || alias > TOPIC_ALIAS_MAX => {
+            Err(DisconnectReasonCode::TopicAliasInvalid)
+        }
+        Some(alias) if topic.is_empty() => aliases
+            .get(&alias)
+            .cloned()
+            .ok_or(DisconnectReasonCode::ProtocolError),
+        Some(alias) => {
+            aliases.insert(alias, topic.to_owned());
+            Ok(topic.to_owned())
+        }
     }
 }
 
@@ -69,9 +88,8 @@ pub fn accept(
     shared: &Shared,
     (from, who): (&Publisher, &Identity),
     topic: &str,
-    payload: Bytes,
-    qos: QoS,
-    retain: bool,
+    (payload, qos, retain): (Bytes, QoS, bool),
+    properties: Option<Forwarded>,
 ) -> Applying {
     let refuse = |refusal| -> Applying { Box::pin(std::future::ready(Err(refusal))) };
     let relay = |relay| -> Applying { Box::pin(std::future::ready(Ok(Some(relay)))) };
@@ -104,6 +122,8 @@ pub fn accept(
             qos,
             retain,
             from: from.clone(),
+            properties: properties.map(Arc::new),
+            chosen: Vec::new(),
         }));
     };
     let Some(id) = id.filter(|id| !id.is_empty()) else {

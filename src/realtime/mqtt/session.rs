@@ -10,7 +10,7 @@
 
 mod subscribing;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -33,9 +33,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::{Message, Publisher};
 use super::codec::{self, Codec, CodecError, Version};
-use super::connect;
-use super::grants::{Grants, lower};
+use super::connect::{self, Will};
+use super::grants::Grants;
 use super::outbox::{Delivery, Origin, Outbox};
+use super::properties::Forwarded;
 use super::publish::{self, Refusal, Relay};
 use super::sessions::{Kept, KeptGrant, Resumed, Stored};
 use super::sys::Stats;
@@ -49,6 +50,9 @@ use crate::realtime::{Item, Subscription};
 /// Publishes one connection may have in progress: successive record writes share group commits,
 /// and are still acknowledged in order.
 const MAX_APPLYING: usize = 64;
+/// QoS 1 and 2 publishes a client may have unanswered or awaiting release, at most (MQTT 5
+/// Receive Maximum, given in the CONNACK).
+pub const RECEIVE_MAXIMUM: usize = 1024;
 /// The topic a client may subscribe to to be told when it fell behind (see the lag policy).
 pub const RESYNC_TOPIC: &str = "$tablecast/resync";
 /// How often, at most, a persistent session's position in the change log is saved while its
@@ -83,14 +87,7 @@ pub async fn run(
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut input = BytesMut::with_capacity(4096);
-    let admitted = connect::admit(
-        &mut reader,
-        &mut writer,
-        &mut input,
-        &shared,
-        (number, address),
-    )
-    .await;
+    let admitted = connect::admit(&mut reader, &mut writer, &mut input, &shared, address).await;
     drop(connecting);
     let Some(client) = admitted else {
         return;
@@ -98,7 +95,7 @@ pub async fn run(
     let taken_over = CancellationToken::new();
     let _turn = shared
         .broker
-        .connect(&client.id, number, taken_over.clone())
+        .connect(&client.id, (number, client.clean_start), taken_over.clone())
         .await;
     let (resumed, messages) = match shared.broker.resume(&client.id, client.clean_start) {
         Ok(resumed) => resumed,
@@ -114,6 +111,7 @@ pub async fn run(
         id: client_id,
         keep_alive,
         receive_maximum,
+        max_packet,
         will,
         admitted: _admitted,
         identity,
@@ -125,7 +123,7 @@ pub async fn run(
         writer,
         outbox: Outbox::new(
             codec,
-            receive_maximum,
+            (receive_maximum, max_packet),
             client_id.clone(),
             shared.stats.clone(),
         ),
@@ -152,6 +150,8 @@ pub async fn run(
             saved_through: 0,
             saved_at: StdInstant::now(),
         },
+        aliases: HashMap::new(),
+        answers_owed: 0,
     };
     session.outbox.send(accepted);
     session.restore(resumed);
@@ -169,7 +169,17 @@ pub async fn run(
         }
     };
     if let Some(will) = will {
-        session.publish_will(will).await;
+        let ends = match session.persistent() {
+            true => Duration::from_secs(u64::from(session.keeping.expiry)),
+            false => Duration::ZERO,
+        };
+        let delay = will.delay().min(ends);
+        let (publisher, identity) = (session.publisher.clone(), session.identity.clone());
+        if delay.is_zero() {
+            publish_will(shared.clone(), publisher, identity, will).await;
+        } else {
+            defer_will(shared.clone(), publisher, identity, will, delay);
+        }
     }
     session.leave();
     shared.broker.disconnect(&client_id, number);
@@ -213,6 +223,10 @@ struct Session {
     identity: Arc<Identity>,
     address: IpAddr,
     keeping: Keeping,
+    /// The topic aliases the client set (MQTT 5).
+    aliases: HashMap<u16, String>,
+    /// QoS 1 and 2 publishes received and not yet answered.
+    answers_owed: usize,
 }
 
 impl Session {
@@ -234,14 +248,17 @@ impl Session {
             let catalog = self.shared.realtime.catalog().clone();
             for grant in kept.grants.iter().filter_map(KeptGrant::grant) {
                 let filter = grant.filter.clone();
+                let shared = grant.share.is_some();
+                self.shared.broker.join(&grant, &self.client_id);
                 self.grants.restore(grant);
                 self.shared
                     .stats
                     .subscriptions
                     .fetch_add(1, Ordering::Relaxed);
-                if catalog
-                    .resources()
-                    .any(|r| filter.may_match_table(r.table().name()))
+                if !shared
+                    && catalog
+                        .resources()
+                        .any(|r| filter.may_match_table(r.table().name()))
                     && let Err(error) = self.subscription.resume(filter, kept.table_since)
                 {
                     tracing::error!(client = %self.client_id, error = %Chain(&error), "could not resume a subscription");
@@ -257,9 +274,11 @@ impl Session {
             {
                 if pkid == 0 {
                     self.outbox.queue(delivery, Origin::Kept(seq));
-                } else {
-                    self.outbox
-                        .resend(&delivery, Origin::Kept(seq), pkid, released);
+                } else if !self
+                    .outbox
+                    .resend(&delivery, Origin::Kept(seq), pkid, released)
+                {
+                    self.settled(Some(Origin::Kept(seq)));
                 }
             }
             self.keeping.next_seq = next_seq;
@@ -325,6 +344,7 @@ impl Session {
         let kept = if self.persistent() {
             self.kept()
         } else {
+            self.shared.broker.quit(None, &self.client_id);
             if let Err(error) = sessions.discard(&self.client_id) {
                 tracing::error!(client = %self.client_id, error = %Chain(&error), "could not remove an MQTT session");
             }
@@ -461,20 +481,34 @@ impl Session {
                     return Some(End::Abrupt);
                 }
                 let (qos, pkid) = codec::qos_and_pkid(&publish);
-                let topic = match publish::topic(&publish, properties.as_ref()) {
+                let topic = match publish::topic(&publish, properties.as_ref(), &mut self.aliases) {
                     Ok(topic) => topic,
                     Err(code) => {
                         self.disconnect(code).await;
                         return Some(End::Abrupt);
                     }
                 };
-                let applying = if qos == QoS::ExactlyOnce && self.awaiting_release.contains(&pkid) {
+                let resent = qos == QoS::ExactlyOnce && self.awaiting_release.contains(&pkid);
+                if qos != QoS::AtMostOnce {
+                    let in_progress = self.answers_owed + self.awaiting_release.len();
+                    if !resent && in_progress >= RECEIVE_MAXIMUM {
+                        // Past the Receive Maximum given in the CONNACK (a 3.1.1 client, which
+                        // was told none, is held to it too: QoS 2 state is memory).
+                        tracing::debug!(client = %self.client_id, "an MQTT client exceeded the Receive Maximum");
+                        self.disconnect(DisconnectReasonCode::ReceiveMaximumExceeded)
+                            .await;
+                        return Some(End::Abrupt);
+                    }
+                    self.answers_owed += 1;
+                }
+                let applying = if resent {
                     // A resent QoS 2 publish we already applied: acknowledge it again.
                     Box::pin(std::future::ready(Ok(None)))
                 } else {
-                    let (payload, retain) = (publish.payload, publish.retain);
+                    let published = (publish.payload, qos, publish.retain);
                     let from = (&self.publisher, self.identity.as_ref());
-                    publish::accept(&self.shared, from, &topic, payload, qos, retain)
+                    let forwarded = Forwarded::of(properties.as_ref());
+                    publish::accept(&self.shared, from, &topic, published, forwarded)
                 };
                 self.applying.push_back(Box::pin(async move {
                     Applied {
@@ -501,10 +535,8 @@ impl Session {
                         let released = Stored {
                             seq,
                             delivery: Delivery {
-                                topic: String::new(),
-                                payload: bytes::Bytes::new(),
                                 qos: QoS::ExactlyOnce,
-                                retain: false,
+                                ..Delivery::default()
                             },
                             pkid: received.pkid,
                             released: true,
@@ -535,7 +567,7 @@ impl Session {
                     None,
                 ));
             }
-            Packet::Subscribe(subscribe, _) => self.subscribe(subscribe),
+            Packet::Subscribe(subscribe, properties) => self.subscribe(subscribe, properties),
             Packet::Unsubscribe(unsubscribe, _) => self.unsubscribe(unsubscribe),
             Packet::PingReq(_) => self.outbox.send(Packet::PingResp(PingResp)),
             Packet::Disconnect(disconnect, properties) => {
@@ -589,6 +621,9 @@ impl Session {
             }
             outcome => outcome.map(drop),
         };
+        if qos != QoS::AtMostOnce {
+            self.answers_owed -= 1;
+        }
         if let Err(refusal) = &outcome {
             refusal.log(&self.client_id, &topic);
             let v311 = self.codec.version() == Version::V311;
@@ -631,13 +666,16 @@ impl Session {
             Item::Resync => {
                 // Only a client that subscribed to the resync topic hears of it; every client
                 // gets the current values that follow, as retained messages.
-                let qos = self.grants.best(|g| g.filter.matches(RESYNC_TOPIC));
-                if let Some((qos, _)) = qos {
+                let granted = self
+                    .grants
+                    .best(|g| g.takes(RESYNC_TOPIC, &[], &self.client_id));
+                if let Some(granted) = granted {
                     let delivery = Delivery {
                         topic: RESYNC_TOPIC.to_owned(),
                         payload: bytes::Bytes::from_static(br#"{"type":"resync"}"#),
-                        qos,
-                        retain: false,
+                        qos: granted.qos,
+                        subscription_ids: granted.subscription_ids,
+                        ..Delivery::default()
                     };
                     self.outbox.deliver(&delivery, Origin::Passing);
                 }
@@ -648,17 +686,20 @@ impl Session {
         if let Some(seq) = change {
             self.keeping.table_through = self.keeping.table_through.max(seq);
         }
-        let Some((qos, retain_as_published)) = self
+        let Some(granted) = self
             .grants
-            .best(|g| g.filter.matches_record(&event.table, &event.id))
+            .best(|g| g.takes_record(&event.table, &event.id))
         else {
             return;
         };
+        let retain = granted.retain_as_published && event.kind != ChangeKind::Message;
         let delivery = Delivery {
             topic: format!("{}/{}", event.table, event.id),
             payload: event.value.clone().unwrap_or_default(),
-            qos,
-            retain: current || (retain_as_published && event.kind != ChangeKind::Message),
+            qos: granted.qos,
+            retain: current || retain,
+            properties: None,
+            subscription_ids: granted.subscription_ids,
         };
         self.outbox
             .deliver(&delivery, change.map_or(Origin::Passing, Origin::Change));
@@ -666,17 +707,8 @@ impl Session {
 
     fn deliver_message(&mut self, message: &Message) {
         let from_here = message.from.session == self.number;
-        let granted = self
-            .grants
-            .best(|g| !(from_here && g.no_local) && g.filter.matches(&message.topic));
-        let Some((qos, retain_as_published)) = granted else {
+        let Some(delivery) = message.delivery(&self.grants, &self.client_id, from_here) else {
             return;
-        };
-        let delivery = Delivery {
-            topic: message.topic.clone(),
-            payload: message.payload.clone(),
-            qos: lower(qos, message.qos),
-            retain: retain_as_published && message.retain,
         };
         if self.persistent() && delivery.qos != QoS::AtMostOnce {
             let seq = self.keeping.next_seq;
@@ -687,15 +719,18 @@ impl Session {
         }
     }
 
-    /// Sends a message the session's store keeps, noting the packet id it goes with.
+    /// Sends a message the session's store keeps (or is to keep), noting the packet id it goes
+    /// with; one that is not sent (expired, too large for the client) is forgotten.
     fn send_kept(&mut self, delivery: Delivery, seq: u64) {
-        let pkid = self.outbox.deliver(&delivery, Origin::Kept(seq));
-        self.keep(&Stored {
-            seq,
-            delivery,
-            pkid,
-            released: false,
-        });
+        match self.outbox.deliver(&delivery, Origin::Kept(seq)) {
+            Some(pkid) => self.keep(&Stored {
+                seq,
+                delivery,
+                pkid,
+                released: false,
+            }),
+            None => self.settled(Some(Origin::Kept(seq))),
+        }
     }
 
     /// Sends one queued delivery if the window has room; false if there was nothing to do.
@@ -769,26 +804,57 @@ impl Session {
         }
         let _ = self.writer.shutdown().await;
     }
-
-    async fn publish_will(&mut self, will: LastWill) {
-        let Ok(topic) = String::from_utf8(will.topic.to_vec()) else {
-            return;
-        };
-        let applying = publish::accept(
-            &self.shared,
-            (&self.publisher, self.identity.as_ref()),
-            &topic,
-            will.message,
-            will.qos,
-            will.retain,
-        );
-        let outcome = applying.await.and_then(|relay| self.relay(relay));
-        if let Err(refusal) = outcome {
-            refusal.log(&self.client_id, &topic);
-        }
-    }
 }
 
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// Publishes the will of a connection that ended, as `publisher`, who is `identity`.
+async fn publish_will(
+    shared: Arc<Shared>,
+    publisher: Publisher,
+    identity: Arc<Identity>,
+    will: Will,
+) {
+    let forwarded = will.forwarded();
+    let LastWill {
+        topic,
+        message,
+        qos,
+        retain,
+    } = will.message;
+    let Ok(topic) = String::from_utf8(topic.to_vec()) else {
+        return;
+    };
+    let from = (&publisher, identity.as_ref());
+    let applying = publish::accept(&shared, from, &topic, (message, qos, retain), forwarded);
+    let outcome = applying
+        .await
+        .and_then(|relay| relay.map_or(Ok(false), |relay| publish::relay(&shared, relay)));
+    if let Err(refusal) = outcome {
+        refusal.log(&publisher.client, &topic);
+    }
+}
+
+/// Publishes a will after its Will Delay Interval, or when the session ends if that comes
+/// first; a client that connects again before then takes its session back and the will is not
+/// published (unless it starts a clean session, which ends the old one: the will goes at once).
+fn defer_will(
+    shared: Arc<Shared>,
+    publisher: Publisher,
+    identity: Arc<Identity>,
+    will: Will,
+    delay: Duration,
+) {
+    let returned = shared.broker.defer_will(&publisher.client);
+    tokio::spawn(async move {
+        let publish = tokio::select! {
+            () = tokio::time::sleep(delay) => true,
+            clean = returned => clean.unwrap_or(false),
+        };
+        if publish {
+            publish_will(shared, publisher, identity, will).await;
+        }
+    });
 }

@@ -16,7 +16,7 @@
 //! `<seq>` 8 bytes, big-endian). A message's pkid is 0 until it is sent.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes};
@@ -24,10 +24,10 @@ use rumqttd::protocol::QoS;
 use serde::{Deserialize, Serialize};
 
 use super::broker::Message;
-use super::grants::{Grant, higher, lower};
+use super::grants::{Grant, Grants};
 use super::outbox::Delivery;
+use super::properties::Forwarded;
 use crate::error::{Chain, Result};
-use crate::realtime::TopicFilter;
 use crate::storage::Keyspace;
 
 /// The keyspace persistent sessions are kept in.
@@ -69,25 +69,46 @@ pub struct KeptGrant {
     pub qos: u8,
     pub no_local: bool,
     pub retain_as_published: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<usize>,
 }
 
 impl KeptGrant {
     pub fn of(grant: &Grant) -> KeptGrant {
         KeptGrant {
-            filter: grant.filter.to_string(),
+            filter: grant.name(),
             qos: grant.qos as u8,
             no_local: grant.no_local,
             retain_as_published: grant.retain_as_published,
+            id: grant.id,
         }
     }
 
     pub fn grant(&self) -> Option<Grant> {
+        let (filter, share) = super::grants::parse(&self.filter).ok()?;
         Some(Grant {
-            filter: TopicFilter::parse(&self.filter).ok()?,
+            filter,
+            share,
             qos: rumqttd::protocol::qos(self.qos)?,
             no_local: self.no_local,
             retain_as_published: self.retain_as_published,
+            id: self.id,
         })
+    }
+}
+
+/// Kept subscriptions as grants again (any that no longer parse are left out).
+trait KeptGrants {
+    fn grants(&self) -> Grants;
+}
+
+impl KeptGrants for Vec<KeptGrant> {
+    fn grants(&self) -> Grants {
+        let mut grants = Grants::default();
+        for grant in self.iter().filter_map(KeptGrant::grant) {
+            grants.restore(grant);
+        }
+        grants
     }
 }
 
@@ -113,7 +134,7 @@ pub struct Resumed {
 
 /// A session whose client is away.
 struct Away {
-    grants: Vec<Grant>,
+    grants: Grants,
     /// The sequence numbers of its kept messages, oldest first.
     seqs: VecDeque<u64>,
     next_seq: u64,
@@ -166,7 +187,7 @@ impl Sessions {
                 seqs.push_back(seq_of(&key));
             }
             let next_seq = seqs.back().map_or(1, |last| last + 1);
-            let grants = kept.grants.iter().filter_map(KeptGrant::grant).collect();
+            let grants = kept.grants.grants();
             away.insert(
                 client,
                 Away {
@@ -245,24 +266,12 @@ impl AwayGuard<'_> {
         let mut kept = false;
         for (client, away) in self.away.iter_mut() {
             let from_itself = *message.from.client == **client;
-            let granted = away
-                .grants
-                .iter()
-                .filter(|g| !(from_itself && g.no_local) && g.filter.matches(&message.topic))
-                .map(|g| (lower(g.qos, message.qos), g.retain_as_published))
-                .reduce(|(q1, r1), (q2, r2)| (higher(q1, q2), r1 || r2));
-            let Some((qos, retain_as_published)) = granted else {
+            let Some(delivery) = message.delivery(&away.grants, client, from_itself) else {
                 continue;
             };
-            if qos == QoS::AtMostOnce {
+            if delivery.qos == QoS::AtMostOnce {
                 continue;
             }
-            let delivery = Delivery {
-                topic: message.topic.clone(),
-                payload: message.payload.clone(),
-                qos,
-                retain: retain_as_published && message.retain,
-            };
             match away.keep(sessions, client, delivery) {
                 Ok(()) => kept = true,
                 Err(error) => tracing::error!(
@@ -327,7 +336,7 @@ impl AwayGuard<'_> {
             seqs.push_back(seq_of(&entry?.0));
         }
         let mut away = Away {
-            grants: kept.grants.iter().filter_map(KeptGrant::grant).collect(),
+            grants: kept.grants.grants(),
             seqs,
             next_seq,
             expires_at: Instant::now() + expiry,
@@ -342,26 +351,38 @@ impl AwayGuard<'_> {
         Ok(())
     }
 
-    /// Ends the away sessions whose expiry has passed.
-    pub fn expire(&mut self, now: Instant) {
+    /// Ends the away sessions whose expiry has passed; returns their clients.
+    pub fn expire(&mut self, now: Instant) -> Vec<String> {
         let expired: Vec<String> = self
             .away
             .iter()
             .filter(|(_, away)| away.expires_at <= now)
             .map(|(client, _)| client.clone())
             .collect();
-        for client in expired {
-            self.away.remove(&client);
+        for client in &expired {
+            self.away.remove(client);
             tracing::debug!(client, "a persistent MQTT session expired");
-            if let Err(error) = self.sessions.discard(&client) {
+            if let Err(error) = self.sessions.discard(client) {
                 tracing::error!(client, error = %Chain(&error), "could not remove an expired MQTT session");
             }
         }
+        expired
     }
 
     /// How many sessions are away.
     pub fn count(&self) -> usize {
         self.away.len()
+    }
+
+    /// The shared subscriptions the away sessions hold, with their clients.
+    pub fn shared_grants(&self) -> Vec<(String, Grant)> {
+        let mut shared = Vec::new();
+        for (client, away) in self.away.iter() {
+            for grant in away.grants.iter().filter(|g| g.share.is_some()) {
+                shared.push((client.clone(), grant.clone()));
+            }
+        }
+        shared
     }
 
     /// How many subscriptions the away sessions hold.
@@ -433,20 +454,45 @@ fn seq_of(key: &[u8]) -> u64 {
     u64::from_be_bytes(tail)
 }
 
-/// `qos | flags (1 retain, 2 released) | pkid (2) | topic length (2) | topic | payload`.
+/// What a kept message carries beyond its topic and payload.
+#[derive(Default, Serialize, Deserialize)]
+struct Extra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    properties: Option<Forwarded>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    subscription_ids: Vec<usize>,
+}
+
+/// `qos | flags (1 retain, 2 released, 4 extra) | pkid (2) | topic length (2) | topic |
+/// [extra length (4) | extra (JSON)] | payload`.
 fn encode(stored: &Stored) -> Vec<u8> {
     let Delivery {
         topic,
         payload,
         qos,
         retain,
+        properties,
+        subscription_ids,
     } = &stored.delivery;
-    let mut out = Vec::with_capacity(6 + topic.len() + payload.len());
+    let extra = (properties.is_some() || !subscription_ids.is_empty()).then(|| {
+        let extra = Extra {
+            properties: properties.as_deref().cloned(),
+            subscription_ids: subscription_ids.clone(),
+        };
+        serde_json::to_vec(&extra).expect("properties encode")
+    });
+    let mut out = Vec::with_capacity(10 + topic.len() + payload.len());
     out.put_u8(*qos as u8);
-    out.put_u8(u8::from(*retain) | (u8::from(stored.released) << 1));
+    let flags =
+        u8::from(*retain) | (u8::from(stored.released) << 1) | (u8::from(extra.is_some()) << 2);
+    out.put_u8(flags);
     out.put_u16(stored.pkid);
     out.put_u16(u16::try_from(topic.len()).unwrap_or(u16::MAX));
     out.extend_from_slice(topic.as_bytes());
+    if let Some(extra) = extra {
+        out.put_u32(u32::try_from(extra.len()).unwrap_or(u32::MAX));
+        out.extend_from_slice(&extra);
+    }
     out.extend_from_slice(payload);
     out
 }
@@ -455,14 +501,23 @@ fn decode(seq: u64, raw: &[u8]) -> Option<Stored> {
     let (&[qos, flags, p1, p2, t1, t2], rest) = raw.split_first_chunk::<6>()?;
     let topic_len = usize::from(u16::from_be_bytes([t1, t2]));
     let topic = std::str::from_utf8(rest.get(..topic_len)?).ok()?.to_owned();
-    let payload = Bytes::copy_from_slice(&rest[topic_len..]);
+    let mut rest = &rest[topic_len..];
+    let mut extra = Extra::default();
+    if flags & 4 != 0 {
+        let (length, after) = rest.split_first_chunk::<4>()?;
+        let length = u32::from_be_bytes(*length) as usize;
+        extra = serde_json::from_slice(after.get(..length)?).ok()?;
+        rest = &after[length..];
+    }
     Some(Stored {
         seq,
         delivery: Delivery {
             topic,
-            payload,
+            payload: Bytes::copy_from_slice(rest),
             qos: rumqttd::protocol::qos(qos)?,
             retain: flags & 1 != 0,
+            properties: extra.properties.map(Arc::new),
+            subscription_ids: extra.subscription_ids,
         },
         pkid: u16::from_be_bytes([p1, p2]),
         released: flags & 2 != 0,
@@ -482,6 +537,11 @@ mod tests {
                 payload: Bytes::from_static(b"\x00\xffpayload"),
                 qos: QoS::ExactlyOnce,
                 retain: true,
+                properties: Some(Arc::new(Forwarded {
+                    content_type: Some("text/plain".to_owned()),
+                    ..Forwarded::default()
+                })),
+                subscription_ids: vec![3, 4],
             },
             pkid: 513,
             released: true,

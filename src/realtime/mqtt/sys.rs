@@ -72,6 +72,8 @@ pub fn publish(broker: &Broker, stats: &Stats, started: Instant) {
             qos: QoS::AtMostOnce,
             retain: true,
             from: from.clone(),
+            properties: None,
+            chosen: Vec::new(),
         };
         if let Err(error) = broker.publish(message) {
             tracing::debug!("could not publish $SYS/broker/{name}: {error}");

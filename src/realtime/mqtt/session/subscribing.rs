@@ -1,21 +1,27 @@
 //! A session's SUBSCRIBE and UNSUBSCRIBE: grants, what they start sending, and their answers.
 
 use rumqttd::protocol::{
-    Packet, SubAck, SubAckProperties, Subscribe, SubscribeReasonCode, UnsubAck, UnsubAckReason,
-    Unsubscribe,
+    Packet, SubAck, SubAckProperties, Subscribe, SubscribeProperties, SubscribeReasonCode,
+    UnsubAck, UnsubAckReason, Unsubscribe,
 };
 
 use super::Session;
 use crate::realtime::TopicFilter;
 use crate::realtime::mqtt::codec::Version;
+use crate::realtime::mqtt::grants;
 use crate::realtime::mqtt::outbox::{Delivery, Origin};
 use crate::realtime::mqtt::sys::Stats;
 
 impl Session {
     /// Grants what a SUBSCRIBE asks that may be granted, starts sending current values and
     /// retained messages where asked, and answers with a SUBACK.
-    pub(super) fn subscribe(&mut self, subscribe: Subscribe) {
+    pub(super) fn subscribe(
+        &mut self,
+        subscribe: Subscribe,
+        properties: Option<SubscribeProperties>,
+    ) {
         let v5 = self.codec.version() == Version::V5;
+        let id = properties.and_then(|p| p.id);
         let catalog = self.shared.realtime.catalog().clone();
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut refusals = Vec::new();
@@ -23,14 +29,33 @@ impl Session {
             let checked = self
                 .grants
                 .check(&request.path)
-                .and_then(|filter| self.permitted(filter, v5));
+                .and_then(|(filter, share)| Ok((self.permitted(filter, v5)?, share)))
+                .and_then(|(filter, share)| {
+                    let names_table = filter.first().is_some_and(|f| catalog.resource(f).is_ok());
+                    if share.is_some() && names_table {
+                        return Err((
+                            SubscribeReasonCode::SharedSubscriptionsNotSupported,
+                            "shared subscriptions are for plain topics: every subscriber of a \
+                             table gets each of its changes"
+                                .to_owned(),
+                        ));
+                    }
+                    Ok((filter, share))
+                });
             let code = match checked {
-                Ok(filter) => {
-                    if !self.grants.holds(&filter) {
+                Ok((filter, share)) => {
+                    if !self.grants.holds(&filter, share.as_deref()) {
                         Stats::count(&self.shared.stats.subscriptions);
                     }
-                    let (qos, send_current) = self.grants.grant(filter.clone(), &request, v5);
-                    if catalog
+                    let shared = share.is_some();
+                    let (qos, send_current) =
+                        self.grants
+                            .grant((filter.clone(), share.clone()), (&request, id), v5);
+                    if shared {
+                        if let Some(grant) = self.grants.iter().find(|g| g.share == share) {
+                            self.shared.broker.join(grant, &self.client_id);
+                        }
+                    } else if catalog
                         .resources()
                         .any(|r| filter.may_match_table(r.table().name()))
                     {
@@ -47,6 +72,8 @@ impl Session {
                                 payload,
                                 qos,
                                 retain: true,
+                                subscription_ids: id.into_iter().collect(),
+                                ..Delivery::default()
                             };
                             self.outbox.queue(delivery, Origin::Passing);
                         }
@@ -120,11 +147,14 @@ impl Session {
             .filters
             .iter()
             .map(|path| {
-                let Ok(filter) = TopicFilter::parse(path) else {
+                let Ok((filter, share)) = grants::parse(path) else {
                     return UnsubAckReason::TopicFilterInvalid;
                 };
-                let removed = self.grants.remove(&filter);
-                self.subscription.unwatch(&filter);
+                let removed = self.grants.remove(&filter, share.as_deref());
+                match share {
+                    Some(share) => self.shared.broker.quit(Some(&share), &self.client_id),
+                    None => self.subscription.unwatch(&filter),
+                }
                 if removed {
                     let subscriptions = &self.shared.stats.subscriptions;
                     subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
