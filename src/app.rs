@@ -239,6 +239,36 @@ impl App {
             max_body: self.config.max_body,
             intake: intake.clone(),
         };
+        let mqtt_listeners = realtime::mqtt::Listeners {
+            plain: listeners.mqtt,
+            tls: listeners
+                .mqtts
+                .zip(self.tls.as_ref().map(|tls| tls.acceptor().clone())),
+        };
+        let serves_mqtt = mqtt_listeners.plain.is_some() || mqtt_listeners.tls.is_some();
+        let mqtt_settings = realtime::mqtt::Settings {
+            max_body: self.config.max_body,
+            intake: intake.clone(),
+            retained: realtime::mqtt::RetainedLimits {
+                bytes: self.config.mqtt_retained_memory,
+                bytes_per_client: self.config.mqtt_retained_per_client,
+            },
+            sessions: realtime::mqtt::SessionLimits {
+                max_queued: self.config.mqtt_max_queued,
+                max_expiry: self.config.mqtt_session_expiry,
+            },
+            max_keepalive: self.config.mqtt_max_keepalive,
+            drain_timeout: self.config.drain_timeout,
+            access: self.access.clone(),
+        };
+        let mqtt_server = match serves_mqtt {
+            true => Some(
+                realtime::mqtt::Mqtt::open(self.realtime.clone(), mqtt_settings).map_err(
+                    |error| std::io::Error::other(crate::error::Chain(&error).to_string()),
+                )?,
+            ),
+            false => None,
+        };
         let router = http::router(
             self.realtime.clone(),
             http::Settings {
@@ -247,6 +277,7 @@ impl App {
                 cors_origins: self.config.cors_origins.clone(),
                 tls: self.tls.is_some(),
                 replication: replication.as_ref().map(|r| r.status().clone()),
+                mqtt: mqtt_server.clone(),
             },
         );
         let reloader = tokio::spawn(reload_on_change(
@@ -257,32 +288,7 @@ impl App {
             self.tls.clone(),
         ));
         let acceptor = self.tls.as_ref().map(|tls| tls.acceptor().clone());
-        let mqtt_listeners = realtime::mqtt::Listeners {
-            plain: listeners.mqtt,
-            tls: listeners.mqtts.zip(acceptor.clone()),
-        };
-        let serves_mqtt = mqtt_listeners.plain.is_some() || mqtt_listeners.tls.is_some();
-        let mqtt = serves_mqtt.then(|| {
-            tokio::spawn(realtime::mqtt::serve(
-                mqtt_listeners,
-                self.realtime.clone(),
-                realtime::mqtt::Settings {
-                    max_body: self.config.max_body,
-                    intake: intake.clone(),
-                    retained: realtime::mqtt::RetainedLimits {
-                        bytes: self.config.mqtt_retained_memory,
-                        bytes_per_client: self.config.mqtt_retained_per_client,
-                    },
-                    sessions: realtime::mqtt::SessionLimits {
-                        max_queued: self.config.mqtt_max_queued,
-                        max_expiry: self.config.mqtt_session_expiry,
-                    },
-                    max_keepalive: self.config.mqtt_max_keepalive,
-                    drain_timeout: self.config.drain_timeout,
-                    access: self.access.clone(),
-                },
-            ))
-        });
+        let mqtt = mqtt_server.map(|mqtt| tokio::spawn(mqtt.serve(mqtt_listeners)));
         // Subscriptions never end by themselves: they are closed as soon as shutdown begins.
         let realtime = self.realtime.clone();
         let shutdown = async move {

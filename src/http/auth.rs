@@ -172,19 +172,25 @@ fn same_origin(method: &Method, headers: &HeaderMap, allowed: &[String]) -> Resu
         return Ok(());
     }
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let own = origin.zip(host).is_some_and(|(origin, host)| {
-        origin
-            .split_once("://")
-            .is_some_and(|(_, authority)| authority == host)
-    });
-    if own || origin.is_some_and(|o| allowed.iter().any(|a| a == o)) {
+    if origin.is_some_and(|origin| own_or_listed(origin, headers, allowed)) {
         Ok(())
     } else {
         Err(Error::Forbidden(
             "a request authenticated by the session cookie that changes something must carry an Origin of this server (or of --cors-origins)".to_owned(),
         ))
     }
+}
+
+/// Whether `origin` is this server's (its authority is the request's `Host`) or one of
+/// `listed`.
+pub fn own_or_listed(origin: &str, headers: &HeaderMap, listed: &[String]) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let own = host.is_some_and(|host| {
+        origin
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority == host)
+    });
+    own || listed.iter().any(|l| l == origin)
 }
 
 /// Answers that depend on the identity must not be stored for others by a shared cache.

@@ -9,6 +9,7 @@
 //! | `response.rs` | response builders the handlers share |
 //! | `listing.rs` | listings streamed as JSON, NDJSON or CSV |
 //! | `subscribe.rs` | subscriptions over HTTP: WebSocket upgrades and Server-Sent Events |
+//! | `mqtt.rs` | `/mqtt`: the upgrade to MQTT over WebSocket |
 //! | `extract.rs`, `headers.rs` | extractors with problem+json rejections; header conventions |
 //! | `body.rs` | request bodies read under the size, time and memory limits |
 //! | `unparsable.rs` | problem+json bodies for the requests hyper itself refuses |
@@ -24,6 +25,7 @@ mod error;
 mod extract;
 mod headers;
 mod listing;
+mod mqtt;
 mod records;
 mod response;
 mod server;
@@ -46,6 +48,7 @@ pub use server::{Limits, serve};
 use crate::access::Access;
 use crate::catalog::Catalog;
 use crate::realtime::Realtime;
+use crate::realtime::mqtt::Mqtt;
 use crate::replication;
 
 /// What every handler shares, behind one `Arc`: extractors clone it for every request.
@@ -62,6 +65,7 @@ pub struct Shared {
     /// Whether requests arrive over TLS (session cookies are then `Secure`).
     tls: bool,
     replication: Option<Arc<replication::Status>>,
+    mqtt: Option<Arc<Mqtt>>,
 }
 
 /// How the router serves.
@@ -76,6 +80,8 @@ pub struct Settings {
     pub tls: bool,
     /// What replication reports; `None` for a node that stands alone.
     pub replication: Option<Arc<replication::Status>>,
+    /// The MQTT server, served over WebSocket at `/mqtt` too; `None` with MQTT off.
+    pub mqtt: Option<Arc<Mqtt>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -98,8 +104,22 @@ pub fn router(realtime: Realtime, settings: Settings) -> Router {
         cors_origins: settings.cors_origins,
         tls: settings.tls,
         replication: settings.replication,
+        mqtt: settings.mqtt,
     }));
-    let router = Router::new()
+    let mut router = Router::new();
+    if state.mqtt.is_some() {
+        // A table named `mqtt` keeps its path; its clients use the MQTT port.
+        match state.catalog.resource(&mqtt::PATH[1..]) {
+            Ok(_) => tracing::warn!(
+                "table `mqtt` takes the path {}: MQTT over WebSocket is not served",
+                mqtt::PATH
+            ),
+            Err(_) => {
+                router = router.route(mqtt::PATH, get(mqtt::upgrade).fallback(method_not_allowed));
+            }
+        }
+    }
+    let router = router
         .route("/_health", get(health))
         .route("/_cluster", get(cluster).fallback(method_not_allowed))
         .route(

@@ -49,7 +49,7 @@ socket.onerror = () => report("ws-error");
 </script>"#;
 
 /// Serves `page` and forwards its reports.
-async fn page_server(page: String) -> (String, mpsc::UnboundedReceiver<Value>) {
+pub async fn page_server(page: String) -> (String, mpsc::UnboundedReceiver<Value>) {
     page_server_at("http://127.0.0.1:0", page).await
 }
 
@@ -76,13 +76,13 @@ async fn page_server_at(origin: &str, page: String) -> (String, mpsc::UnboundedR
 }
 
 /// Headless Chromium showing a page, with a profile of its own, until dropped.
-struct Chromium {
+pub struct Chromium {
     _process: tokio::process::Child,
     _profile: tempfile::TempDir,
 }
 
 impl Chromium {
-    fn open(page: &str) -> Chromium {
+    pub fn open(page: &str) -> Chromium {
         let profile = tempfile::TempDir::new().expect("profile dir");
         let process = tokio::process::Command::new("chromium")
             .args([
@@ -107,7 +107,7 @@ impl Chromium {
     }
 }
 
-async fn next_report(reports: &mut mpsc::UnboundedReceiver<Value>) -> Value {
+pub async fn next_report(reports: &mut mpsc::UnboundedReceiver<Value>) -> Value {
     let report = tokio::time::timeout(Duration::from_secs(60), reports.recv())
         .await
         .expect("the page reports in time")

@@ -20,6 +20,7 @@ mod mqtt_client;
 mod mqtt_hostile;
 mod mqtt_raw;
 mod mqtt_sessions;
+mod mqtt_websocket;
 mod origin;
 mod queries;
 mod query_model;

@@ -463,3 +463,44 @@ async fn sys_topics_report_the_broker_and_wildcards_do_not_match_them() {
     assert_eq!(refused.reason, v5p::PubAckReason::TopicNameInvalid);
     server.stop().await;
 }
+
+/// Runs a phase of `tests/python/paho_sessions.py` against the MQTT port `port`.
+async fn paho(port: u16, phase: &str) {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/paho_sessions.py");
+    let run = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(phase)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(WAIT * 2, run)
+        .await
+        .expect("the script ends")
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "paho {phase}: {}{} (pip install paho-mqtt)",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[tokio::test]
+async fn paho_clients_keep_their_sessions_across_a_kill() {
+    let fixture = Fixture::new();
+    let spawn = || {
+        Process::spawn_with(tablecast_command(
+            &["serve", "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"],
+            fixture.schemas.path(),
+            fixture.data.path(),
+        ))
+    };
+    let process = spawn();
+    let port = process.mqtt.expect("MQTT").port();
+    paho(port, "subscribe").await;
+    paho(port, "publish").await;
+    drop(process); // SIGKILL
+    let process = spawn();
+    paho(process.mqtt.expect("MQTT").port(), "resume").await;
+}

@@ -281,8 +281,8 @@ async fn refuse(codec: &Codec, writer: &mut Writer, code: ConnectReturnCode) {
         },
         None,
     );
-    if codec.write(refused, &mut out).is_ok() {
-        let _ = writer.write_all(&out).await;
+    if codec.write(refused, &mut out).is_ok() && writer.write_all(&out).await.is_ok() {
+        let _ = writer.flush().await;
     }
 }
 

@@ -16,6 +16,7 @@
 //! | `sys.rs` | `$SYS/broker/...`: the broker's statistics |
 //! | `broker.rs` | the plain broker: topics that are not tables, retained messages, client ids |
 //! | `codec.rs` | MQTT framing, with rumqttd's codecs for both versions |
+//! | `websocket.rs` | MQTT over WebSocket (the HTTP layer serves the upgrade at `/mqtt`) |
 //! | `typo.rs` | a warning for plain topics that look like misspelt table names |
 
 mod broker;
@@ -29,7 +30,9 @@ mod session;
 mod sessions;
 mod sys;
 mod typo;
+mod websocket;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -46,6 +49,7 @@ use crate::intake::Intake;
 use broker::Broker;
 pub use broker::RetainedLimits;
 pub use sessions::SessionLimits;
+pub use websocket::SUBPROTOCOL;
 
 /// Connections that have not yet sent their CONNECT, at most; more are closed at once.
 const MAX_CONNECTING: usize = 1024;
@@ -68,6 +72,8 @@ struct Shared {
     typos: typo::TypoGuard,
     /// What `$SYS` reports.
     stats: Arc<sys::Stats>,
+    /// How long shutdown waits for sessions to finish what they are applying.
+    drain_timeout: Duration,
 }
 
 /// How MQTT is served.
@@ -121,92 +127,125 @@ async fn accept(
 /// How often away sessions are checked for expiry.
 const EXPIRY_CHECK: Duration = Duration::from_secs(1);
 
-/// Serves MQTT on `listeners` until the server starts shutting down, then closes every session
-/// (persistent ones are kept for their clients' return).
-pub async fn serve(
-    listeners: Listeners,
-    realtime: Realtime,
-    settings: Settings,
-) -> crate::error::Result<()> {
-    let keyspace = realtime.store().keyspace(sessions::KEYSPACE)?;
-    let sessions = sessions::Sessions::open(keyspace, settings.sessions)?;
-    let shared = Arc::new(Shared {
-        realtime: realtime.clone(),
-        broker: Broker::new(settings.retained, sessions),
-        max_body: settings.max_body,
-        intake: settings.intake,
-        connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
-        access: settings.access,
-        max_keepalive: settings.max_keepalive,
-        typos: typo::TypoGuard::default(),
-        stats: Arc::default(),
-    });
-    let drain_timeout = settings.drain_timeout;
-    let numbers = AtomicU64::new(1);
-    let mut sessions = JoinSet::new();
-    let closing = realtime.closing().clone();
-    let tls_listener = listeners.tls.as_ref().map(|(listener, _)| listener);
-    let acceptor = listeners.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
-    let mut expiry_check = tokio::time::interval(EXPIRY_CHECK);
-    let started = std::time::Instant::now();
-    let mut sys_interval = tokio::time::interval(sys::SYS_INTERVAL);
-    loop {
-        let (accepted, over_tls) = tokio::select! {
-            accepted = accept(listeners.plain.as_ref()) => (accepted, false),
-            accepted = accept(tls_listener) => (accepted, true),
-            _ = sys_interval.tick() => {
-                sys::publish(&shared.broker, &shared.stats, started);
-                continue;
-            }
-            _ = expiry_check.tick() => {
-                shared.broker.expire();
-                continue;
-            }
-            () = closing.cancelled() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                tracing::warn!(%error, "MQTT accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        while sessions.try_join_next().is_some() {}
-        let Ok(connecting) = shared.connecting.clone().try_acquire_owned() else {
+/// The MQTT server: its broker and sessions, served on its listeners and over WebSocket.
+pub struct Mqtt {
+    shared: Arc<Shared>,
+    /// The number the next connection gets.
+    numbers: AtomicU64,
+}
+
+impl Mqtt {
+    /// The MQTT server for `realtime`'s tables, with the persistent sessions kept in its store.
+    pub fn open(realtime: Realtime, settings: Settings) -> crate::error::Result<Arc<Mqtt>> {
+        let keyspace = realtime.store().keyspace(sessions::KEYSPACE)?;
+        let sessions = sessions::Sessions::open(keyspace, settings.sessions)?;
+        let shared = Arc::new(Shared {
+            realtime,
+            broker: Broker::new(settings.retained, sessions),
+            max_body: settings.max_body,
+            intake: settings.intake,
+            connecting: Arc::new(Semaphore::new(MAX_CONNECTING)),
+            access: settings.access,
+            max_keepalive: settings.max_keepalive,
+            typos: typo::TypoGuard::default(),
+            stats: Arc::default(),
+            drain_timeout: settings.drain_timeout,
+        });
+        Ok(Arc::new(Mqtt {
+            shared,
+            numbers: AtomicU64::new(1),
+        }))
+    }
+
+    /// A place for a connection that has not sent CONNECT yet, if there is one.
+    fn connecting(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.shared.connecting.clone().try_acquire_owned();
+        if permit.is_err() {
             tracing::warn!(
                 "closing an MQTT connection: {MAX_CONNECTING} others have not sent CONNECT yet"
             );
-            continue;
-        };
-        let number = numbers.fetch_add(1, Ordering::Relaxed);
-        let (shared, acceptor) = (shared.clone(), acceptor.clone().filter(|_| over_tls));
-        sessions.spawn(async move {
-            let connection: Connection = match acceptor {
-                None => Box::new(stream),
-                Some(acceptor) => {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => Box::new(stream),
-                        Ok(Err(error)) => {
-                            tracing::debug!(%error, "an MQTT TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
+        }
+        permit.ok()
+    }
+
+    /// Serves one client's connection, from `peer`, until it ends.
+    async fn serve_connection(
+        &self,
+        connection: Connection,
+        peer: IpAddr,
+        connecting: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let number = self.numbers.fetch_add(1, Ordering::Relaxed);
+        session::run(connection, peer, self.shared.clone(), number, connecting).await;
+    }
+
+    /// Serves MQTT on `listeners` until the server starts shutting down, then closes every
+    /// session (persistent ones are kept for their clients' return).
+    pub async fn serve(self: Arc<Self>, listeners: Listeners) -> crate::error::Result<()> {
+        let shared = &self.shared;
+        let mut sessions = JoinSet::new();
+        let closing = shared.realtime.closing().clone();
+        let tls_listener = listeners.tls.as_ref().map(|(listener, _)| listener);
+        let acceptor = listeners.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
+        let mut expiry_check = tokio::time::interval(EXPIRY_CHECK);
+        let started = std::time::Instant::now();
+        let mut sys_interval = tokio::time::interval(sys::SYS_INTERVAL);
+        loop {
+            let (accepted, over_tls) = tokio::select! {
+                accepted = accept(listeners.plain.as_ref()) => (accepted, false),
+                accepted = accept(tls_listener) => (accepted, true),
+                _ = sys_interval.tick() => {
+                    sys::publish(&shared.broker, &shared.stats, started);
+                    continue;
+                }
+                _ = expiry_check.tick() => {
+                    shared.broker.expire();
+                    continue;
+                }
+                () = closing.cancelled() => break,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "MQTT accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
                 }
             };
-            session::run(connection, peer.ip(), shared, number, connecting).await;
+            let _ = stream.set_nodelay(true);
+            while sessions.try_join_next().is_some() {}
+            let Some(connecting) = self.connecting() else {
+                continue;
+            };
+            let (mqtt, acceptor) = (self.clone(), acceptor.clone().filter(|_| over_tls));
+            sessions.spawn(async move {
+                let connection: Connection = match acceptor {
+                    None => Box::new(stream),
+                    Some(acceptor) => {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                        {
+                            Ok(Ok(stream)) => Box::new(stream),
+                            Ok(Err(error)) => {
+                                tracing::debug!(%error, "an MQTT TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                };
+                mqtt.serve_connection(connection, peer.ip(), connecting)
+                    .await;
+            });
+        }
+        drop(listeners);
+        let drained = tokio::time::timeout(shared.drain_timeout, async {
+            while sessions.join_next().await.is_some() {}
         });
+        if drained.await.is_err() {
+            sessions.shutdown().await;
+        }
+        shared.broker.sessions().flush().await
     }
-    drop(listeners);
-    let drained = tokio::time::timeout(drain_timeout, async {
-        while sessions.join_next().await.is_some() {}
-    });
-    if drained.await.is_err() {
-        sessions.shutdown().await;
-    }
-    shared.broker.sessions().flush().await
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 /// What travels with a message.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct Forwarded {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_format_indicator: Option<u8>,
@@ -126,5 +126,16 @@ mod tests {
         };
         assert!(lapsed.expired());
         assert_eq!(Forwarded::of(Some(&PublishProperties::default())), None);
+        // What is absent is left out, and read back as absent.
+        let sparse = Forwarded {
+            content_type: Some("text/plain".to_owned()),
+            ..Forwarded::default()
+        };
+        let stored = serde_json::to_string(&sparse).expect("encodes");
+        assert_eq!(stored, r#"{"contentType":"text/plain"}"#);
+        assert_eq!(
+            serde_json::from_str::<Forwarded>(&stored).expect("decodes"),
+            sparse
+        );
     }
 }

@@ -777,8 +777,13 @@ impl Session {
         let Some(out) = self.outbox.take() else {
             return Ok(());
         };
+        // Flushed too: TLS and WebSocket streams hold what they were given until then.
+        let written = async {
+            self.writer.write_all(&out).await?;
+            self.writer.flush().await
+        };
         tokio::select! {
-            written = self.writer.write_all(&out) => written.map_err(|_| End::Abrupt),
+            written = written => written.map_err(|_| End::Abrupt),
             () = closing.cancelled() => Err(End::Server(DisconnectReasonCode::ServerShuttingDown)),
             () = taken_over.cancelled() => Err(End::Server(DisconnectReasonCode::SessionTakenOver)),
         }
@@ -800,7 +805,11 @@ impl Session {
                 .send(Packet::Disconnect(disconnect, Some(properties)));
         }
         if let Some(out) = self.outbox.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.write_all(&out)).await;
+            let written = async {
+                self.writer.write_all(&out).await?;
+                self.writer.flush().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
         }
         let _ = self.writer.shutdown().await;
     }

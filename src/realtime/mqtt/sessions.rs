@@ -538,7 +538,7 @@ mod tests {
                 qos: QoS::ExactlyOnce,
                 retain: true,
                 properties: Some(Arc::new(Forwarded {
-                    content_type: Some("text/plain".to_owned()),
+                    user_properties: vec![("k".to_owned(), "v".to_owned())],
                     ..Forwarded::default()
                 })),
                 subscription_ids: vec![3, 4],
