@@ -10,22 +10,33 @@ setTimeout(() => {
   process.exit(2);
 }, 30_000).unref();
 
+// Messages are collected from the start: a session's kept messages may arrive in the same read
+// as the CONNACK, before the caller's first await returns.
 function connect(options) {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 10_000, ...options });
+    client.inbox = [];
+    client.waiting = [];
+    client.on("message", (topic, payload, packet) => {
+      client.inbox.push({ topic, payload: payload.toString(), packet });
+      // Each waiter that took its message stops waiting.
+      client.waiting = client.waiting.filter((look) => !look());
+    });
     client.once("connect", (connack) => resolve({ client, connack }));
     client.once("error", reject);
   });
 }
 
+// The first message collected that `wanted` takes (removed from the inbox).
 function nextMessage(client, wanted = () => true) {
   return new Promise((resolve) => {
-    const listener = (topic, payload, packet) => {
-      if (!wanted(topic)) return;
-      client.off("message", listener);
-      resolve({ topic, payload: payload.toString(), packet });
+    const look = () => {
+      const at = client.inbox.findIndex((m) => wanted(m.topic));
+      if (at < 0) return false;
+      resolve(client.inbox.splice(at, 1)[0]);
+      return true;
     };
-    client.on("message", listener);
+    if (!look()) client.waiting.push(look);
   });
 }
 
