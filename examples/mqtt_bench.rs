@@ -59,7 +59,10 @@ fn read_payload(payload: &[u8], base: Instant) -> Option<(usize, Duration)> {
 }
 
 /// Polls `eventloop` until it fails, handing each PUBLISH received to `received`.
-fn pump(mut eventloop: EventLoop, received: Option<mpsc::UnboundedSender<Vec<u8>>>) -> mpsc::Receiver<()> {
+fn pump(
+    mut eventloop: EventLoop,
+    received: Option<mpsc::UnboundedSender<Vec<u8>>>,
+) -> mpsc::Receiver<()> {
     let (subscribed, acked) = mpsc::channel(16);
     tokio::spawn(async move {
         loop {
@@ -106,7 +109,8 @@ async fn relay(
     let per_publisher = messages / publishers;
     let mut tasks = Vec::new();
     for (n, client) in clients.into_iter().enumerate() {
-        let interval = rate.map(|rate| Duration::from_nanos(1_000_000_000 * publishers as u64 / rate));
+        let interval =
+            rate.map(|rate| Duration::from_nanos(1_000_000_000 * publishers as u64 / rate));
         tasks.push(tokio::spawn(async move {
             for i in 0..per_publisher {
                 if let Some(interval) = interval {
@@ -114,7 +118,11 @@ async fn relay(
                 }
                 let index = n * per_publisher + i;
                 let topic = format!("bench/{n}");
-                if client.publish(topic, qos, false, payload(index, base)).await.is_err() {
+                if client
+                    .publish(topic, qos, false, payload(index, base))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -162,7 +170,8 @@ async fn fanout(address: &str, subscribers: usize, base: Instant) -> Result<(), 
     let gate = Arc::new(tokio::sync::Semaphore::new(256));
     let mut joins = Vec::new();
     for n in 0..subscribers {
-        let (address, received_sender, gate) = (address.to_owned(), received_sender.clone(), gate.clone());
+        let (address, received_sender, gate) =
+            (address.to_owned(), received_sender.clone(), gate.clone());
         joins.push(tokio::spawn(async move {
             let _place = gate.acquire().await;
             let (client, eventloop) = AsyncClient::new(options(&address, &format!("fan-{n}")), 10);
@@ -185,7 +194,9 @@ async fn fanout(address: &str, subscribers: usize, base: Instant) -> Result<(), 
     connected.recv().await;
     for round in 0..5 {
         let sent = Instant::now();
-        publisher.publish("fan/one", QoS::AtMostOnce, false, payload(round, base)).await?;
+        publisher
+            .publish("fan/one", QoS::AtMostOnce, false, payload(round, base))
+            .await?;
         let mut delivered = 0;
         let mut median = Duration::ZERO;
         while delivered < subscribers {

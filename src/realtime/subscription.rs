@@ -97,9 +97,27 @@ impl Subscription {
         }
     }
 
+    /// Whether the subscription watches anything or still owes something: one that does not
+    /// need not be polled (its first watch starts it listening afresh).
+    pub fn is_active(&self) -> bool {
+        !self.watches.is_empty()
+            || !self.jobs.is_empty()
+            || !self.ready.is_empty()
+            || self.running.is_some()
+    }
+
+    /// A subscription that watched nothing may not have been polled: it listens afresh (before
+    /// the change-log position of its first watch is read, so that no later change is missed).
+    fn wake(&mut self) {
+        if !self.is_active() {
+            self.events = self.events.resubscribe();
+        }
+    }
+
     /// Starts watching `filter`: its current values first, then its changes. A filter that
     /// names no table's records simply yields nothing from the tables.
     pub fn watch(&mut self, filter: TopicFilter) {
+        self.wake();
         let since = self.store.last_seq();
         self.snapshot(&filter, since);
         self.add(filter, since);
@@ -107,6 +125,7 @@ impl Subscription {
 
     /// Starts watching `filter`'s changes from now on, without its current values.
     pub fn watch_changes(&mut self, filter: TopicFilter) {
+        self.wake();
         let since = self.store.last_seq();
         self.add(filter, since);
     }
@@ -120,6 +139,7 @@ impl Subscription {
     /// replayed from the log, then live ones. If the log no longer holds them all, a
     /// [`Item::Resync`] and the current values come instead.
     pub fn resume(&mut self, filter: TopicFilter, after: u64) -> Result<()> {
+        self.wake();
         let until = self.store.last_seq();
         let available = self.store.changes_after(after, 1)?.is_some();
         if available {

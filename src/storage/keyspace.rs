@@ -1,9 +1,14 @@
 //! Keyspaces: trees of raw keys and values kept beside the tables, for state that is not
 //! records (MQTT's persistent sessions). They are written directly, not through the writer: no
 //! versions, no change log, no replication. A write is on disk after the next flush, which every
-//! commit of the writer also does, or after [`Keyspace::flush`].
+//! commit of the writer also does, or after [`Keyspace::flush`], which callers share: one
+//! fsync covers every write made before it began (group commit).
 
-use super::storage_error;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::Notify;
+
+use super::{storage_error, storage_failure};
 use crate::error::Result;
 
 /// The prefix of every keyspace's tree, which no table's tree shares (table names cannot
@@ -15,6 +20,24 @@ const PREFIX: &str = "_keyspace/";
 pub struct Keyspace {
     db: sled::Db,
     tree: sled::Tree,
+    flushes: Arc<Flushes>,
+}
+
+/// The flushes asked for and done, numbered in the order they were asked for.
+#[derive(Default)]
+struct Flushes {
+    state: Mutex<FlushState>,
+    finished: Notify,
+}
+
+#[derive(Default)]
+struct FlushState {
+    asked: u64,
+    /// Every flush up to this one is done.
+    done: u64,
+    /// The flushes up to this one failed.
+    failed: u64,
+    running: bool,
 }
 
 impl Keyspace {
@@ -25,6 +48,7 @@ impl Keyspace {
         Ok(Keyspace {
             db: db.clone(),
             tree,
+            flushes: Arc::default(),
         })
     }
 
@@ -67,9 +91,78 @@ impl Keyspace {
         Ok(())
     }
 
-    /// Waits until what was written before the call is on disk.
+    /// Waits until what was written before the call is on disk. A caller that comes while a
+    /// flush runs waits for the next one, which covers everyone waiting by then.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await.map_err(storage_error)?;
-        Ok(())
+        let flushes = &self.flushes;
+        let lock = || flushes.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let ticket = {
+            let mut state = lock();
+            state.asked += 1;
+            state.asked
+        };
+        loop {
+            let finished = flushes.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            {
+                let mut state = lock();
+                if state.done >= ticket {
+                    return Ok(());
+                }
+                if state.failed >= ticket {
+                    return Err(storage_failure("a flush of the store failed"));
+                }
+                if !state.running {
+                    state.running = true;
+                    // On a task of its own: the flush finishes, and the others learn of it,
+                    // even if this caller goes away.
+                    tokio::spawn(run_flush(self.db.clone(), flushes.clone(), state.asked));
+                }
+            }
+            finished.await;
+        }
+    }
+}
+
+/// Flushes `db` for the callers up to `through`, and tells them.
+async fn run_flush(db: sled::Db, flushes: Arc<Flushes>, through: u64) {
+    let flushed = db.flush_async().await;
+    if let Err(error) = &flushed {
+        tracing::error!(%error, "a flush of the store failed");
+    }
+    {
+        let mut state = flushes.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.running = false;
+        match flushed {
+            Ok(_) => state.done = through,
+            Err(_) => state.failed = through,
+        }
+    }
+    flushes.finished.notify_waiters();
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::storage::Store;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_flushes_all_finish() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let store = Store::open(dir.path(), Default::default(), Box::new(|_| {})).expect("opens");
+        let keyspace = store.keyspace("test").expect("a keyspace");
+        let mut flushes = Vec::new();
+        for n in 0..200u32 {
+            keyspace.insert(&n.to_be_bytes(), b"value").expect("insert");
+            let keyspace = keyspace.clone();
+            flushes.push(tokio::spawn(async move { keyspace.flush().await }));
+        }
+        for flush in flushes {
+            flush.await.expect("joins").expect("flushed");
+        }
+        let state = keyspace.flushes.state.lock().unwrap();
+        assert_eq!(state.done, 200, "every caller's flush is done");
+        assert!(!state.running);
+        assert_eq!(keyspace.scan(b"").count(), 200);
     }
 }

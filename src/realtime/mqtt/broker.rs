@@ -312,11 +312,11 @@ impl Broker {
         client: &str,
         kept: Kept,
         next_seq: u64,
-        (grants, mut listening): (&Grants, bus::Receiver<Message>),
+        (grants, mut listening): (&Grants, Option<bus::Receiver<Message>>),
     ) -> Result<()> {
         let mut away = self.sessions.lock();
         let mut late = Vec::new();
-        loop {
+        while let Some(listening) = &mut listening {
             let message = match listening.try_recv() {
                 Ok(message) => message,
                 Err(TryRecvError::Lagged(_)) => continue,
@@ -330,6 +330,11 @@ impl Broker {
             }
         }
         away.park(client, kept, next_seq, late)
+    }
+
+    /// Plain-topic messages from now on.
+    pub fn listen(&self) -> bus::Receiver<Message> {
+        self.messages.subscribe()
     }
 
     /// The retained messages whose topics `filter` matches.

@@ -42,7 +42,7 @@ use super::sessions::{Kept, KeptGrant, Resumed, Stored};
 use super::sys::Stats;
 use super::{Connection, Reader, Shared, Writer};
 use crate::access::Identity;
-use crate::bus::{self, RecvError};
+use crate::bus::{self, RecvError, TryRecvError};
 use crate::error::Chain;
 use crate::events::ChangeKind;
 use crate::realtime::{Item, Subscription};
@@ -53,6 +53,9 @@ const MAX_APPLYING: usize = 64;
 /// QoS 1 and 2 publishes a client may have unanswered or awaiting release, at most (MQTT 5
 /// Receive Maximum, given in the CONNACK).
 pub const RECEIVE_MAXIMUM: usize = 1024;
+/// Deliveries encoded at most before the session writes them out: one write for many small
+/// messages, and still a bounded wait for the packets to acknowledge.
+const BATCH: usize = 256;
 /// The topic a client may subscribe to to be told when it fell behind (see the lag policy).
 pub const RESYNC_TOPIC: &str = "$tablecast/resync";
 /// How often, at most, a persistent session's position in the change log is saved while its
@@ -129,7 +132,7 @@ pub async fn run(
         ),
         grants: Grants::default(),
         subscription: shared.realtime.subscribe(identity.clone()),
-        messages,
+        messages: Some(messages),
         awaiting_release: HashSet::new(),
         applying: FuturesOrdered::new(),
         keep_alive,
@@ -155,6 +158,7 @@ pub async fn run(
     };
     session.outbox.send(accepted);
     session.restore(resumed);
+    session.listen_if_subscribed();
     tracing::debug!(client = %client_id, version = ?session.codec.version(), "MQTT client connected");
     let end = session.serve(&mut reader, input, &taken_over).await;
     // Publishes read before the end are applied even though they can no longer be acknowledged:
@@ -206,7 +210,8 @@ struct Session {
     outbox: Outbox,
     grants: Grants,
     subscription: Subscription,
-    messages: bus::Receiver<Message>,
+    /// Plain-topic messages, listened to while the session holds a subscription.
+    messages: Option<bus::Receiver<Message>>,
     /// QoS 2 publishes received and answered with PUBREC, awaiting PUBREL.
     awaiting_release: HashSet<u16>,
     /// Publishes being applied, finished in the order they arrived.
@@ -429,16 +434,16 @@ impl Session {
                         return End::Abrupt;
                     }
                 }
-                item = self.subscription.next(), if room => match item {
+                item = self.subscription.next(), if room && self.subscription.is_active() => match item {
                     Some(item) => self.deliver_item(&item),
                     None => return End::Server(DisconnectReasonCode::ServerShuttingDown),
                 },
-                message = self.messages.recv(), if room => match message {
-                    Ok(message) => self.deliver_message(&message),
-                    Err(RecvError::Lagged(missed)) => tracing::warn!(
-                        client = %self.client_id, missed,
-                        "an MQTT client fell behind on plain-topic messages; they were dropped"
-                    ),
+                message = next_message(&mut self.messages), if room => match message {
+                    Ok(message) => {
+                        self.deliver_message(&message);
+                        self.deliver_ready_messages();
+                    }
+                    Err(RecvError::Lagged(missed)) => self.missed(missed),
                     Err(RecvError::Closed) => return End::Server(DisconnectReasonCode::ServerShuttingDown),
                 },
                 () = sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
@@ -733,18 +738,58 @@ impl Session {
         }
     }
 
-    /// Sends one queued delivery if the window has room; false if there was nothing to do.
-    fn release_queued(&mut self) -> bool {
-        let Some((delivery, origin)) = self.outbox.next_queued() else {
-            return false;
-        };
-        match origin {
-            Origin::Kept(seq) => self.send_kept(delivery, seq),
-            Origin::Change(_) | Origin::Passing => {
-                self.outbox.deliver(&delivery, origin);
+    /// Delivers the plain-topic messages that have already arrived, a batch at most, while the
+    /// window has room.
+    fn deliver_ready_messages(&mut self) {
+        for _ in 1..BATCH {
+            if !self.outbox.has_room() {
+                return;
+            }
+            let Some(messages) = &mut self.messages else {
+                return;
+            };
+            match messages.try_recv() {
+                Ok(message) => self.deliver_message(&message),
+                Err(TryRecvError::Lagged(missed)) => self.missed(missed),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
             }
         }
-        true
+    }
+
+    fn missed(&self, missed: u64) {
+        tracing::warn!(
+            client = %self.client_id, missed,
+            "an MQTT client fell behind on plain-topic messages; they were dropped"
+        );
+    }
+
+    /// Sends queued deliveries while the window has room, a batch at most; false if there was
+    /// nothing to do.
+    fn release_queued(&mut self) -> bool {
+        let mut released = false;
+        for _ in 0..BATCH {
+            let Some((delivery, origin)) = self.outbox.next_queued() else {
+                break;
+            };
+            match origin {
+                Origin::Kept(seq) => self.send_kept(delivery, seq),
+                Origin::Change(_) | Origin::Passing => {
+                    self.outbox.deliver(&delivery, origin);
+                }
+            }
+            released = true;
+        }
+        released
+    }
+
+    /// Listens to plain-topic messages while the session holds a subscription, and only then: a
+    /// session that only publishes is not woken by every message.
+    pub(super) fn listen_if_subscribed(&mut self) {
+        match (self.grants.len(), &self.messages) {
+            (0, Some(_)) => self.messages = None,
+            (1.., None) => self.messages = Some(self.shared.broker.listen()),
+            _ => {}
+        }
     }
 
     /// Keeps a message in the session's store.
@@ -812,6 +857,16 @@ impl Session {
             let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
         }
         let _ = self.writer.shutdown().await;
+    }
+}
+
+/// The next plain-topic message, if the session listens.
+async fn next_message(
+    messages: &mut Option<bus::Receiver<Message>>,
+) -> Result<Arc<Message>, RecvError> {
+    match messages {
+        Some(messages) => messages.recv().await,
+        None => std::future::pending().await,
     }
 }
 

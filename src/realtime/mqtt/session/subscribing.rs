@@ -23,6 +23,10 @@ impl Session {
         let v5 = self.codec.version() == Version::V5;
         let id = properties.and_then(|p| p.id);
         let catalog = self.shared.realtime.catalog().clone();
+        // Listening before retained messages are read: none published meanwhile is missed.
+        if self.messages.is_none() {
+            self.messages = Some(self.shared.broker.listen());
+        }
         let mut codes = Vec::with_capacity(subscribe.filters.len());
         let mut refusals = Vec::new();
         for request in subscribe.filters {
@@ -93,6 +97,7 @@ impl Session {
             codes.push(code);
         }
         self.save();
+        self.listen_if_subscribed();
         let properties = (v5 && !refusals.is_empty()).then(|| SubAckProperties {
             reason_string: Some(refusals.join("; ")),
             user_properties: Vec::new(),
@@ -165,6 +170,7 @@ impl Session {
             })
             .collect();
         self.save();
+        self.listen_if_subscribed();
         self.outbox.send(Packet::UnsubAck(
             UnsubAck {
                 pkid: unsubscribe.pkid,
