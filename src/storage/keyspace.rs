@@ -67,6 +67,21 @@ impl Keyspace {
         Ok(())
     }
 
+    /// Writes (`Some`) and removes (`None`) these entries at once.
+    pub fn apply(
+        &self,
+        changes: impl IntoIterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
+    ) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in changes {
+            match value {
+                Some(value) => batch.insert(key, value),
+                None => batch.remove(key),
+            }
+        }
+        self.tree.apply_batch(batch).map_err(storage_error)
+    }
+
     /// The entries whose keys start with `prefix`, in key order.
     pub fn scan(&self, prefix: &[u8]) -> impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>> {
         self.tree.scan_prefix(prefix).map(|entry| {

@@ -38,7 +38,7 @@ use super::grants::Grants;
 use super::outbox::{Delivery, Origin, Outbox};
 use super::properties::Forwarded;
 use super::publish::{self, Refusal, Relay};
-use super::sessions::{Kept, KeptGrant, Resumed, Stored};
+use super::sessions::{Kept, KeptGrant, Pending, Resumed, Stored};
 use super::sys::Stats;
 use super::{Connection, Reader, Shared, Writer};
 use crate::access::Identity;
@@ -47,8 +47,9 @@ use crate::error::Chain;
 use crate::events::ChangeKind;
 use crate::realtime::{Item, Subscription};
 
-/// Publishes one connection may have in progress: successive record writes share group commits,
-/// and are still acknowledged in order.
+/// Publishes one connection may have in progress (applied or waiting for their
+/// acknowledgement): successive record writes share group commits, messages kept for absent
+/// clients share fsyncs, and all are still acknowledged in order.
 const MAX_APPLYING: usize = 64;
 /// QoS 1 and 2 publishes a client may have unanswered or awaiting release, at most (MQTT 5
 /// Receive Maximum, given in the CONNACK).
@@ -62,12 +63,20 @@ pub const RESYNC_TOPIC: &str = "$tablecast/resync";
 /// client is connected (it is always saved when the client leaves).
 const SAVE_POSITION_EVERY: Duration = Duration::from_secs(1);
 
-/// A PUBLISH whose effect is known, waiting for its turn to be acknowledged.
+/// A PUBLISH whose effect is known, waiting for its turn to be relayed and acknowledged.
 struct Applied {
     topic: String,
     qos: QoS,
     pkid: u16,
     outcome: Result<Option<Relay>, Refusal>,
+}
+
+/// A PUBLISH relayed, waiting for its turn to be acknowledged.
+struct Answer {
+    topic: String,
+    qos: QoS,
+    pkid: u16,
+    outcome: Result<(), Refusal>,
 }
 
 /// How the connection ended, which decides whether the will is published.
@@ -135,6 +144,7 @@ pub async fn run(
         messages: Some(messages),
         awaiting_release: HashSet::new(),
         applying: FuturesOrdered::new(),
+        answering: FuturesOrdered::new(),
         keep_alive,
         shared: shared.clone(),
         number,
@@ -155,6 +165,7 @@ pub async fn run(
         },
         aliases: HashMap::new(),
         answers_owed: 0,
+        pending: Pending::default(),
     };
     session.outbox.send(accepted);
     session.restore(resumed);
@@ -216,6 +227,9 @@ struct Session {
     awaiting_release: HashSet<u16>,
     /// Publishes being applied, finished in the order they arrived.
     applying: FuturesOrdered<Pin<Box<dyn Future<Output = Applied> + Send>>>,
+    /// Acknowledgements waiting for the messages they relayed to be on disk (kept for absent
+    /// clients), and those behind them, in order.
+    answering: FuturesOrdered<Pin<Box<dyn Future<Output = Answer> + Send>>>,
     keep_alive: Duration,
     shared: Arc<Shared>,
     number: u64,
@@ -232,9 +246,16 @@ struct Session {
     aliases: HashMap<u16, String>,
     /// QoS 1 and 2 publishes received and not yet answered.
     answers_owed: usize,
+    /// Changes to kept QoS 1 messages not yet written.
+    pending: Pending,
 }
 
 impl Session {
+    /// Publishes being applied or waiting for their acknowledgement.
+    fn in_progress(&self) -> usize {
+        self.applying.len() + self.answering.len()
+    }
+
     fn persistent(&self) -> bool {
         self.keeping.expiry > 0
     }
@@ -283,7 +304,7 @@ impl Session {
                     .outbox
                     .resend(&delivery, Origin::Kept(seq), pkid, released)
                 {
-                    self.settled(Some(Origin::Kept(seq)));
+                    self.settled(Some(Origin::Kept(seq)), delivery.qos);
                 }
             }
             self.keeping.next_seq = next_seq;
@@ -339,7 +360,8 @@ impl Session {
     /// The client is gone: a persistent session is kept for its return, with the messages that
     /// reached it and it had not read; any other ends. Queued messages the store keeps stay
     /// there; the others (retained messages due on a subscribe) are not the session's to keep.
-    fn leave(self) {
+    fn leave(mut self) {
+        self.write_pending(true);
         let held = self.grants.iter().count() as u64;
         self.shared
             .stats
@@ -379,7 +401,7 @@ impl Session {
         let mut share = self.shared.intake.share();
         loop {
             // Packets already read, as many as there is room to apply.
-            while self.applying.len() < MAX_APPLYING {
+            while self.in_progress() < MAX_APPLYING {
                 match self.codec.read(&mut input) {
                     Ok(Some(packet)) => {
                         if let Some(end) = self.handle(packet).await {
@@ -414,11 +436,12 @@ impl Session {
                 return end;
             }
             self.save_position();
+            self.write_pending(false);
             if self.release_queued() {
                 continue;
             }
             let room = self.outbox.has_room();
-            let reading = self.applying.len() < MAX_APPLYING;
+            let reading = self.in_progress() < MAX_APPLYING;
             tokio::select! {
                 // Input first: packets that waited while a flush was blocked count for the
                 // keep-alive before its deadline is looked at.
@@ -429,6 +452,13 @@ impl Session {
                 },
                 Some(applied) = self.applying.next(), if !self.applying.is_empty() => {
                     self.finish(applied);
+                    if self.over_quota {
+                        self.disconnect(DisconnectReasonCode::QuotaExceeded).await;
+                        return End::Abrupt;
+                    }
+                }
+                Some(answer) = self.answering.next(), if !self.answering.is_empty() => {
+                    self.answer(answer);
                     if self.over_quota {
                         self.disconnect(DisconnectReasonCode::QuotaExceeded).await;
                         return End::Abrupt;
@@ -462,10 +492,13 @@ impl Session {
         }
     }
 
-    /// Finishes the publishes in progress.
+    /// Finishes the publishes in progress, and their acknowledgements.
     async fn settle(&mut self) {
         while let Some(applied) = self.applying.next().await {
             self.finish(applied);
+        }
+        while let Some(answer) = self.answering.next().await {
+            self.answer(answer);
         }
     }
 
@@ -526,7 +559,7 @@ impl Session {
             }
             Packet::PubAck(ack, _) => {
                 let settled = self.outbox.acknowledged(ack.pkid);
-                self.settled(settled);
+                self.settled(settled, QoS::AtLeastOnce);
             }
             Packet::PubRec(received, _) => {
                 let accepted = matches!(
@@ -534,7 +567,7 @@ impl Session {
                     PubRecReason::Success | PubRecReason::NoMatchingSubscribers
                 );
                 match self.outbox.received(received.pkid, accepted) {
-                    Some((origin, true)) => self.settled(Some(origin)),
+                    Some((origin, true)) => self.settled(Some(origin), QoS::ExactlyOnce),
                     Some((Origin::Kept(seq), false)) if self.persistent() => {
                         // Only the PUBREL is owed now.
                         let released = Stored {
@@ -553,7 +586,7 @@ impl Session {
             }
             Packet::PubComp(completed, _) => {
                 let settled = self.outbox.completed(completed.pkid);
-                self.settled(settled);
+                self.settled(settled, QoS::ExactlyOnce);
             }
             Packet::PubRel(release, _) => {
                 let known = self.awaiting_release.remove(&release.pkid);
@@ -609,23 +642,41 @@ impl Session {
             pkid,
             outcome,
         } = applied;
-        let outcome = match outcome.and_then(|relay| self.relay(relay)) {
-            Ok(true) if qos != QoS::AtMostOnce => {
-                // Kept for an absent client: acknowledged once on disk, still in its turn.
-                let shared = self.shared.clone();
-                self.applying.push_front(Box::pin(async move {
-                    let flushed = shared.broker.sessions().flush().await;
-                    Applied {
-                        topic,
-                        qos,
-                        pkid,
-                        outcome: flushed.map(|()| None).map_err(Refusal::Domain),
-                    }
-                }));
-                return;
-            }
-            outcome => outcome.map(drop),
+        let outcome = outcome.and_then(|relay| self.relay(relay));
+        let kept = matches!(outcome, Ok(true)) && qos != QoS::AtMostOnce;
+        let answer = Answer {
+            topic,
+            qos,
+            pkid,
+            outcome: outcome.map(drop),
         };
+        if kept {
+            // Kept for an absent client: acknowledged once on disk (the fsync is shared with
+            // the publishes around it), still in its turn.
+            let shared = self.shared.clone();
+            self.answering.push_back(Box::pin(async move {
+                let flushed = shared.broker.sessions().flush().await;
+                Answer {
+                    outcome: flushed.map_err(Refusal::Domain),
+                    ..answer
+                }
+            }));
+        } else if !self.answering.is_empty() {
+            self.answering
+                .push_back(Box::pin(std::future::ready(answer)));
+        } else {
+            self.answer(answer);
+        }
+    }
+
+    /// Acknowledges a publish whose turn has come, or logs its refusal.
+    fn answer(&mut self, answer: Answer) {
+        let Answer {
+            topic,
+            qos,
+            pkid,
+            outcome,
+        } = answer;
         if qos != QoS::AtMostOnce {
             self.answers_owed -= 1;
         }
@@ -718,23 +769,41 @@ impl Session {
         if self.persistent() && delivery.qos != QoS::AtMostOnce {
             let seq = self.keeping.next_seq;
             self.keeping.next_seq += 1;
-            self.send_kept(delivery, seq);
+            self.send_kept(delivery, seq, true);
         } else {
             self.outbox.deliver(&delivery, Origin::Passing);
         }
     }
 
-    /// Sends a message the session's store keeps (or is to keep), noting the packet id it goes
-    /// with; one that is not sent (expired, too large for the client) is forgotten.
-    fn send_kept(&mut self, delivery: Delivery, seq: u64) {
+    /// Sends a message the session's store keeps (`fresh`: is to keep), noting the packet id it
+    /// goes with; one that is not sent (expired, too large for the client) is forgotten.
+    fn send_kept(&mut self, delivery: Delivery, seq: u64, fresh: bool) {
+        let qos = delivery.qos;
         match self.outbox.deliver(&delivery, Origin::Kept(seq)) {
-            Some(pkid) => self.keep(&Stored {
-                seq,
-                delivery,
-                pkid,
-                released: false,
-            }),
-            None => self.settled(Some(Origin::Kept(seq))),
+            Some(pkid) => {
+                let stored = Stored {
+                    seq,
+                    delivery,
+                    pkid,
+                    released: false,
+                };
+                match qos {
+                    QoS::ExactlyOnce => self.keep(&stored),
+                    _ => self.pending.keep(stored, fresh),
+                }
+            }
+            None => self.settled(Some(Origin::Kept(seq)), qos),
+        }
+    }
+
+    /// Writes the pending changes to kept messages, if they are due (or `now`).
+    fn write_pending(&mut self, now: bool) {
+        if self.pending.is_empty() || !(now || self.pending.is_due()) {
+            return;
+        }
+        let sessions = self.shared.broker.sessions();
+        if let Err(error) = sessions.write(&self.client_id, &mut self.pending) {
+            tracing::error!(client = %self.client_id, error = %Chain(&error), "could not keep an MQTT session's messages");
         }
     }
 
@@ -772,7 +841,7 @@ impl Session {
                 break;
             };
             match origin {
-                Origin::Kept(seq) => self.send_kept(delivery, seq),
+                Origin::Kept(seq) => self.send_kept(delivery, seq, false),
                 Origin::Change(_) | Origin::Passing => {
                     self.outbox.deliver(&delivery, origin);
                 }
@@ -799,15 +868,21 @@ impl Session {
         }
     }
 
-    /// A delivery was acknowledged: one the store kept is forgotten.
-    fn settled(&mut self, origin: Option<Origin>) {
-        if let Some(Origin::Kept(seq)) = origin
-            && self.persistent()
-            && let Err(error) = self
-                .shared
-                .broker
-                .sessions()
-                .delivered(&self.client_id, seq)
+    /// A delivery at `qos` was acknowledged: one the store kept is forgotten (a QoS 2 one at
+    /// once: it must not come again).
+    fn settled(&mut self, origin: Option<Origin>, qos: QoS) {
+        let Some(Origin::Kept(seq)) = origin.filter(|_| self.persistent()) else {
+            return;
+        };
+        if qos != QoS::ExactlyOnce {
+            self.pending.forget(seq);
+            return;
+        }
+        if let Err(error) = self
+            .shared
+            .broker
+            .sessions()
+            .delivered(&self.client_id, seq)
         {
             tracing::error!(client = %self.client_id, error = %Chain(&error), "could not forget a delivered MQTT message");
         }

@@ -123,6 +123,58 @@ pub struct Stored {
     pub released: bool,
 }
 
+/// Changes to the kept QoS 1 messages of a connected session, written together (every
+/// [`Pending::BATCH`] changes or [`Pending::EVERY`], and when the client leaves) rather than one
+/// at a time: a message delivered and acknowledged in between is never written at all. After a
+/// `kill -9`, at worst a QoS 1 message is delivered again, which QoS 1 allows. QoS 2 messages,
+/// which must never be delivered twice, are kept at once.
+#[derive(Default)]
+pub struct Pending {
+    changes: std::collections::BTreeMap<u64, Change>,
+    /// When the oldest change was made.
+    since: Option<Instant>,
+}
+
+enum Change {
+    /// Keep this message; `true` if the store does not hold it yet.
+    Keep(Stored, bool),
+    Forget,
+}
+
+impl Pending {
+    const BATCH: usize = 256;
+    const EVERY: Duration = Duration::from_secs(1);
+
+    /// Keeps `stored` (`fresh` if the store does not hold it yet).
+    pub fn keep(&mut self, stored: Stored, fresh: bool) {
+        self.since.get_or_insert_with(Instant::now);
+        self.changes.insert(stored.seq, Change::Keep(stored, fresh));
+    }
+
+    /// Forgets the message `seq`, delivered.
+    pub fn forget(&mut self, seq: u64) {
+        self.since.get_or_insert_with(Instant::now);
+        match self.changes.get(&seq) {
+            Some(Change::Keep(_, true)) => {
+                self.changes.remove(&seq);
+            }
+            _ => {
+                self.changes.insert(seq, Change::Forget);
+            }
+        }
+    }
+
+    /// Whether the changes are due to be written.
+    pub fn is_due(&self) -> bool {
+        self.changes.len() >= Self::BATCH
+            || self.since.is_some_and(|at| at.elapsed() >= Self::EVERY)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
 /// A session taken back by its client on reconnect.
 pub struct Resumed {
     pub kept: Kept,
@@ -250,6 +302,20 @@ impl Sessions {
     pub fn discard(&self, client: &str) -> Result<()> {
         self.keyspace.remove_all(&messages_prefix(client))?;
         self.keyspace.remove(&session_key(client))
+    }
+
+    /// Writes what `pending` holds for `client`'s session, and empties it.
+    pub fn write(&self, client: &str, pending: &mut Pending) -> Result<()> {
+        pending.since = None;
+        let changes = std::mem::take(&mut pending.changes);
+        self.keyspace
+            .apply(changes.into_iter().map(|(seq, change)| {
+                let key = message_key(client, seq);
+                match change {
+                    Change::Keep(stored, _) => (key, Some(encode(&stored))),
+                    Change::Forget => (key, None),
+                }
+            }))
     }
 
     /// Waits until what was kept is on disk.
