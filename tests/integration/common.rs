@@ -375,3 +375,19 @@ pub async fn read_until_closed(stream: &mut TcpStream, patience: Duration) -> St
     );
     String::from_utf8_lossy(&received).into_owned()
 }
+
+/// Runs an outside client program (a script of `tests/python` or `tests/js`) to its end and
+/// asserts that it succeeded, showing what it printed if not.
+pub async fn run_client(command: &mut tokio::process::Command, what: &str) {
+    let run = command.kill_on_drop(true).output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .unwrap_or_else(|_| panic!("{what} ends in time"))
+        .unwrap_or_else(|e| panic!("{what} runs: {e}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Fixture, Process, TestServer, put, tablecast_command};
+use crate::common::{Fixture, Process, TestServer, put, run_client, tablecast_command};
 use crate::mqtt::get;
 use crate::mqtt_client::{Client5, Client311, MqttClient, WAIT};
 
@@ -468,22 +468,13 @@ async fn sys_topics_report_the_broker_and_wildcards_do_not_match_them() {
 async fn paho(port: u16, phase: &str) {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/paho_sessions.py");
-    let run = tokio::process::Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(phase)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(WAIT * 2, run)
-        .await
-        .expect("the script ends")
-        .expect("python3 runs");
-    assert!(
-        output.status.success(),
-        "paho {phase}: {}{} (pip install paho-mqtt)",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = tokio::process::Command::new("python3");
+    command.arg(script).arg(port.to_string()).arg(phase);
+    run_client(
+        &mut command,
+        &format!("paho {phase} (pip install paho-mqtt)"),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -9,9 +9,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::browser::{Chromium, next_report, page_server};
-use crate::common::{Fixture, TestServer, put};
+use crate::common::{Fixture, TestServer, put, run_client};
 use crate::mqtt::get;
-use crate::mqtt_client::{Client311, WAIT};
+use crate::mqtt_client::Client311;
 
 /// The JavaScript clients' directory, with MQTT.js installed.
 fn js_clients() -> PathBuf {
@@ -35,21 +35,9 @@ async fn mqtt_js_speaks_over_websocket_with_sessions_tables_and_qos2() {
     let mut listener = Client311::connect(server.mqtt, "tcp-listener").await;
     listener.subscribe("js/#").await;
     let script = js_clients().join("mqtt_ws.mjs");
-    let run = tokio::process::Command::new("node")
-        .arg(&script)
-        .arg(ws_url(&server))
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(WAIT * 2, run)
-        .await
-        .expect("the script ends")
-        .expect("node runs");
-    assert!(
-        output.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let mut command = tokio::process::Command::new("node");
+    command.arg(&script).arg(ws_url(&server));
+    run_client(&mut command, "MQTT.js (tests/js/mqtt_ws.mjs)").await;
     assert_eq!(
         get(&server, "/Item/fromjs").await,
         (200, r#"{"id":"fromjs","name":"from MQTT.js"}"#.to_owned())

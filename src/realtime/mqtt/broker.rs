@@ -24,8 +24,9 @@ use crate::bus::{self, Bus, Footprint, TryRecvError};
 use crate::error::Result;
 use crate::realtime::TopicFilter;
 
-/// Messages buffered for the slowest session before it misses some, and their bytes at most.
-const BUFFER: usize = 4096;
+/// Messages buffered for the slowest session before it misses some, and their bytes at most:
+/// room for a burst of small messages at full speed (the bytes bound the memory).
+const BUFFER: usize = 32_768;
 const BUFFER_BYTES: usize = 64 << 20;
 /// Retained messages kept at most; beyond it a new topic's retained message is refused.
 pub const MAX_RETAINED: usize = 100_000;
