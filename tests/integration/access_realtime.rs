@@ -386,3 +386,49 @@ async fn an_mqtt_publisher_past_its_rate_is_disconnected_with_0x96() {
     let ack = alice.publish("devices/alice/x", b"1", false).await;
     assert_eq!(ack.reason, v5p::PubAckReason::Success);
 }
+
+#[tokio::test]
+async fn a_client_id_and_its_persistent_session_belong_to_their_user() {
+    let Secured { server, .. } = secured().await;
+    let as_user = |user: &'static str, password: &'static str| {
+        move |o: &mut rumqttc::MqttOptions| {
+            o.set_credentials(user, password);
+            o.set_clean_session(false);
+        }
+    };
+    let mut alice =
+        Client311::connect_with(server.mqtt, "phone", as_user("alice", "alice-pw")).await;
+    assert!(matches!(
+        alice.subscribe("devices/alice/#").await,
+        rumqttc::SubscribeReasonCode::Success(_)
+    ));
+    // Another user's client cannot take the connected client id over...
+    let refused = |user, password| async move {
+        let mut options = rumqttc::MqttOptions::new("phone", "127.0.0.1", server.mqtt.port());
+        options.set_credentials(user, password);
+        options.set_clean_session(false);
+        let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+        eventloop.poll().await
+    };
+    let taken = refused("bob", "bob-pw").await;
+    assert!(
+        matches!(
+            taken,
+            Err(rumqttc::ConnectionError::ConnectionRefused(
+                rumqttc::ConnectReturnCode::NotAuthorized
+            ))
+        ),
+        "{taken:?}"
+    );
+    alice.task.abort();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...nor take or end the session it left.
+    let taken = refused("bob", "bob-pw").await;
+    assert!(
+        matches!(taken, Err(rumqttc::ConnectionError::ConnectionRefused(_))),
+        "{taken:?}"
+    );
+    let alice = Client311::connect_with(server.mqtt, "phone", as_user("alice", "alice-pw")).await;
+    assert!(alice.session_present, "still alice's");
+    server.stop().await;
+}

@@ -359,6 +359,106 @@ async fn keep_alive_is_bounded_and_empty_client_ids_are_assigned() {
     server.stop().await;
 }
 
+/// Subscribes with MQTT 5 subscription options.
+async fn subscribe_with(client: &mut Client5, filter: v5p::Filter) -> v5p::SubAck {
+    client
+        .client
+        .subscribe_many([filter])
+        .await
+        .expect("subscribe");
+    client
+        .next_where(|packet| match packet {
+            v5p::Packet::SubAck(ack) => Some(ack),
+            _ => None,
+        })
+        .await
+}
+
+fn options(path: &str, change: impl FnOnce(&mut v5p::Filter)) -> v5p::Filter {
+    let mut filter = v5p::Filter::new(path, Qos5::AtLeastOnce);
+    change(&mut filter);
+    filter
+}
+
+#[tokio::test]
+async fn no_local_retain_as_published_and_retain_handling() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut other = Client5::connect(server.mqtt, "other").await;
+    other.publish("opts/kept", b"retained", true).await;
+
+    // No Local: a client's own messages do not come back to it.
+    let mut talker = Client5::connect(server.mqtt, "talker").await;
+    let no_local = options("opts/chat", |f| {
+        f.nolocal = true;
+        f.retain_forward_rule = v5p::RetainForwardRule::Never;
+    });
+    subscribe_with(&mut talker, no_local).await;
+    talker.publish("opts/chat", b"mine", false).await;
+    other.publish("opts/chat", b"theirs", false).await;
+    assert_eq!(&talker.next_publish().await.payload[..], b"theirs");
+
+    // Retain Handling 0 sends retained messages on every subscribe; 1 on a new subscription
+    // only; 2 never.
+    let mut reader = Client5::connect(server.mqtt, "reader").await;
+    let handling = |rule| options("opts/kept", |f| f.retain_forward_rule = rule);
+    subscribe_with(
+        &mut reader,
+        handling(v5p::RetainForwardRule::OnEverySubscribe),
+    )
+    .await;
+    assert!(reader.next_publish().await.retain);
+    subscribe_with(
+        &mut reader,
+        handling(v5p::RetainForwardRule::OnEverySubscribe),
+    )
+    .await;
+    assert!(
+        reader.next_publish().await.retain,
+        "again, on every subscribe"
+    );
+    subscribe_with(
+        &mut reader,
+        handling(v5p::RetainForwardRule::OnNewSubscribe),
+    )
+    .await;
+    assert!(
+        maybe_publish(&mut reader, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    let mut late = Client5::connect(server.mqtt, "late").await;
+    subscribe_with(&mut late, handling(v5p::RetainForwardRule::Never)).await;
+    assert!(
+        maybe_publish(&mut late, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+
+    // Retain As Published: a live retained message keeps its flag only for those who ask.
+    let mut keeper = Client5::connect(server.mqtt, "keeper").await;
+    let as_published = options("opts/live", |f| f.preserve_retain = true);
+    subscribe_with(&mut keeper, as_published).await;
+    let mut plain = Client5::connect(server.mqtt, "plain").await;
+    subscribe_with(&mut plain, options("opts/live", |_| {})).await;
+    other.publish("opts/live", b"now", true).await;
+    assert!(keeper.next_publish().await.retain);
+    assert!(!plain.next_publish().await.retain);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_connect_is_a_protocol_error_and_the_server_goes_on() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let mut stream = raw_v5_connect(&server, "twice").await;
+    let again = [0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'x'];
+    stream.write_all(&frame(0x10, &again)).await.expect("write");
+    assert_eq!(disconnect_reason(&mut stream).await, 0x82);
+    Client5::connect(server.mqtt, "after").await;
+    server.stop().await;
+}
+
 fn frame(header: u8, body: &[u8]) -> Vec<u8> {
     let mut packet = vec![header];
     let mut length = body.len();

@@ -176,19 +176,28 @@ async fn a_persistent_session_survives_a_restart_and_a_kill() {
     let server = fixture.start().await;
     let mut device = persistent_311(server.mqtt, "sensor-7").await;
     subscribe_311(&mut device, "alerts/#", rumqttc::QoS::ExactlyOnce).await;
+    subscribe_311(&mut device, "Item/+", rumqttc::QoS::AtLeastOnce).await;
     vanish(device);
     publish_from(server.mqtt, "alerts/fire", &["drill"]).await;
+    put(&server, "/Item/while-away", json!({"name": "changed"})).await;
     server.stop().await;
 
-    // After a clean restart.
+    // After a clean restart: the kept message, and the table's change from the change log.
     let server = fixture.start().await;
     let mut device = persistent_311(server.mqtt, "sensor-7").await;
     assert!(device.session_present);
-    let kept = device.next_publish().await;
+    let mut heard = [device.next_publish().await, device.next_publish().await];
+    heard.sort_by(|a, b| a.topic.cmp(&b.topic));
+    let (table, kept) = (&heard[0], &heard[1]);
     assert_eq!(
         (kept.topic.as_str(), &kept.payload[..], kept.qos),
         ("alerts/fire", &b"drill"[..], rumqttc::QoS::AtLeastOnce),
         "at the publish's QoS, below the subscription's"
+    );
+    assert_eq!(
+        (table.topic.as_str(), table.retain),
+        ("Item/while-away", false),
+        "a change, not a current value"
     );
     device.leave().await;
     server.stop().await;

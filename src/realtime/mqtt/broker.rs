@@ -116,6 +116,8 @@ pub struct Broker {
 /// The connection a client id is served on.
 struct Connected {
     session: u64,
+    /// The user connected under the client id (`None`: anonymous).
+    owner: Option<String>,
     /// Cancelled when another connection takes the client id over.
     end: CancellationToken,
     /// Held by the connection serving the client id: one serves it at a time, and the next
@@ -289,15 +291,17 @@ impl Broker {
         Ok(kept)
     }
 
-    /// Starts serving client id `client` on the connection: its session if it kept one (unless
-    /// `clean`), and the plain-topic messages published from now on.
+    /// Starts serving client id `client`, connected as user `owner`, on the connection: its
+    /// session if it kept one (unless `clean`), and the plain-topic messages published from now
+    /// on. Fails with [`Error::Forbidden`] if the kept session is another user's.
     pub fn resume(
         &self,
         client: &str,
         clean: bool,
+        owner: Option<&str>,
     ) -> Result<(Option<Resumed>, bus::Receiver<Message>)> {
         let mut away = self.sessions.lock();
-        let resumed = away.resume(client, clean)?;
+        let resumed = away.resume(client, clean, owner)?;
         if resumed.is_none() {
             // A session that ended leaves its groups.
             self.quit(None, client);
@@ -357,26 +361,20 @@ impl Broker {
             .collect()
     }
 
-    /// Registers `client_id` as connected in session `session`, with a clean start or not, and
-    /// waits for its turn: a session already connected under that id is told to end, and
-    /// finishes first; a will waiting for its delay is published at once or not at all.
+    /// Registers `client_id` as connected in session `session`, by user `owner`, with a clean
+    /// start or not, and waits for its turn: a session already connected under that id is told
+    /// to end, and finishes first; a will waiting for its delay is published at once or not at
+    /// all. `None` if another user's client is connected under that id: it is not taken over.
     pub async fn connect(
         &self,
         client_id: &str,
-        (session, clean_start): (u64, bool),
+        (session, clean_start, owner): (u64, bool, Option<&str>),
         end: CancellationToken,
-    ) -> Turn {
-        let will = self
-            .wills
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(client_id);
-        if let Some(will) = will {
-            let _ = will.send(clean_start);
-        }
+    ) -> Option<Turn> {
         let turn = {
             let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
             let turn = match clients.get(client_id) {
+                Some(previous) if previous.owner.as_deref() != owner => return None,
                 Some(previous) => {
                     previous.end.cancel();
                     previous.turn.clone()
@@ -385,19 +383,32 @@ impl Broker {
             };
             let connected = Connected {
                 session,
+                owner: owner.map(str::to_owned),
                 end,
                 turn: turn.clone(),
             };
             clients.insert(client_id.to_owned(), connected);
             turn
         };
-        turn.lock_owned().await
+        let turn = turn.lock_owned().await;
+        // After the turn: the previous connection defers its will before it lets go.
+        let will = self
+            .wills
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(client_id);
+        if let Some(will) = will {
+            let _ = will.send(clean_start);
+        }
+        Some(turn)
     }
 
     /// Registers the will of `client_id` as waiting for its delay.
     pub fn defer_will(&self, client_id: &str) -> oneshot::Receiver<bool> {
         let (returned, waiting) = oneshot::channel();
         let mut wills = self.wills.lock().unwrap_or_else(PoisonError::into_inner);
+        // Wills already published (their waiting ended) are forgotten.
+        wills.retain(|_, returned| !returned.is_closed());
         wills.insert(client_id.to_owned(), returned);
         waiting
     }

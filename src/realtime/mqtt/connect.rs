@@ -229,6 +229,11 @@ fn looks_like_token(password: &str) -> bool {
     password.starts_with("eyJ") && password.matches('.').count() == 2
 }
 
+/// The CONNACK code that refuses a client id held by another user.
+pub fn not_yours(version: Version) -> ConnectReturnCode {
+    refusal(version, ErrorCode::Forbidden)
+}
+
 /// The CONNACK code of a refusal, in the client's protocol (3.1.1 has codes 1 to 5 only).
 fn refusal(version: Version, code: ErrorCode) -> ConnectReturnCode {
     match (version, code) {
@@ -272,7 +277,7 @@ pub fn max_packet(max_body: usize) -> usize {
 }
 
 /// Answers a CONNECT with a refusal; the connection then closes.
-async fn refuse(codec: &Codec, writer: &mut Writer, code: ConnectReturnCode) {
+pub async fn refuse(codec: &Codec, writer: &mut Writer, code: ConnectReturnCode) {
     let mut out = BytesMut::new();
     let refused = Packet::ConnAck(
         ConnAck {

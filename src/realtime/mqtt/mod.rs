@@ -188,8 +188,11 @@ impl Mqtt {
         let tls_listener = listeners.tls.as_ref().map(|(listener, _)| listener);
         let acceptor = listeners.tls.as_ref().map(|(_, acceptor)| acceptor.clone());
         let mut expiry_check = tokio::time::interval(EXPIRY_CHECK);
+        // The statistics are there, retained, before the first client connects.
         let started = std::time::Instant::now();
-        let mut sys_interval = tokio::time::interval(sys::SYS_INTERVAL);
+        sys::publish(&shared.broker, &shared.stats, started);
+        let next = tokio::time::Instant::now() + sys::SYS_INTERVAL;
+        let mut sys_interval = tokio::time::interval_at(next, sys::SYS_INTERVAL);
         loop {
             let (accepted, over_tls) = tokio::select! {
                 accepted = accept(listeners.plain.as_ref()) => (accepted, false),

@@ -14,6 +14,9 @@ use super::sys::Stats;
 
 /// QoS 1 and 2 deliveries awaiting acknowledgement, at most (lower if the client asks).
 const MAX_IN_FLIGHT: u16 = 1024;
+/// Deliveries waiting for room in the window, at most: as many as the broker may retain, so
+/// one subscription gets them all, while SUBSCRIBE after SUBSCRIBE cannot grow it further.
+pub const MAX_QUEUED: usize = super::broker::MAX_RETAINED;
 
 /// A message to deliver.
 #[derive(Clone, Debug, Default)]
@@ -135,7 +138,9 @@ impl Outbox {
             properties,
             subscription_ids,
         } = delivery;
-        if properties.as_ref().is_some_and(|p| p.expired()) {
+        // A message whose delivery began is sent again even if it expired since (MQTT 5,
+        // 3.3.2.3.3).
+        if !dup && properties.as_ref().is_some_and(|p| p.expired()) {
             return false;
         }
         let properties = match properties {
@@ -163,9 +168,14 @@ impl Outbox {
         true
     }
 
-    /// Keeps a delivery until the window has room.
-    pub fn queue(&mut self, delivery: Delivery, origin: Origin) {
+    /// Keeps a delivery until the window has room; false if [`MAX_QUEUED`] are waiting
+    /// already.
+    pub fn queue(&mut self, delivery: Delivery, origin: Origin) -> bool {
+        if self.queued.len() >= MAX_QUEUED {
+            return false;
+        }
         self.queued.push_back((delivery, origin));
+        true
     }
 
     /// Whether the window has room for another acknowledged delivery.

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use super::broker::{Message, Publisher};
 use super::codec::{self, Codec, CodecError, Version};
 use super::connect::{self, Will};
-use super::grants::Grants;
+use super::grants::{Grants, lower};
 use super::outbox::{Delivery, Origin, Outbox};
 use super::properties::Forwarded;
 use super::publish::{self, Refusal, Relay};
@@ -43,7 +43,7 @@ use super::sys::Stats;
 use super::{Connection, Reader, Shared, Writer};
 use crate::access::Identity;
 use crate::bus::{self, RecvError, TryRecvError};
-use crate::error::Chain;
+use crate::error::{Chain, Error};
 use crate::events::ChangeKind;
 use crate::realtime::{Item, Subscription};
 
@@ -105,15 +105,36 @@ pub async fn run(
         return;
     };
     let taken_over = CancellationToken::new();
-    let _turn = shared
+    let owner = client.identity.user.as_deref();
+    let connecting = (number, client.clean_start, owner);
+    let turn = shared
         .broker
-        .connect(&client.id, (number, client.clean_start), taken_over.clone())
+        .connect(&client.id, connecting, taken_over.clone());
+    let Some(_turn) = turn.await else {
+        tracing::warn!(client = %client.id, "refusing an MQTT connection: another user's client is connected under its client id");
+        connect::refuse(
+            &client.codec,
+            &mut writer,
+            connect::not_yours(client.codec.version()),
+        )
         .await;
-    let (resumed, messages) = match shared.broker.resume(&client.id, client.clean_start) {
+        return;
+    };
+    let (resumed, messages) = match shared.broker.resume(&client.id, client.clean_start, owner) {
         Ok(resumed) => resumed,
         Err(error) => {
-            tracing::error!(client = %client.id, error = %Chain(&error), "could not read a persistent MQTT session");
             shared.broker.disconnect(&client.id, number);
+            if let Error::Forbidden(why) = &error {
+                tracing::warn!(client = %client.id, "refusing an MQTT connection: {why}");
+                connect::refuse(
+                    &client.codec,
+                    &mut writer,
+                    connect::not_yours(client.codec.version()),
+                )
+                .await;
+            } else {
+                tracing::error!(client = %client.id, error = %Chain(&error), "could not read a persistent MQTT session");
+            }
             return;
         }
     };
@@ -143,6 +164,7 @@ pub async fn run(
         subscription: shared.realtime.subscribe(identity.clone()),
         messages: Some(messages),
         awaiting_release: HashSet::new(),
+        receiving: HashSet::new(),
         applying: FuturesOrdered::new(),
         answering: FuturesOrdered::new(),
         keep_alive,
@@ -225,6 +247,8 @@ struct Session {
     messages: Option<bus::Receiver<Message>>,
     /// QoS 2 publishes received and answered with PUBREC, awaiting PUBREL.
     awaiting_release: HashSet<u16>,
+    /// QoS 2 publishes received and not yet answered: a resent copy is not applied again.
+    receiving: HashSet<u16>,
     /// Publishes being applied, finished in the order they arrived.
     applying: FuturesOrdered<Pin<Box<dyn Future<Output = Applied> + Send>>>,
     /// Acknowledgements waiting for the messages they relayed to be on disk (kept for absent
@@ -272,7 +296,13 @@ impl Session {
         }) = resumed
         {
             let catalog = self.shared.realtime.catalog().clone();
+            let v5 = self.codec.version() == Version::V5;
             for grant in kept.grants.iter().filter_map(KeptGrant::grant) {
+                // What the client may subscribe to may have changed since (the access file).
+                if let Err((_, why)) = self.permitted(grant.filter.clone(), v5) {
+                    tracing::warn!(client = %self.client_id, filter = %grant.filter, "a persistent session's subscription is no longer allowed: {why}");
+                    continue;
+                }
                 let filter = grant.filter.clone();
                 let shared = grant.share.is_some();
                 self.shared.broker.join(&grant, &self.client_id);
@@ -299,6 +329,7 @@ impl Session {
             } in messages
             {
                 if pkid == 0 {
+                    // At most --mqtt-max-queued of them, and still kept if not queued now.
                     self.outbox.queue(delivery, Origin::Kept(seq));
                 } else if !self
                     .outbox
@@ -332,6 +363,7 @@ impl Session {
             awaiting_release: self.awaiting_release.iter().copied().collect(),
             left_at: None,
             dropped: 0,
+            owner: self.identity.user.clone(),
         }
     }
 
@@ -526,7 +558,11 @@ impl Session {
                         return Some(End::Abrupt);
                     }
                 };
-                let resent = qos == QoS::ExactlyOnce && self.awaiting_release.contains(&pkid);
+                let resent = qos == QoS::ExactlyOnce
+                    && (self.awaiting_release.contains(&pkid) || self.receiving.contains(&pkid));
+                if qos == QoS::ExactlyOnce && !resent {
+                    self.receiving.insert(pkid);
+                }
                 if qos != QoS::AtMostOnce {
                     let in_progress = self.answers_owed + self.awaiting_release.len();
                     if !resent && in_progress >= RECEIVE_MAXIMUM {
@@ -680,6 +716,9 @@ impl Session {
         if qos != QoS::AtMostOnce {
             self.answers_owed -= 1;
         }
+        if qos == QoS::ExactlyOnce {
+            self.receiving.remove(&pkid);
+        }
         if let Err(refusal) = &outcome {
             refusal.log(&self.client_id, &topic);
             let v311 = self.codec.version() == Version::V311;
@@ -710,6 +749,16 @@ impl Session {
         relay.map_or(Ok(false), |relay| publish::relay(&self.shared, relay))
     }
 
+    /// The QoS a table's record goes at by a grant of `granted`. A persistent session gets them
+    /// at QoS 1 at most: a reconnect replays changes from the change log, which is at least
+    /// once, not exactly once.
+    pub(super) fn table_qos(&self, granted: QoS) -> QoS {
+        match self.persistent() {
+            true => lower(granted, QoS::AtLeastOnce),
+            false => granted,
+        }
+    }
+
     /// Sends a subscription item to the client.
     fn deliver_item(&mut self, item: &Item) {
         let (event, current) = match item {
@@ -729,7 +778,7 @@ impl Session {
                     let delivery = Delivery {
                         topic: RESYNC_TOPIC.to_owned(),
                         payload: bytes::Bytes::from_static(br#"{"type":"resync"}"#),
-                        qos: granted.qos,
+                        qos: self.table_qos(granted.qos),
                         subscription_ids: granted.subscription_ids,
                         ..Delivery::default()
                     };
@@ -752,7 +801,7 @@ impl Session {
         let delivery = Delivery {
             topic: format!("{}/{}", event.table, event.id),
             payload: event.value.clone().unwrap_or_default(),
-            qos: granted.qos,
+            qos: self.table_qos(granted.qos),
             retain: current || retain,
             properties: None,
             subscription_ids: granted.subscription_ids,
@@ -924,14 +973,16 @@ impl Session {
             self.outbox
                 .send(Packet::Disconnect(disconnect, Some(properties)));
         }
-        if let Some(out) = self.outbox.take() {
-            let written = async {
+        // Bounded: a dead peer must not hold the client id's turn for TCP's retransmission time.
+        let out = self.outbox.take();
+        let goodbye = async {
+            if let Some(out) = out {
                 self.writer.write_all(&out).await?;
-                self.writer.flush().await
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
-        }
-        let _ = self.writer.shutdown().await;
+                self.writer.flush().await?;
+            }
+            self.writer.shutdown().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), goodbye).await;
     }
 }
 

@@ -27,7 +27,7 @@ use super::broker::Message;
 use super::grants::{Grant, Grants};
 use super::outbox::Delivery;
 use super::properties::Forwarded;
-use crate::error::{Chain, Result};
+use crate::error::{Chain, Error, Result};
 use crate::storage::Keyspace;
 
 /// The keyspace persistent sessions are kept in.
@@ -59,6 +59,10 @@ pub struct Kept {
     pub left_at: Option<u64>,
     /// Messages dropped because the session kept as many as it may.
     pub dropped: u64,
+    /// The user whose session it is (`None`: anonymous): another user's client with the same
+    /// client id does not get it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// A subscription as kept in the store.
@@ -125,9 +129,11 @@ pub struct Stored {
 
 /// Changes to the kept QoS 1 messages of a connected session, written together (every
 /// [`Pending::BATCH`] changes or [`Pending::EVERY`], and when the client leaves) rather than one
-/// at a time: a message delivered and acknowledged in between is never written at all. After a
-/// `kill -9`, at worst a QoS 1 message is delivered again, which QoS 1 allows. QoS 2 messages,
-/// which must never be delivered twice, are kept at once.
+/// at a time: a message delivered and acknowledged in between is never written at all. QoS 2
+/// messages, which must never be delivered twice, are written at once. Neither waits for the
+/// disk: after a `kill -9`, the QoS 1 messages in flight to a connected client in its last
+/// second or so may be lost or delivered again, unlike those kept for an absent client, which
+/// are on disk before their publisher's acknowledgement.
 #[derive(Default)]
 pub struct Pending {
     changes: std::collections::BTreeMap<u64, Change>,
@@ -187,7 +193,9 @@ pub struct Resumed {
 /// A session whose client is away.
 struct Away {
     grants: Grants,
-    /// The sequence numbers of its kept messages, oldest first.
+    /// The sequence numbers of its kept messages not yet sent, oldest first: those that may be
+    /// dropped to make room (one sent and not yet acknowledged holds its packet id and, at QoS
+    /// 2, an exchange the client may be in the middle of).
     seqs: VecDeque<u64>,
     next_seq: u64,
     /// When it ends.
@@ -233,12 +241,7 @@ impl Sessions {
                 expired.push(client);
                 continue;
             };
-            let mut seqs = VecDeque::new();
-            for message in keyspace.scan(&messages_prefix(&client)) {
-                let (key, _) = message?;
-                seqs.push_back(seq_of(&key));
-            }
-            let next_seq = seqs.back().map_or(1, |last| last + 1);
+            let (seqs, next_seq) = queued(&keyspace, &client)?;
             let grants = kept.grants.grants();
             away.insert(
                 client,
@@ -349,22 +352,39 @@ impl AwayGuard<'_> {
     }
 
     /// Takes session `client` back for its reconnecting client, or ends it if `clean`; `None`
-    /// if it had none (left).
-    pub fn resume(&mut self, client: &str, clean: bool) -> Result<Option<Resumed>> {
-        let away = self.away.remove(client);
+    /// if it had none (left). Another user's session is neither taken nor ended
+    /// ([`Error::Forbidden`]).
+    pub fn resume(
+        &mut self,
+        client: &str,
+        clean: bool,
+        owner: Option<&str>,
+    ) -> Result<Option<Resumed>> {
         let sessions = self.sessions;
         let stored = sessions.keyspace.get(&session_key(client))?;
+        let kept = stored
+            .as_ref()
+            .map(|stored| serde_json::from_slice::<Kept>(stored).unwrap_or_default());
+        if let Some(kept) = &kept
+            && kept.owner.as_deref() != owner
+        {
+            return Err(Error::Forbidden(format!(
+                "client id `{client}` names another user's persistent session"
+            )));
+        }
         if clean {
             if stored.is_some() {
                 sessions.discard(client)?;
             }
+            self.away.remove(client);
             return Ok(None);
         }
-        let Some(stored) = stored else {
+        if stored.is_none() {
+            self.away.remove(client);
             return Ok(None);
-        };
-        let mut kept: Kept = serde_json::from_slice(&stored).unwrap_or_default();
-        if let Some(away) = &away {
+        }
+        let mut kept = kept.unwrap_or_default();
+        if let Some(away) = self.away.get(client) {
             kept.dropped = away.dropped;
         }
         let mut messages = Vec::new();
@@ -375,6 +395,8 @@ impl AwayGuard<'_> {
                 None => tracing::warn!(client, "dropping an unreadable kept MQTT message"),
             }
         }
+        // Only now that it was read: on a failure it stays away, and keeps what comes.
+        let away = self.away.remove(client);
         let next_seq = messages.last().map_or(1, |last| last.seq + 1);
         let next_seq = away.map_or(next_seq, |away| away.next_seq.max(next_seq));
         Ok(Some(Resumed {
@@ -397,14 +419,11 @@ impl AwayGuard<'_> {
         let limits = sessions.limits;
         kept.left_at = Some(epoch_ms());
         let expiry = Duration::from_secs(u64::from(kept.expiry)).min(limits.max_expiry);
-        let mut seqs = VecDeque::new();
-        for entry in sessions.keyspace.scan(&messages_prefix(client)) {
-            seqs.push_back(seq_of(&entry?.0));
-        }
+        let (seqs, last_seq) = queued(&sessions.keyspace, client)?;
         let mut away = Away {
             grants: kept.grants.grants(),
             seqs,
-            next_seq,
+            next_seq: next_seq.max(last_seq),
             expires_at: Instant::now() + expiry,
             dropped: kept.dropped,
         };
@@ -488,6 +507,23 @@ impl Away {
         self.seqs.push_back(seq);
         Ok(())
     }
+}
+
+/// The sequence numbers of `client`'s kept messages not yet sent, oldest first, and the
+/// sequence number after the last of all its kept messages.
+fn queued(keyspace: &Keyspace, client: &str) -> Result<(VecDeque<u64>, u64)> {
+    let mut seqs = VecDeque::new();
+    let mut next = 1;
+    for entry in keyspace.scan(&messages_prefix(client)) {
+        let (key, value) = entry?;
+        let seq = seq_of(&key);
+        next = seq + 1;
+        // The packet id: bytes 2 and 3, 0 until sent.
+        if value.get(2..4) == Some(&[0, 0]) {
+            seqs.push_back(seq);
+        }
+    }
+    Ok((seqs, next))
 }
 
 fn epoch_ms() -> u64 {

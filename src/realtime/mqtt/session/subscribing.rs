@@ -9,7 +9,7 @@ use super::Session;
 use crate::realtime::TopicFilter;
 use crate::realtime::mqtt::codec::Version;
 use crate::realtime::mqtt::grants;
-use crate::realtime::mqtt::outbox::{Delivery, Origin};
+use crate::realtime::mqtt::outbox::{Delivery, MAX_QUEUED, Origin};
 use crate::realtime::mqtt::sys::Stats;
 
 impl Session {
@@ -71,15 +71,19 @@ impl Session {
                     }
                     if send_current {
                         for (topic, payload) in self.shared.broker.retained(&filter) {
+                            // Not kept by the session: at QoS 1 at most, as table records.
                             let delivery = Delivery {
                                 topic,
                                 payload,
-                                qos,
+                                qos: self.table_qos(qos),
                                 retain: true,
                                 subscription_ids: id.into_iter().collect(),
                                 ..Delivery::default()
                             };
-                            self.outbox.queue(delivery, Origin::Passing);
+                            if !self.outbox.queue(delivery, Origin::Passing) {
+                                tracing::warn!(client = %self.client_id, "an MQTT client has {MAX_QUEUED} deliveries waiting; retained messages of `{filter}` were not sent");
+                                break;
+                            }
                         }
                     }
                     SubscribeReasonCode::Success(qos)
@@ -114,7 +118,7 @@ impl Session {
     /// `filter`, if the client's identity may subscribe to it: a table's topics need read access
     /// to the table (the records delivered are then those it may read); any other filter, one
     /// of the role's plain MQTT topics.
-    fn permitted(
+    pub(super) fn permitted(
         &self,
         filter: TopicFilter,
         v5: bool,
