@@ -121,6 +121,55 @@ async fn properties_travel_unchanged_and_expiry_counts_down() {
 }
 
 #[tokio::test]
+async fn retained_messages_keep_their_qos_and_properties_and_expire() {
+    let fixture = Fixture::new();
+    let server = fixture.start().await;
+    let publisher = Client5::connect(server.mqtt, "publisher").await;
+    let typed = v5p::PublishProperties {
+        content_type: Some("text/plain".to_owned()),
+        ..v5p::PublishProperties::default()
+    };
+    let brief = v5p::PublishProperties {
+        message_expiry_interval: Some(1),
+        ..v5p::PublishProperties::default()
+    };
+    publisher
+        .client
+        .publish_with_properties("kept/typed", Qos5::AtMostOnce, true, "hello", typed)
+        .await
+        .expect("publish");
+    publisher
+        .client
+        .publish_with_properties("kept/brief", Qos5::AtMostOnce, true, "soon gone", brief)
+        .await
+        .expect("publish");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut late = Client5::connect(server.mqtt, "late").await;
+    subscribe(&mut late, "kept/+", Qos5::ExactlyOnce, None).await;
+    let retained = late.next_publish().await;
+    assert_eq!(
+        &retained.topic[..],
+        b"kept/typed",
+        "the expired one is gone"
+    );
+    assert_eq!(
+        retained.qos,
+        Qos5::AtMostOnce,
+        "at the QoS it was published at"
+    );
+    assert_eq!(
+        retained.properties.and_then(|p| p.content_type).as_deref(),
+        Some("text/plain")
+    );
+    assert!(
+        maybe_publish(&mut late, Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn topic_aliases_stand_for_topics_a_client_set() {
     let fixture = Fixture::new();
     let server = fixture.start().await;

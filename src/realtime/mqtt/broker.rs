@@ -128,8 +128,14 @@ struct Connected {
 /// A client id's turn to be served, held while its connection lasts.
 pub type Turn = tokio::sync::OwnedMutexGuard<()>;
 
-/// A retained message: its payload, and the client that retained it.
-type RetainedMessage = (Bytes, Arc<str>);
+/// A retained message, and the client that retained it.
+struct RetainedMessage {
+    payload: Bytes,
+    owner: Arc<str>,
+    /// The QoS it was published at: later subscribers get it at no higher.
+    qos: QoS,
+    properties: Option<Arc<Forwarded>>,
+}
 
 /// The retained messages, by topic, with what each client's hold.
 #[derive(Default)]
@@ -141,19 +147,20 @@ struct Retained {
 }
 
 impl Retained {
-    /// Keeps `payload` as the retained message of `topic`, from `client`, within the limits.
-    fn keep(&mut self, topic: &str, payload: Bytes, client: &Arc<str>) -> Result<(), String> {
+    /// Keeps `kept` as the retained message of `topic`, within the limits.
+    fn keep(&mut self, topic: &str, kept: RetainedMessage) -> Result<(), String> {
         let limits = self.limits.expect("the broker sets its limits");
-        let size = topic.len() + payload.len();
+        let client = &kept.owner;
+        let size = topic.len() + kept.payload.len();
         let replaced = self.messages.get(topic);
         if replaced.is_none() && self.messages.len() >= MAX_RETAINED {
             return Err(format!(
                 "the broker already keeps {MAX_RETAINED} retained messages"
             ));
         }
-        let freed = replaced.map_or(0, |(old, _)| topic.len() + old.len());
+        let freed = replaced.map_or(0, |old| topic.len() + old.payload.len());
         let freed_here = replaced
-            .filter(|(_, owner)| owner == client)
+            .filter(|old| old.owner == *client)
             .map_or(0, |_| freed);
         let held = self.by_client.get(client).copied().unwrap_or(0);
         if held - freed_here + size > limits.bytes_per_client {
@@ -171,13 +178,12 @@ impl Retained {
         self.clear(topic);
         self.bytes += size;
         *self.by_client.entry(client.clone()).or_default() += size;
-        self.messages
-            .insert(topic.to_owned(), (payload, client.clone()));
+        self.messages.insert(topic.to_owned(), kept);
         Ok(())
     }
 
     fn clear(&mut self, topic: &str) {
-        if let Some((payload, owner)) = self.messages.remove(topic) {
+        if let Some(RetainedMessage { payload, owner, .. }) = self.messages.remove(topic) {
             let size = topic.len() + payload.len();
             self.bytes -= size;
             if let Some(held) = self.by_client.get_mut(&owner) {
@@ -278,8 +284,13 @@ impl Broker {
             if message.payload.is_empty() {
                 retained.clear(&message.topic);
             } else {
-                let payload = message.payload.clone();
-                retained.keep(&message.topic, payload, &message.from.client)?;
+                let kept = RetainedMessage {
+                    payload: message.payload.clone(),
+                    owner: message.from.client.clone(),
+                    qos: message.qos,
+                    properties: message.properties.clone(),
+                };
+                retained.keep(&message.topic, kept)?;
             }
         }
         // A session moves between away and connected under this lock: it gets each message
@@ -342,23 +353,42 @@ impl Broker {
         self.messages.subscribe()
     }
 
-    /// The retained messages whose topics `filter` matches.
-    pub fn retained(&self, filter: &TopicFilter) -> Vec<(String, Bytes)> {
-        let retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
-        let retained = &retained.messages;
+    /// The retained messages whose topics `filter` matches, as they were published (those
+    /// whose Message Expiry Interval has passed are cleared instead).
+    pub fn retained(&self, filter: &TopicFilter) -> Vec<Delivery> {
+        let mut retained = self.retained.lock().unwrap_or_else(PoisonError::into_inner);
+        let messages = &retained.messages;
         let range: Box<dyn Iterator<Item = (&String, &RetainedMessage)>> = match filter.first() {
             // Topics of one first level sit together in the ordered map.
             Some(first) => Box::new(
-                retained
+                messages
                     .range(first.to_owned()..)
                     .take_while(move |(topic, _)| topic.starts_with(first)),
             ),
-            None => Box::new(retained.iter()),
+            None => Box::new(messages.iter()),
         };
-        range
+        let (expired, live): (Vec<_>, Vec<_>) = range
             .filter(|(topic, _)| filter.matches(topic))
-            .map(|(topic, (payload, _))| (topic.clone(), payload.clone()))
-            .collect()
+            .partition(|(_, kept)| kept.properties.as_ref().is_some_and(|p| p.expired()));
+        let deliveries = live
+            .into_iter()
+            .map(|(topic, kept)| Delivery {
+                topic: topic.clone(),
+                payload: kept.payload.clone(),
+                qos: kept.qos,
+                retain: true,
+                properties: kept.properties.clone(),
+                subscription_ids: Vec::new(),
+            })
+            .collect();
+        let expired: Vec<String> = expired
+            .into_iter()
+            .map(|(topic, _)| topic.clone())
+            .collect();
+        for topic in expired {
+            retained.clear(&topic);
+        }
+        deliveries
     }
 
     /// Registers `client_id` as connected in session `session`, by user `owner`, with a clean
@@ -509,7 +539,7 @@ mod tests {
         broker.publish(from("b", "t1", b"", true)).unwrap();
         broker.publish(from("a", "t4", b"12345678", true)).unwrap();
         let all = broker.retained(&TopicFilter::parse("#").unwrap());
-        let topics: Vec<&str> = all.iter().map(|(t, _)| t.as_str()).collect();
+        let topics: Vec<&str> = all.iter().map(|d| d.topic.as_str()).collect();
         assert_eq!(topics, ["t2", "t3", "t4"]);
     }
 
@@ -527,7 +557,7 @@ mod tests {
             broker
                 .retained(&filter)
                 .into_iter()
-                .map(|(t, _)| t)
+                .map(|d| d.topic)
                 .collect()
         };
         assert_eq!(topics("chat/+"), ["chat/a"]);

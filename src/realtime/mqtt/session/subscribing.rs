@@ -8,7 +8,7 @@ use rumqttd::protocol::{
 use super::Session;
 use crate::realtime::TopicFilter;
 use crate::realtime::mqtt::codec::Version;
-use crate::realtime::mqtt::grants;
+use crate::realtime::mqtt::grants::{self, lower};
 use crate::realtime::mqtt::outbox::{Delivery, MAX_QUEUED, Origin};
 use crate::realtime::mqtt::sys::Stats;
 
@@ -70,15 +70,13 @@ impl Session {
                         }
                     }
                     if send_current {
-                        for (topic, payload) in self.shared.broker.retained(&filter) {
-                            // Not kept by the session: at QoS 1 at most, as table records.
+                        for retained in self.shared.broker.retained(&filter) {
+                            // At the lower of its QoS and the grant's; not kept by the session,
+                            // so at QoS 1 at most, as table records.
                             let delivery = Delivery {
-                                topic,
-                                payload,
-                                qos: self.table_qos(qos),
-                                retain: true,
+                                qos: self.table_qos(lower(retained.qos, qos)),
                                 subscription_ids: id.into_iter().collect(),
-                                ..Delivery::default()
+                                ..retained
                             };
                             if !self.outbox.queue(delivery, Origin::Passing) {
                                 tracing::warn!(client = %self.client_id, "an MQTT client has {MAX_QUEUED} deliveries waiting; retained messages of `{filter}` were not sent");
