@@ -256,6 +256,7 @@ impl App {
             sessions: realtime::mqtt::SessionLimits {
                 max_queued: self.config.mqtt_max_queued,
                 max_expiry: self.config.mqtt_session_expiry,
+                max_sessions: self.config.mqtt_max_sessions,
             },
             max_keepalive: self.config.mqtt_max_keepalive,
             drain_timeout: self.config.drain_timeout,

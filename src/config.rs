@@ -32,6 +32,8 @@ pub const DEFAULT_MQTT_RETAINED_PER_CLIENT: usize = 8 << 20;
 pub const DEFAULT_MQTT_SESSION_EXPIRY: Duration = Duration::from_secs(7 * 86_400);
 /// Messages an MQTT persistent session keeps for its absent client, at most.
 pub const DEFAULT_MQTT_MAX_QUEUED: usize = 1000;
+/// MQTT persistent sessions kept at most.
+pub const DEFAULT_MQTT_MAX_SESSIONS: usize = 100_000;
 /// Default of how long a WebSocket subscriber may neither read nor answer pings.
 pub const DEFAULT_SUBSCRIBER_SILENCE: Duration = Duration::from_secs(60);
 /// Default address of the MQTT-over-TLS listener.
@@ -121,6 +123,11 @@ pub struct Config {
     /// most (QoS 1 and 2); past it the oldest are dropped, and counted.
     #[arg(long, env = "TABLECAST_MQTT_MAX_QUEUED", default_value_t = DEFAULT_MQTT_MAX_QUEUED)]
     pub mqtt_max_queued: usize,
+
+    /// MQTT persistent sessions kept at most, away or connected; a client asking for a new one
+    /// past it is refused (MQTT 5: Quota exceeded; 3.1.1: Server unavailable).
+    #[arg(long, env = "TABLECAST_MQTT_MAX_SESSIONS", default_value_t = DEFAULT_MQTT_MAX_SESSIONS)]
+    pub mqtt_max_sessions: usize,
 
     /// The longest keep-alive an MQTT client may have, in seconds: an MQTT 5 client that asks
     /// for more (or none) is told to use this one (Server Keep Alive); an MQTT 3.1.1 client,
@@ -239,6 +246,7 @@ impl Config {
             mqtt_session_expiry: DEFAULT_MQTT_SESSION_EXPIRY,
             mqtt_max_queued: DEFAULT_MQTT_MAX_QUEUED,
             mqtt_max_keepalive: u16::MAX,
+            mqtt_max_sessions: DEFAULT_MQTT_MAX_SESSIONS,
             change_log: DEFAULT_CHANGE_LOG,
             subscriber_silence: DEFAULT_SUBSCRIBER_SILENCE,
             max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,

@@ -504,3 +504,34 @@ async fn paho_clients_keep_their_sessions_across_a_kill() {
     let process = spawn();
     paho(process.mqtt.expect("MQTT").port(), "resume").await;
 }
+
+#[tokio::test]
+async fn persistent_sessions_are_bounded_in_number() {
+    let fixture = Fixture::new();
+    let mut config = fixture.config();
+    config.mqtt_max_sessions = 1;
+    let server = TestServer::start(config).await;
+    let first = persistent_311(server.mqtt, "first").await;
+    vanish(first);
+    let mut options = rumqttc::v5::MqttOptions::new("second", "127.0.0.1", server.mqtt.port());
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(60));
+    let (_client, mut eventloop) = rumqttc::v5::AsyncClient::new(options, 8);
+    let refused = tokio::time::timeout(WAIT, eventloop.poll())
+        .await
+        .expect("in time");
+    assert!(
+        matches!(
+            refused,
+            Err(rumqttc::v5::ConnectionError::ConnectionRefused(
+                v5p::ConnectReturnCode::QuotaExceeded
+            ))
+        ),
+        "{refused:?}"
+    );
+    // A clean session needs no room, and the kept one comes back.
+    Client311::connect(server.mqtt, "clean").await;
+    let first = persistent_311(server.mqtt, "first").await;
+    assert!(first.session_present);
+    server.stop().await;
+}

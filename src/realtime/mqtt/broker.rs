@@ -488,6 +488,7 @@ mod tests {
         let limits_of_sessions = SessionLimits {
             max_queued: 10,
             max_expiry: std::time::Duration::from_secs(60),
+            max_sessions: 10,
         };
         let sessions = Sessions::open(keyspace, limits_of_sessions).expect("sessions");
         (dir, store, Broker::new(limits, sessions))

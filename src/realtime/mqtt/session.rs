@@ -22,8 +22,8 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use rumqttd::protocol::{
-    Disconnect, DisconnectProperties, DisconnectReasonCode, LastWill, Packet, PingResp, PubComp,
-    PubCompReason, PubRec, PubRecReason, QoS,
+    ConnectReturnCode, Disconnect, DisconnectProperties, DisconnectReasonCode, LastWill, Packet,
+    PingResp, PubComp, PubCompReason, PubRec, PubRecReason, QoS,
 };
 use std::time::Instant as StdInstant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,6 +138,18 @@ pub async fn run(
             return;
         }
     };
+    if resumed.is_none() && client.session_expiry > 0 && !shared.broker.sessions().admit(&client.id)
+    {
+        shared.broker.disconnect(&client.id, number);
+        let limit = shared.broker.sessions().limits().max_sessions;
+        tracing::warn!(client = %client.id, "refusing an MQTT connection: {limit} persistent sessions are kept already (--mqtt-max-sessions)");
+        let full = match client.codec.version() {
+            Version::V311 => ConnectReturnCode::ServiceUnavailable,
+            Version::V5 => ConnectReturnCode::QuotaExceeded,
+        };
+        connect::refuse(&client.codec, &mut writer, full).await;
+        return;
+    }
     let accepted = connect::accepted(&client, shared.max_body, resumed.is_some());
     let connect::Client {
         codec,

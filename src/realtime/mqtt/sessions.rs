@@ -15,7 +15,7 @@
 //! `m<client><seq>` its messages in order (`<client>` is the id's length, 2 bytes, then the id;
 //! `<seq>` 8 bytes, big-endian). A message's pkid is 0 until it is sent.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +41,8 @@ pub struct SessionLimits {
     /// The longest a session outlives its connection; also the expiry of MQTT 3.1.1 sessions,
     /// which do not state one.
     pub max_expiry: Duration,
+    /// Persistent sessions kept at most, away or connected.
+    pub max_sessions: usize,
 }
 
 /// A session as kept in the store.
@@ -208,6 +210,8 @@ pub struct Sessions {
     keyspace: Keyspace,
     limits: SessionLimits,
     away: Mutex<HashMap<String, Away>>,
+    /// The client ids of every persistent session kept, away or connected.
+    kept: Mutex<HashSet<String>>,
 }
 
 /// The sessions whose clients are away, locked: messages are queued for them, and sessions
@@ -254,10 +258,12 @@ impl Sessions {
                 },
             );
         }
+        let kept = away.keys().cloned().collect();
         let sessions = Sessions {
             keyspace,
             limits,
             away: Mutex::new(away),
+            kept: Mutex::new(kept),
         };
         for client in expired {
             sessions.discard(&client)?;
@@ -284,6 +290,20 @@ impl Sessions {
         }
     }
 
+    /// Starts keeping a new persistent session for `client`; false if as many as
+    /// [`SessionLimits::max_sessions`] are kept already.
+    pub fn admit(&self, client: &str) -> bool {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.contains(client) {
+            return true;
+        }
+        if kept.len() >= self.limits.max_sessions {
+            return false;
+        }
+        kept.insert(client.to_owned());
+        true
+    }
+
     /// Keeps session `client` as connected now.
     pub fn save(&self, client: &str, kept: &Kept) -> Result<()> {
         let encoded = serde_json::to_vec(kept).expect("a session encodes");
@@ -303,6 +323,9 @@ impl Sessions {
 
     /// Removes everything kept of `client`'s session.
     pub fn discard(&self, client: &str) -> Result<()> {
+        let mut kept = self.kept.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.remove(client);
+        drop(kept);
         self.keyspace.remove_all(&messages_prefix(client))?;
         self.keyspace.remove(&session_key(client))
     }
