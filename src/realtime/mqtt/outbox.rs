@@ -245,6 +245,16 @@ impl Outbox {
         })
     }
 
+    /// The QoS 1 deliveries of kept messages in flight: their packet ids and sequence numbers.
+    pub fn kept_in_flight(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.in_flight
+            .iter()
+            .filter_map(|(&pkid, f)| match f.origin {
+                Origin::Kept(seq) if f.qos == QoS::AtLeastOnce => Some((pkid, seq)),
+                _ => None,
+            })
+    }
+
     /// The bytes encoded since the last call, if any.
     pub fn take(&mut self) -> Option<Bytes> {
         (!self.out.is_empty()).then(|| self.out.split().freeze())

@@ -406,6 +406,17 @@ impl Session {
     /// there; the others (retained messages due on a subscribe) are not the session's to keep.
     fn leave(mut self) {
         self.write_pending(true);
+        if self.persistent() {
+            let sent: Vec<(u16, u64)> = self.outbox.kept_in_flight().collect();
+            if let Err(error) = self
+                .shared
+                .broker
+                .sessions()
+                .mark_sent(&self.client_id, sent)
+            {
+                tracing::error!(client = %self.client_id, error = %Chain(&error), "could not keep an MQTT session's deliveries in flight");
+            }
+        }
         let held = self.grants.iter().count() as u64;
         self.shared
             .stats
@@ -848,9 +859,12 @@ impl Session {
                     pkid,
                     released: false,
                 };
-                match qos {
-                    QoS::ExactlyOnce => self.keep(&stored),
-                    _ => self.pending.keep(stored, fresh),
+                match (qos, fresh) {
+                    (QoS::ExactlyOnce, _) => self.keep(&stored),
+                    (_, true) => self.pending.keep(stored),
+                    // Already in the store: its packet id is noted if it is still in flight
+                    // when the client leaves.
+                    (_, false) => {}
                 }
             }
             None => self.settled(Some(Origin::Kept(seq)), qos),

@@ -131,7 +131,9 @@ pub struct Stored {
 
 /// Changes to the kept QoS 1 messages of a connected session, written together (every
 /// [`Pending::BATCH`] changes or [`Pending::EVERY`], and when the client leaves) rather than one
-/// at a time: a message delivered and acknowledged in between is never written at all. QoS 2
+/// at a time: a message delivered and acknowledged in between is never written at all, and a
+/// kept message sent from the store has its packet id written only if it is still in flight
+/// when the client leaves ([`Sessions::mark_sent`]). QoS 2
 /// messages, which must never be delivered twice, are written at once. Neither waits for the
 /// disk: after a `kill -9`, the QoS 1 messages in flight to a connected client in its last
 /// second or so may be lost or delivered again, unlike those kept for an absent client, which
@@ -144,8 +146,8 @@ pub struct Pending {
 }
 
 enum Change {
-    /// Keep this message; `true` if the store does not hold it yet.
-    Keep(Stored, bool),
+    /// Keep this message, which the store does not hold yet.
+    Keep(Stored),
     Forget,
 }
 
@@ -153,17 +155,17 @@ impl Pending {
     const BATCH: usize = 256;
     const EVERY: Duration = Duration::from_secs(1);
 
-    /// Keeps `stored` (`fresh` if the store does not hold it yet).
-    pub fn keep(&mut self, stored: Stored, fresh: bool) {
+    /// Keeps `stored`, which the store does not hold yet.
+    pub fn keep(&mut self, stored: Stored) {
         self.since.get_or_insert_with(Instant::now);
-        self.changes.insert(stored.seq, Change::Keep(stored, fresh));
+        self.changes.insert(stored.seq, Change::Keep(stored));
     }
 
     /// Forgets the message `seq`, delivered.
     pub fn forget(&mut self, seq: u64) {
         self.since.get_or_insert_with(Instant::now);
         match self.changes.get(&seq) {
-            Some(Change::Keep(_, true)) => {
+            Some(Change::Keep(_)) => {
                 self.changes.remove(&seq);
             }
             _ => {
@@ -330,6 +332,26 @@ impl Sessions {
         self.keyspace.remove(&session_key(client))
     }
 
+    /// Notes, for messages of `client`'s session that the store keeps, the packet ids they went
+    /// out with (`(pkid, seq)`), so a reconnect resends them under those ids.
+    pub fn mark_sent(
+        &self,
+        client: &str,
+        sent: impl IntoIterator<Item = (u16, u64)>,
+    ) -> Result<()> {
+        let mut changes = Vec::new();
+        for (pkid, seq) in sent {
+            let key = message_key(client, seq);
+            if let Some(mut raw) = self.keyspace.get(&key)?
+                && raw.len() >= 4
+            {
+                raw[2..4].copy_from_slice(&pkid.to_be_bytes());
+                changes.push((key, Some(raw)));
+            }
+        }
+        self.keyspace.apply(changes)
+    }
+
     /// Writes what `pending` holds for `client`'s session, and empties it.
     pub fn write(&self, client: &str, pending: &mut Pending) -> Result<()> {
         pending.since = None;
@@ -338,7 +360,7 @@ impl Sessions {
             .apply(changes.into_iter().map(|(seq, change)| {
                 let key = message_key(client, seq);
                 match change {
-                    Change::Keep(stored, _) => (key, Some(encode(&stored))),
+                    Change::Keep(stored) => (key, Some(encode(&stored))),
                     Change::Forget => (key, None),
                 }
             }))
