@@ -256,7 +256,24 @@ async fn unacknowledged_deliveries_are_resent_with_dup_on_reconnect() {
     // Acknowledged: not sent a third time.
     let mut device = Client311::connect_with(server.mqtt, "forgetful", manual).await;
     publish_from(server.mqtt, "jobs/2", &["test"]).await;
-    assert_eq!(&device.next_publish().await.payload[..], b"test");
+    let test = device.next_publish().await;
+    assert_eq!(&test.payload[..], b"test");
+    device.client.ack(&test).await.expect("ack");
+    device.leave().await;
+
+    // A message kept while the client was away, sent on its return and not acknowledged, is
+    // sent again under the same packet id.
+    publish_from(server.mqtt, "jobs/3", &["deploy"]).await;
+    let mut device = Client311::connect_with(server.mqtt, "forgetful", manual).await;
+    let first = device.next_publish().await;
+    assert_eq!((&first.payload[..], first.dup), (&b"deploy"[..], false));
+    vanish(device);
+    let mut device = Client311::connect_with(server.mqtt, "forgetful", manual).await;
+    let again = device.next_publish().await;
+    assert_eq!(
+        (&again.payload[..], again.pkid, again.dup),
+        (&b"deploy"[..], first.pkid, true)
+    );
     server.stop().await;
 }
 
