@@ -8,8 +8,10 @@
 //! | `connect.rs` | CONNECT: read in time, refused with a CONNACK code, admitted, accepted |
 //! | `session.rs` | the session loop: packets in, acknowledgements and deliveries out |
 //! | `session/subscribing.rs` | a session's SUBSCRIBE and UNSUBSCRIBE |
+//! | `session/answering.rs`, `session/delivering.rs` | a publish's relay and acknowledgement in turn; deliveries out |
+//! | `session/keeping.rs`, `session/will.rs` | a persistent session restored and kept; last wills |
 //! | `publish.rs` | where a PUBLISH becomes a record write, a delete or a relayed message; its reason codes |
-//! | `sessions.rs` | persistent sessions, kept in the store while their clients are away |
+//! | `sessions.rs`, `sessions/encoding.rs` | persistent sessions, kept in the store while their clients are away; their keys and encoding |
 //! | `grants.rs` | the subscriptions a connection holds |
 //! | `outbox.rs` | what a session sends, and its window of QoS 1 and 2 deliveries |
 //! | `properties.rs` | the MQTT 5 properties a message carries to its subscribers |
