@@ -48,7 +48,7 @@ pub use control::RequestDirectives;
 pub use entry::Entry;
 pub use freshness::{Freshness, Policy, freshness};
 pub use peers::{Claim, Peers};
-pub use status::{CacheStatus, Detail, Forward};
+pub use status::{CacheStatus, Detail, Forward, seconds_left};
 pub use sweeper::Sweeper;
 
 use crate::clock::Clock;

@@ -98,7 +98,7 @@ impl fmt::Display for CacheStatus {
             write!(f, "; fwd-status={status}")?;
         }
         if let Some(ttl) = self.ttl {
-            write!(f, "; ttl={}", ttl.div_euclid(1000))?;
+            write!(f, "; ttl={}", seconds_left(ttl))?;
         }
         if self.stored {
             f.write_str("; stored")?;
@@ -111,6 +111,12 @@ impl fmt::Display for CacheStatus {
         }
         Ok(())
     }
+}
+
+/// Freshness left in whole seconds, for `ttl` and `max-age`: rounded up, so it is the lifetime
+/// less the `Age` header (which rounds down), and a fill of a 60 s entry says 60, not 59.
+pub fn seconds_left(ttl_ms: i64) -> i64 {
+    (ttl_ms + 999).div_euclid(1000)
 }
 
 #[cfg(test)]
@@ -128,7 +134,7 @@ mod tests {
         };
         assert_eq!(
             status.to_string(),
-            "tablecast; fwd=stale; fwd-status=500; ttl=-41; detail=stale-if-error"
+            "tablecast; fwd=stale; fwd-status=500; ttl=-40; detail=stale-if-error"
         );
         let stored = CacheStatus {
             forward: Some(Forward::Miss),
@@ -141,6 +147,10 @@ mod tests {
             stored.to_string(),
             "tablecast; fwd=miss; ttl=60; stored; collapsed"
         );
+        assert_eq!(seconds_left(59_950), 60);
+        assert_eq!(seconds_left(0), 0);
+        assert_eq!(seconds_left(-999), 0);
+        assert_eq!(seconds_left(-1000), -1);
         assert_eq!(
             CacheStatus::detail(Detail::Pushed).to_string(),
             "tablecast; detail=pushed"

@@ -15,7 +15,9 @@ use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::response::{self, set, set_cache_status};
 use crate::access::{Identity, Write};
-use crate::cache::{CacheStatus, CachedTable, Detail, Entry, Found, RequestDirectives};
+use crate::cache::{
+    CacheStatus, CachedTable, Detail, Entry, Found, RequestDirectives, seconds_left,
+};
 use crate::catalog::Resource;
 use crate::error::Error;
 use crate::storage::Key;
@@ -88,7 +90,7 @@ pub async fn get(
                 .ttl
                 .filter(|&ttl| ttl > 0 && matches!(error, Error::RecordNotFound { .. }));
             let control = remembered.map_or("no-store".to_owned(), |ttl| {
-                format!("max-age={}", ttl / 1000)
+                format!("max-age={}", seconds_left(ttl))
             });
             let mut response = ApiError::from(error).into_response();
             set(response.headers_mut(), header::CACHE_CONTROL, &control);
@@ -221,7 +223,7 @@ fn request_directives(request: &HeaderMap) -> RequestDirectives {
 /// `Cache-Control` for a stored entry with `ttl` ms of freshness left (negative: stale), so a
 /// shared cache in front keeps it no longer than this one would.
 fn freshness_control(entry: &Entry, ttl: i64) -> String {
-    let mut control = format!("max-age={}", ttl.max(0) / 1000);
+    let mut control = format!("max-age={}", seconds_left(ttl.max(0)));
     for (name, window) in [
         ("stale-while-revalidate", entry.stale_while_revalidate),
         ("stale-if-error", entry.stale_if_error),
