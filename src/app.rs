@@ -10,7 +10,7 @@ use crate::access::Access;
 use crate::cache::Sweeper;
 use crate::catalog::Catalog;
 use crate::clock::Clock;
-use crate::config::{Config, ReplicationAck};
+use crate::config::{Config, ReplicationAck, SchemaCheck};
 use crate::error::{Chain, Error};
 use crate::events::EventBus;
 use crate::intake::Intake;
@@ -18,8 +18,9 @@ use crate::realtime::{self, Realtime};
 use crate::replication::{self, Replication};
 use crate::schema::{self, LoadError};
 use crate::storage::{self, Store};
+use crate::table::Conformance;
 use crate::tls::Tls;
-use crate::{http, table};
+use crate::{check, http, table};
 
 /// Events buffered for the slowest in-process subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 4096;
@@ -39,13 +40,19 @@ pub enum StartError {
     Unguarded(String),
     /// The certificate or its key cannot be used.
     Tls(String),
+    /// Stored records break their tables' changed schemas, and `--schema-check refuse`.
+    Nonconforming(Vec<(String, Conformance)>),
 }
 
 impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Schemas(errors) => {
-                write!(f, "{} bad schema file(s):", errors.len())?;
+                let problems = match errors.len() {
+                    1 => "a problem".to_owned(),
+                    n => format!("{n} problems"),
+                };
+                write!(f, "the schemas cannot be used, {problems}:")?;
                 errors.iter().try_for_each(|e| write!(f, "\n  {e}"))
             }
             StartError::Store(error) => write!(f, "{}", Chain(error)),
@@ -54,6 +61,23 @@ impl fmt::Display for StartError {
                 errors.iter().try_for_each(|e| write!(f, "\n  {e}"))
             }
             StartError::Tls(reason) => write!(f, "cannot serve TLS: {reason}"),
+            StartError::Nonconforming(tables) => {
+                write!(f, "stored records break their table's schema:")?;
+                for (table, report) in tables {
+                    write!(
+                        f,
+                        "\n  {table}: {} of {} records, first:",
+                        report.breaking, report.records
+                    )?;
+                    report
+                        .lines(table)
+                        .try_for_each(|line| write!(f, "\n    {line}"))?;
+                }
+                write!(
+                    f,
+                    "\nchange those records or the schema, or start with --schema-check warn to serve them as they are"
+                )
+            }
             StartError::Unguarded(address) => write!(
                 f,
                 "refusing to serve {address} without an access file: anyone who can reach it could read, change and delete every record; give --access FILE (see README, Security), listen on a loopback address, or pass --open to serve it open anyway"
@@ -165,9 +189,14 @@ impl App {
         };
         let store =
             Arc::new(Store::open(&config.data, options, on_durable).map_err(StartError::Store)?);
+        let changed_keys = check::key_types_kept(&schemas, &store).map_err(StartError::Store)?;
+        if !changed_keys.is_empty() {
+            return Err(StartError::Schemas(changed_keys));
+        }
         let catalog = Arc::new(
             Catalog::open(schemas, &store, &clock, config.max_body).map_err(StartError::Store)?,
         );
+        check_records(&catalog, clock.now_ms(), config.schema_check)?;
         tracing::info!(
             tables = catalog.resources().count(),
             schemas = %config.schemas.display(),
@@ -384,5 +413,33 @@ fn reload_access(access: &Access, path: &std::path::Path) {
             }
             tracing::error!(file = %path.display(), "the access file was not reloaded: the rules in force stay");
         }
+    }
+}
+
+/// Checks the stored records of every table whose schema changed (see [`Conformance`]): logs
+/// how many break it and where, and with `--schema-check refuse` stops the start.
+fn check_records(catalog: &Catalog, now: u64, check: SchemaCheck) -> Result<(), StartError> {
+    let mut breaking = Vec::new();
+    for resource in catalog.resources() {
+        let table = resource.table();
+        let report = table.check_at_start(now).map_err(StartError::Store)?;
+        if report.breaking == 0 {
+            continue;
+        }
+        tracing::warn!(
+            table = table.name(),
+            breaking = report.breaking,
+            records = report.records,
+            file = %table.schema().file.display(),
+            "stored records break the table's schema; they are served as stored, and a write to one must make it valid"
+        );
+        for line in report.lines(table.name()) {
+            tracing::warn!("  {line}");
+        }
+        breaking.push((table.name().to_owned(), report));
+    }
+    match check {
+        SchemaCheck::Refuse if !breaking.is_empty() => Err(StartError::Nonconforming(breaking)),
+        SchemaCheck::Warn | SchemaCheck::Refuse => Ok(()),
     }
 }

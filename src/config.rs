@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_DATA", default_value = "data")]
     pub data: PathBuf,
 
+    /// What a start does when stored records break a table's changed schema: `warn` (serve,
+    /// and log and show in `GET /T` how many and where) or `refuse` (do not start).
+    #[arg(long, env = "TABLECAST_SCHEMA_CHECK", value_enum, default_value_t = SchemaCheck::Warn)]
+    pub schema_check: SchemaCheck,
+
     /// Address of the HTTP listener (REST); port 0 picks a free port.
     #[arg(long, env = "TABLECAST_HTTP", default_value = DEFAULT_HTTP)]
     pub http: SocketAddr,
@@ -206,6 +211,15 @@ pub struct Config {
     pub replication_timeout: Duration,
 }
 
+/// What a start does when stored records break their table's schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaCheck {
+    /// Serve, with a warning in the log and in `GET /T`.
+    Warn,
+    /// Refuse to start.
+    Refuse,
+}
+
 /// When a write is answered, with replication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReplicationAck {
@@ -232,6 +246,7 @@ impl Config {
         Config {
             schemas: schemas.into(),
             data: data.into(),
+            schema_check: SchemaCheck::Warn,
             http: DEFAULT_HTTP.parse().expect("the default address parses"),
             max_body: DEFAULT_MAX_BODY,
             body_timeout: DEFAULT_BODY_TIMEOUT,

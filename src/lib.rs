@@ -90,6 +90,7 @@ pub mod app;
 pub mod bus;
 pub mod cache;
 pub mod catalog;
+pub mod check;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -1,8 +1,10 @@
 //! The `tablecast` command line.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tablecast::check::CheckArgs;
 use tablecast::warm::{self, WarmArgs};
 use tablecast::{App, Config, Listeners};
 use tracing_subscriber::EnvFilter;
@@ -21,6 +23,9 @@ struct Cli {
 enum Command {
     /// Serve every table defined in the schema directory.
     Serve(Box<Config>),
+    /// Check that the schema files are valid and, with --data, that every stored record meets
+    /// its table's schema; exits 1 if not (for CI and deploys).
+    Check(CheckArgs),
     /// Fetch ids into a cache table of a running server ahead of use.
     Warm(WarmArgs),
     /// Print the argon2id hash of a password (asked at a terminal, or read from standard
@@ -35,6 +40,8 @@ fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files or log collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -45,6 +52,11 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Serve(config) => runtime.block_on(serve(*config)),
+        Command::Check(args) => match tablecast::check::run(&args) {
+            Ok(true) => return ExitCode::SUCCESS,
+            Ok(false) => return ExitCode::FAILURE,
+            Err(reason) => Err(reason.into()),
+        },
         Command::Warm(args) => runtime.block_on(warm_cache(args)),
         Command::Passwd => tablecast::access::passwd::run()
             .map(|hash| println!("{hash}"))

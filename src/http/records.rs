@@ -440,6 +440,8 @@ pub async fn tables_describe(
         "recordCount": whole.then(|| table.count()),
         "schemaFile": schema.file.display().to_string(),
         "cache": cache,
+        // What the start's check of the stored records against a changed schema found.
+        "schemaCheck": whole.then(|| table.conformance()).flatten(),
         "schema": document,
     });
     Ok(axum::Json(description).into_response())

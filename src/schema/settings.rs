@@ -28,16 +28,23 @@ pub struct TableSettings {
     pub cache: Option<CacheSettings>,
 }
 
-/// Reads and checks `x-table` against the rest of the schema document `doc`.
+/// Reads and checks `x-table` against the rest of the schema document `doc`; on failure, every
+/// problem found, so one start-up reports them all.
 pub fn read(
     doc: &Map<String, Value>,
     fail: &dyn Fn(&str, String) -> LoadError,
-) -> Result<TableSettings, LoadError> {
+) -> Result<TableSettings, Vec<LoadError>> {
+    let mut problems = Vec::new();
     let empty = Map::new();
     let x_table = match doc.get("x-table") {
         None => &empty,
         Some(Value::Object(x_table)) => x_table,
-        Some(_) => return Err(fail("/x-table", "`x-table` must be an object".to_owned())),
+        Some(_) => {
+            return Err(vec![fail(
+                "/x-table",
+                "`x-table` must be an object".to_owned(),
+            )]);
+        }
     };
     let mut primary_key = "id".to_owned();
     let mut indexes = Vec::new();
@@ -45,46 +52,38 @@ pub fn read(
     let mut cache = None;
     for (name, value) in x_table {
         let pointer = format!("/x-table/{}", escape_pointer(name));
+        let mut problem = |reason: String| problems.push(fail(&pointer, reason));
         match (name.as_str(), value) {
             ("primaryKey", Value::String(key)) => primary_key.clone_from(key),
-            ("primaryKey", _) => {
-                return Err(fail(
-                    &pointer,
-                    "must be a property name (a string)".to_owned(),
-                ));
-            }
+            ("primaryKey", _) => problem("must be a property name (a string)".to_owned()),
             ("indexes", Value::Array(list)) => {
                 for (i, entry) in list.iter().enumerate() {
-                    let Value::String(path) = entry else {
-                        return Err(fail(
+                    match entry {
+                        Value::String(path) => {
+                            indexes.push((format!("{pointer}/{i}"), path.clone()))
+                        }
+                        _ => problems.push(fail(
                             &format!("{pointer}/{i}"),
                             "an index is a property name (a string)".to_owned(),
-                        ));
-                    };
-                    indexes.push((format!("{pointer}/{i}"), path.clone()));
+                        )),
+                    }
                 }
             }
-            ("indexes", _) => {
-                return Err(fail(
-                    &pointer,
-                    "must be an array of property names".to_owned(),
-                ));
-            }
+            ("indexes", _) => problem("must be an array of property names".to_owned()),
             ("timestamps", Value::Bool(on)) => timestamps = *on,
-            ("timestamps", _) => return Err(fail(&pointer, "must be true or false".to_owned())),
-            ("cache", value) => cache = Some(cache_settings::read(value, &pointer, fail)?),
+            ("timestamps", _) => problem("must be true or false".to_owned()),
+            ("cache", value) => match cache_settings::read(value, &pointer, fail) {
+                Ok(settings) => cache = Some(settings),
+                Err(error) => problems.push(error),
+            },
             ("expiration", _) => {
-                return Err(fail(
-                    &pointer,
-                    format!("`{name}` is not supported by this version of tablecast"),
+                problem(format!(
+                    "`{name}` is not supported by this version of tablecast"
                 ));
             }
-            _ => {
-                return Err(fail(
-                    &pointer,
-                    format!("unknown setting `{name}`; expected one of {KNOWN_KEYS}"),
-                ));
-            }
+            _ => problem(format!(
+                "unknown setting `{name}`; expected one of {KNOWN_KEYS}"
+            )),
         }
     }
 
@@ -94,57 +93,56 @@ pub fn read(
         .unwrap_or(&empty);
     let key_pointer = format!("/properties/{}", escape_pointer(&primary_key));
     let key_type = match properties.get(&primary_key).and_then(|p| p.get("type")) {
-        Some(Value::String(t)) if t == "string" => KeyType::String,
-        Some(Value::String(t)) if t == "integer" => KeyType::Integer,
+        Some(Value::String(t)) if t == "string" => Some(KeyType::String),
+        Some(Value::String(t)) if t == "integer" => Some(KeyType::Integer),
         Some(_) => {
-            return Err(fail(
+            problems.push(fail(
                 &format!("{key_pointer}/type"),
                 format!(
                     "the primary key `{primary_key}` must have \"type\": \"string\" or \"type\": \"integer\""
                 ),
             ));
+            None
         }
         None => {
-            return Err(fail(
+            problems.push(fail(
                 "/properties",
                 format!(
                     "the primary key `{primary_key}` must be declared here with \"type\": \"string\" or \"integer\""
                 ),
             ));
+            None
         }
     };
 
     let mut seen = Vec::new();
     for (pointer, path) in indexes {
         let top = path.split('.').next().unwrap_or_default();
-        if path.is_empty() || path.split('.').any(str::is_empty) {
-            return Err(fail(
-                &pointer,
-                format!("`{path}` is not a property name or dotted path"),
-            ));
+        let problem = if path.is_empty() || path.split('.').any(str::is_empty) {
+            Some(format!("`{path}` is not a property name or dotted path"))
+        } else if !properties.contains_key(top) {
+            Some(format!(
+                "indexed property `{top}` is not declared in /properties"
+            ))
+        } else if path == primary_key {
+            Some(format!(
+                "`{path}` is the primary key, which is always indexed"
+            ))
+        } else if seen.contains(&path) {
+            Some(format!("`{path}` is indexed twice"))
+        } else {
+            None
+        };
+        match problem {
+            Some(reason) => problems.push(fail(&pointer, reason)),
+            None => seen.push(path),
         }
-        if !properties.contains_key(top) {
-            return Err(fail(
-                &pointer,
-                format!("indexed property `{top}` is not declared in /properties"),
-            ));
-        }
-        if path == primary_key {
-            return Err(fail(
-                &pointer,
-                format!("`{path}` is the primary key, which is always indexed"),
-            ));
-        }
-        if seen.contains(&path) {
-            return Err(fail(&pointer, format!("`{path}` is indexed twice")));
-        }
-        seen.push(path);
     }
 
     if timestamps && doc.get("additionalProperties") == Some(&Value::Bool(false)) {
         for field in [CREATED_AT, UPDATED_AT] {
             if !properties.contains_key(field) {
-                return Err(fail(
+                problems.push(fail(
                     "/x-table/timestamps",
                     format!(
                         "timestamps add `{field}`, which \"additionalProperties\": false forbids; declare it in /properties as an integer"
@@ -154,13 +152,16 @@ pub fn read(
         }
     }
 
-    Ok(TableSettings {
-        primary_key,
-        key_type,
-        indexes: seen,
-        timestamps,
-        cache,
-    })
+    match key_type {
+        Some(key_type) if problems.is_empty() => Ok(TableSettings {
+            primary_key,
+            key_type,
+            indexes: seen,
+            timestamps,
+            cache,
+        }),
+        _ => Err(problems),
+    }
 }
 
 /// Escapes a property name for use as a JSON pointer segment (RFC 6901).

@@ -7,7 +7,7 @@ use super::*;
 use crate::storage::KeyType;
 
 /// Writes `text` as `<name>.json` in a fresh directory and loads it.
-fn load(name: &str, text: &str) -> Result<TableSchema, LoadError> {
+fn load(name: &str, text: &str) -> Result<TableSchema, Vec<LoadError>> {
     let dir = tempfile::TempDir::new().expect("temp dir");
     let file = dir.path().join(format!("{name}.json"));
     std::fs::write(&file, text).expect("write");
@@ -15,7 +15,8 @@ fn load(name: &str, text: &str) -> Result<TableSchema, LoadError> {
 }
 
 fn error(name: &str, text: &str) -> (String, String) {
-    let error = load(name, text).expect_err("the schema is rejected");
+    let mut errors = load(name, text).expect_err("the schema is rejected");
+    let error = errors.remove(0);
     (error.pointer, error.reason)
 }
 
@@ -69,10 +70,40 @@ fn formats_are_asserted() {
         r#"{"type":"object","properties":{"id":{"type":"string"},"mail":{"type":"string","format":"email"}}}"#,
     )
     .expect("loads");
-    assert!(
-        schema
-            .validate(&json!({"id":"a","mail":"not an address"}))
-            .is_err()
+    let violations = schema
+        .validate(&json!({"id":"a","mail":"not-an-email"}))
+        .expect_err("invalid");
+    assert_eq!(violations[0].pointer, "/mail");
+    assert_eq!(
+        violations[0].message,
+        "\"not-an-email\" is not a valid email address"
+    );
+}
+
+#[test]
+fn violations_say_what_would_be_right() {
+    let schema = load(
+        "Order",
+        r#"{"type":"object","required":["id","status","price"],"properties":{"id":{"type":"string"},
+            "price":{"type":"number"},"status":{"enum":["pending","paid","shipped","refunded"]}}}"#,
+    )
+    .expect("loads");
+    let violations = schema
+        .validate(&json!({"id":"a","status":"lost"}))
+        .expect_err("invalid");
+    let found: Vec<(&str, &str)> = violations
+        .iter()
+        .map(|v| (v.pointer.as_str(), v.message.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("/price", "property `price` is required"),
+            (
+                "/status",
+                r#""lost" is not one of the allowed values: "pending", "paid", "shipped", "refunded""#
+            ),
+        ]
     );
 }
 
@@ -323,7 +354,7 @@ fn load_dir_reports_every_bad_file() {
         [dir.path().join("B.json"), dir.path().join("C.json")]
     );
     assert!(
-        errors[0].to_string().contains("B.json#: not valid JSON"),
+        errors[0].to_string().contains("B.json: not valid JSON"),
         "{}",
         errors[0]
     );
@@ -336,4 +367,28 @@ fn load_dir_reports_every_bad_file() {
     let empty = tempfile::TempDir::new().expect("temp dir");
     let errors = load_dir(empty.path()).expect_err("no schemas");
     assert!(errors[0].reason.contains("no schema files"));
+}
+
+#[test]
+fn every_problem_of_a_file_at_once() {
+    let errors = load(
+        "T",
+        r#"{"$schema":"draft-07","type":"object",
+            "x-table":{"primaryKey":"id","indexes":["nosuch", 3],"bogus":1,"timestamps":"yes"},
+            "properties":{"id":{"type":"string"},"n":{"type":"nmber"}}}"#,
+    )
+    .expect_err("bad");
+    let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+    assert_eq!(
+        pointers,
+        [
+            "/$schema",
+            "/x-table/indexes/1",
+            "/x-table/bogus",
+            "/x-table/timestamps",
+            "/x-table/indexes/0",
+            "/properties/n/type",
+        ],
+        "{errors:?}"
+    );
 }

@@ -57,6 +57,13 @@ impl TableMeta {
         };
         let (stored_type, found) = TableMeta::decode(&raw)
             .ok_or_else(|| storage_failure(format!("corrupt metadata for table `{name}`")))?;
+        if stored_type != key_type && found.count == 0 {
+            // No record holds the old type: the table starts again under the new one.
+            let fresh = TableMeta::default();
+            meta.insert(&key, fresh.encode(key_type))
+                .map_err(storage_error)?;
+            return Ok(fresh);
+        }
         if stored_type != key_type {
             return Err(storage_failure(format!(
                 "table `{name}` holds records with {} keys but its schema now declares {} keys",
@@ -65,6 +72,16 @@ impl TableMeta {
             )));
         }
         Ok(found)
+    }
+
+    /// The key type and record count of table `name`, if it was ever opened.
+    pub fn stored(meta: &sled::Tree, name: &str) -> Result<Option<(KeyType, u64)>> {
+        let Some(raw) = meta.get(table_key(name)).map_err(storage_error)? else {
+            return Ok(None);
+        };
+        let (key_type, found) = TableMeta::decode(&raw)
+            .ok_or_else(|| storage_failure(format!("corrupt metadata for table `{name}`")))?;
+        Ok(Some((key_type, found.count)))
     }
 
     pub fn encode(&self, key_type: KeyType) -> Vec<u8> {

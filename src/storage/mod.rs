@@ -228,6 +228,12 @@ impl Store {
         )
     }
 
+    /// The key type table `name` stores its records under and how many it holds, if it was
+    /// ever opened.
+    pub fn stored_key_type(&self, name: &str) -> Result<Option<(KeyType, u64)>> {
+        meta::TableMeta::stored(&self.meta, name)
+    }
+
     /// The keyspace `name`, created if it is new.
     pub fn keyspace(&self, name: &str) -> Result<Keyspace> {
         Keyspace::open(&self.db, name)

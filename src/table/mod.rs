@@ -6,16 +6,18 @@
 //! record's validation and indexing delay other writes; it is committed durably and announced
 //! as a [`ChangeEvent`] in commit order.
 
+mod conformance;
 mod guard;
 mod merge_patch;
 mod precondition;
 mod record;
 mod replica;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 
+pub use conformance::{Breach, Conformance};
 pub use guard::{Check, Guard};
 pub use precondition::{Precondition, Tags, Verdict};
 pub use record::Rejection;
@@ -35,6 +37,8 @@ pub struct Table {
     schema: Arc<TableSchema>,
     records: Records,
     store: Arc<Store>,
+    /// What the start's check of the stored records against the schema found.
+    conformance: Arc<OnceLock<Conformance>>,
 }
 
 /// Publishes every durable commit that changed a record on `bus`; install it as the store's
@@ -56,6 +60,7 @@ impl Table {
             schema: Arc::new(schema),
             records,
             store,
+            conformance: Arc::default(),
         })
     }
 
@@ -160,7 +165,12 @@ impl Table {
             weight,
             Arc::new(move |current, context| {
                 check(&precondition, current)?;
-                let record = guarded(&precondition, &schema, context.key, current, record.clone())?;
+                let mut record =
+                    guarded(&precondition, &schema, context.key, current, record.clone())?;
+                // After the guard: a default is the server's, not a property the client set.
+                if current.is_none() {
+                    schema.complete(&mut record);
+                }
                 let created = current.map_or(context.now_ms, |c| c.created);
                 compose(&schema, context.key, record, created, context.now_ms)
                     .map(|record| Change::Put(record, stamp.clone()))
@@ -333,6 +343,7 @@ impl Table {
                     with_key(&schema, context.key, &mut record);
                     guard.check(context.key, None, Some(&mut record))?;
                 }
+                schema.complete(&mut record);
                 compose(&schema, context.key, record, context.now_ms, context.now_ms)
                     .map(|record| Change::Put(record, Stamp::default()))
             }),

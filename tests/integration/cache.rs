@@ -293,7 +293,7 @@ async fn origin_failures_on_a_miss_are_clear_problems_and_store_nothing() {
     );
     s.origin.set_mode(Mode::Invalid);
     let invalid = expect_problem(s.get("A").await, 502, "origin-invalid").await;
-    assert_eq!(invalid["errors"][0]["pointer"], "", "{invalid}");
+    assert_eq!(invalid["errors"][0]["pointer"], "/name", "{invalid}");
     assert!(
         invalid["errors"][0]["message"]
             .as_str()

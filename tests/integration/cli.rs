@@ -32,7 +32,10 @@ fn bad_schema_stops_start_up_with_file_and_pointer() {
     assert!(!output.status.success());
     assert!(output.stdout.is_empty(), "nothing listens");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("2 bad schema file(s)"), "{stderr}");
+    assert!(
+        stderr.contains("the schemas cannot be used, 2 problems:"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("Bad.json#/properties: the primary key `sku`"),
         "{stderr}"
@@ -50,7 +53,12 @@ fn missing_schema_directory_is_reported() {
         .output()
         .expect("runs");
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read the schema directory"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("nope: cannot read the schema directory") && stderr.contains("--schemas"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("bad schema file"), "{stderr}");
 }
 
 #[tokio::test]

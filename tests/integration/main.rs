@@ -28,6 +28,7 @@ mod replication;
 mod replication_cache;
 mod rest;
 mod rest_scenarios;
+mod schema_change;
 mod storage_failure;
 mod store_model;
 mod subscribe;

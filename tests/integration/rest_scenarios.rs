@@ -140,7 +140,10 @@ pub fn scenarios() -> Vec<Scenario> {
             method: "PATCH",
             body: Some(r#"{"name":null}"#),
             status: 422,
-            expect: Expect::Problem("schema-violation", json!({"errors":[{"pointer":""}]})),
+            expect: Expect::Problem(
+                "schema-violation",
+                json!({"errors":[{"pointer":"/name","message":"property `name` is required"}]}),
+            ),
             then: not_written(),
             ..base()
         },
