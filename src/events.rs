@@ -18,15 +18,19 @@ pub enum ChangeKind {
     /// A message published to the record's topic (a non-retained MQTT PUBLISH); the record is
     /// unchanged.
     Message,
+    /// The record no longer matches the query of the subscription it is sent to: it was
+    /// changed, not removed (see `realtime::matching`).
+    Leave,
 }
 
 impl ChangeKind {
-    /// The name used in event envelopes: `put`, `delete` or `message`.
+    /// The name used in event envelopes: `put`, `delete`, `message` or `leave`.
     pub fn name(self) -> &'static str {
         match self {
             ChangeKind::Put => "put",
             ChangeKind::Delete => "delete",
             ChangeKind::Message => "message",
+            ChangeKind::Leave => "leave",
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::catalog::{Catalog, Resource};
 use crate::error::{CacheTableWrite, Cause, Error};
 use crate::query::executor::{self, ListedRecord};
 use crate::query::{self, Select};
-use crate::realtime::TopicFilter;
+use crate::realtime::{Matching, TopicFilter};
 use crate::storage::{Commit, Key};
 use crate::table::{Guard, Precondition, Table};
 
@@ -79,7 +79,7 @@ pub async fn records_get(
         let table = state.catalog.resource(&name)?.table();
         let key = table.parse_id(&id)?;
         let filter = TopicFilter::record(table.name(), &key);
-        return subscribe::start(&state, &caller, table, filter, transport);
+        return subscribe::start(&state, &caller, table, (filter, None), transport);
     }
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
@@ -261,13 +261,12 @@ pub async fn records_list(
 ) -> Result<Response, ApiError> {
     if let Some(transport) = subscribe {
         let table = state.catalog.resource(&name)?.table();
-        if raw.is_some_and(|q| !q.is_empty()) {
-            return Err(ApiError::BadRequest(
-                "a subscription watches a whole table or one record; it takes no query".to_owned(),
-            ));
-        }
+        let matching = match raw.as_deref() {
+            None | Some("") => None,
+            Some(raw) => subscription_query(table, &caller, raw)?,
+        };
         let filter = TopicFilter::table(table.name());
-        return subscribe::start(&state, &caller, table, filter, transport);
+        return subscribe::start(&state, &caller, table, (filter, matching), transport);
     }
     let catalog = state.catalog.clone();
     tokio::task::spawn_blocking(move || {
@@ -275,6 +274,27 @@ pub async fn records_list(
     })
     .await
     .map_err(|e| Error::Internal(Cause::of("the listing task failed", e)))?
+}
+
+/// The query of a subscription to `table`: conditions only, as the records a subscriber watches
+/// have no order, page or projection.
+fn subscription_query(
+    table: &Table,
+    caller: &Identity,
+    raw: &str,
+) -> Result<Option<Matching>, ApiError> {
+    let query = query::parse(raw)
+        .and_then(|query| query::bind(query, &table.schema().document))
+        .map_err(Error::BadQuery)?;
+    caller.reader(table).check_query(&query)?;
+    if query.select.is_some() || !query.sort.is_empty() || query.limit.is_some() || query.after.is_some() || query.offset > 0 {
+        return Err(ApiError::BadRequest(
+            "a subscription takes conditions only (`status=pending&total=gt=10`): select(), sort(), limit() and after() shape a listing, not a stream of changes".to_owned(),
+        ));
+    }
+    Ok(query
+        .filter
+        .map(|filter| Matching::new(table.schema().name.clone(), filter)))
 }
 
 fn list(

@@ -1,5 +1,5 @@
 //! Subscriptions over HTTP: a WebSocket upgrade, or `Accept: text/event-stream`, on `GET /T/id`
-//! (one record) or `GET /T/` (the whole table).
+//! (one record), `GET /T/` (the whole table) or `GET /T/?query` (the records that match).
 
 use axum::extract::FromRequestParts;
 use axum::extract::ws::WebSocketUpgrade;
@@ -11,7 +11,7 @@ use super::AppState;
 use super::auth::{BEARER_PROTOCOL, Caller};
 use super::error::ApiError;
 use super::headers;
-use crate::realtime::{TopicFilter, sse, ws};
+use crate::realtime::{Matching, TopicFilter, sse, ws};
 use crate::table::Table;
 
 /// The subscription a `GET` asks for, if it asks for one.
@@ -59,12 +59,13 @@ impl FromRequestParts<AppState> for Subscription {
     }
 }
 
-/// Starts `caller`'s subscription to `filter` (on `table`) over the transport asked for.
+/// Starts `caller`'s subscription to `filter` (on `table`), narrowed to the records `matching`
+/// a query if given, over the transport asked for.
 pub fn start(
     state: &AppState,
     caller: &Caller,
     table: &Table,
-    filter: TopicFilter,
+    (filter, matching): (TopicFilter, Option<Matching>),
     transport: Subscribe,
 ) -> Result<Response, ApiError> {
     if caller.reader(table).nothing() {
@@ -75,6 +76,9 @@ pub fn start(
     let realtime = &state.realtime;
     let admitted = realtime.admit()?;
     let mut subscription = realtime.subscribe(caller.0.clone());
+    if let Some(matching) = matching {
+        subscription.only_matching(matching);
+    }
     match transport {
         Subscribe::WebSocket(upgrade) => {
             subscription.watch(filter);

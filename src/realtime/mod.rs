@@ -4,8 +4,11 @@
 //! Every transport goes through one [`Subscription`] core (`subscription.rs`): current values
 //! first, then each durable change, and the one lag policy (`resync`). `ws.rs` and `sse.rs` are
 //! the HTTP transports; `mqtt/` serves MQTT with rumqttd's packet codecs under our own sessions;
-//! `topic_filter.rs` holds the [`TopicFilter`] every subscription watches.
+//! `topic_filter.rs` holds the [`TopicFilter`] every subscription watches; `matching.rs` narrows
+//! a table subscription to the records that match a query, and `visibility.rs` to what the
+//! subscriber's identity may read.
 
+mod matching;
 pub mod mqtt;
 pub mod sse;
 mod subscription;
@@ -20,6 +23,7 @@ use serde::de::IgnoredAny;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+pub use matching::Matching;
 pub use subscription::{Item, Subscription};
 pub use topic_filter::TopicFilter;
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::task::JoinHandle;
 
 use super::TopicFilter;
+use super::matching::Matching;
 use super::visibility::Visibility;
 use crate::bus::{self, RecvError};
 use crate::catalog::Catalog;
@@ -76,6 +77,8 @@ pub struct Subscription {
     ready: VecDeque<Item>,
     /// What the subscriber may see; `None` if everything.
     visibility: Option<Visibility>,
+    /// The query records must match to be delivered; `None` for every record watched.
+    matching: Option<Matching>,
 }
 
 impl Subscription {
@@ -94,7 +97,13 @@ impl Subscription {
             running: None,
             ready: VecDeque::new(),
             visibility,
+            matching: None,
         }
+    }
+
+    /// Delivers only the records that match `matching`'s query (see [`Matching`]).
+    pub fn only_matching(&mut self, matching: Matching) {
+        self.matching = Some(matching);
     }
 
     /// Whether the subscription watches anything or still owes something: one that does not
@@ -143,6 +152,9 @@ impl Subscription {
         let until = self.store.last_seq();
         let available = self.store.changes_after(after, 1)?.is_some();
         if available {
+            if let Some(matching) = &mut self.matching {
+                matching.resume();
+            }
             self.jobs.push_back(Job::Replay {
                 filter: filter.clone(),
                 after,
@@ -177,6 +189,13 @@ impl Subscription {
     pub async fn next(&mut self) -> Option<Item> {
         loop {
             let item = self.next_item().await?;
+            let item = match &mut self.matching {
+                Some(matching) => match matching.view(item) {
+                    Some(item) => item,
+                    None => continue,
+                },
+                None => item,
+            };
             let Some(visibility) = &mut self.visibility else {
                 return Some(item);
             };

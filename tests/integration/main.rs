@@ -32,4 +32,5 @@ mod schema_change;
 mod storage_failure;
 mod store_model;
 mod subscribe;
+mod subscribe_query;
 mod tls;
