@@ -2,8 +2,10 @@
 //!
 //! A record's topic is `<table>/<id>`. Filters follow MQTT's rules: `+` matches one level, a final
 //! `#` matches any number of levels (none included), and a filter starting with a wildcard does
-//! not match topics starting with `$`. `Product/42` watches a record, `Product/+` and `Product/#`
-//! (or `/Product/` over HTTP) the whole table.
+//! not match topics starting with `$`. `Product/42` watches a record, `Product/#` (or
+//! `/Product/` over HTTP) the whole table. A string id holding `/` spans levels (the record
+//! `a/b` is on `Product/a/b`), so `Product/+` watches only the records whose id has none: MQTT
+//! clients and other brokers read `+` as one level, and so does this one.
 
 use std::fmt;
 
