@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::common::{Fixture, TestServer, delete, put, put_counters};
-use crate::mqtt_client::{Client5, Client311, WAIT};
+use crate::mqtt_client::{Client5, Client311, MqttClient, WAIT};
 use crate::subscribe::{ws_connect, ws_next};
 
 pub async fn get(server: &TestServer, path: &str) -> (u16, String) {
@@ -162,15 +162,33 @@ async fn a_v311_client_whose_publish_is_refused_stays_connected() {
     let fixture = Fixture::new();
     let server = fixture.start().await;
     let mut mqtt = Client311::connect(server.mqtt, "clumsy").await;
-    mqtt.publish("Item/q", br#"{"name": 42}"#, true).await;
+    // 3.1.1 has no reason codes: a client that wants to know why subscribes to its errors
+    // topic, which only it is sent.
+    assert_eq!(
+        mqtt.subscribe("$tablecast/errors/clumsy").await,
+        rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
+    );
+    mqtt.client
+        .publish("Item/q", rumqttc::QoS::AtLeastOnce, true, br#"{"name": 42}"#.to_vec())
+        .await
+        .expect("publish");
+    let told = mqtt.next_publish().await;
+    assert_eq!(told.topic, "$tablecast/errors/clumsy");
+    assert_eq!(
+        json_of(&told.payload),
+        json!({"topic": "Item/q", "code": "schema-violation",
+               "detail": "the record does not match the schema of table `Item`: /name: 42 is not of type \"string\""})
+    );
+    mqtt.next_where(|packet| matches!(packet, rumqttc::Packet::PubAck(_)).then_some(()))
+        .await;
     mqtt.publish("Item/q", br#"{"name": "fixed"}"#, true).await;
     assert_eq!(
         get(&server, "/Item/q").await.1,
         r#"{"id":"q","name":"fixed"}"#
     );
     // A subscription past the limit is refused; the connection stays, and a held one may be
-    // renewed.
-    for n in 1..100 {
+    // renewed. It holds one already, its errors topic.
+    for n in 1..99 {
         mqtt.subscribe(&format!("f/{n}")).await;
     }
     assert_eq!(

@@ -208,9 +208,18 @@ impl Refusal {
         }
     }
 
+    /// The stable code of what was wrong, as in an HTTP problem's `type`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Domain(error) => error.code().as_str(),
+            Refusal::Topic(_) => "no-route",
+            Refusal::RetainedFull(_) => "retained-full",
+        }
+    }
+
     /// The reason string: what was wrong, and where (safe to send: failures inside the server
     /// are told as one sentence).
-    fn detail(&self) -> String {
+    pub fn detail(&self) -> String {
         match self {
             Refusal::Domain(error) => {
                 let message = error.public_message();

@@ -62,6 +62,9 @@ const MAX_APPLYING: usize = 64;
 pub const RECEIVE_MAXIMUM: usize = 1024;
 /// The topic a client may subscribe to to be told when it fell behind (see the lag policy).
 pub const RESYNC_TOPIC: &str = "$tablecast/resync";
+/// Followed by its client id, the topic on which a client is told why a publish of its own was
+/// refused: an MQTT 3.1.1 client, or a QoS 0 publish, has no acknowledgement to carry it.
+pub const ERRORS_TOPIC: &str = "$tablecast/errors/";
 
 /// A PUBLISH whose effect is known, waiting for its turn to be relayed and acknowledged.
 struct Applied {

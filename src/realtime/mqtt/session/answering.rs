@@ -4,7 +4,8 @@
 
 use rumqttd::protocol::{Packet, PubRec, PubRecReason, QoS};
 
-use super::{Answer, Applied, Session};
+use super::{Answer, Applied, ERRORS_TOPIC, Session};
+use crate::realtime::mqtt::outbox::{Delivery, Origin};
 use crate::realtime::mqtt::codec::Version;
 use crate::realtime::mqtt::publish::{self, Refusal, Relay};
 
@@ -61,6 +62,7 @@ impl Session {
         }
         if let Err(refusal) = &outcome {
             refusal.log(&self.client_id, &topic);
+            self.tell_refusal(&topic, refusal);
             let v311 = self.codec.version() == Version::V311;
             if v311 && matches!(refusal, Refusal::RetainedFull(_)) {
                 // Not acknowledged: 3.1.1 would say it succeeded.
@@ -82,6 +84,37 @@ impl Session {
             }
             self.outbox.send(ack);
         }
+    }
+
+    /// `$tablecast/errors/<client id>`: only this client may subscribe to it, and only the
+    /// server publishes on it.
+    pub(super) fn errors_topic(&self) -> String {
+        format!("{ERRORS_TOPIC}{}", self.client_id)
+    }
+
+    /// Tells the client why its publish to `topic` was refused, on its errors topic if it
+    /// subscribed to it: `{"topic", "code", "detail"}`, as an HTTP problem would say it.
+    fn tell_refusal(&mut self, topic: &str, refusal: &Refusal) {
+        let errors = self.errors_topic();
+        let Some(granted) = self
+            .grants
+            .best(|g| g.takes(&errors, &[], &self.client_id))
+        else {
+            return;
+        };
+        let told = serde_json::json!({
+            "topic": topic,
+            "code": refusal.code(),
+            "detail": refusal.detail(),
+        });
+        let delivery = Delivery {
+            topic: errors,
+            payload: told.to_string().into(),
+            qos: granted.qos,
+            subscription_ids: granted.subscription_ids,
+            ..Delivery::default()
+        };
+        self.outbox.deliver(&delivery, Origin::Passing);
     }
 
     /// Relays what a publish asked to, if anything; true if it was kept for an absent client.

@@ -125,6 +125,7 @@ impl Session {
         let allowed = match filter.first().map(|first| (first, catalog.resource(first))) {
             Some((_, Ok(resource))) => !self.identity.reader(resource.table()).nothing(),
             _ if filter.to_string() == super::RESYNC_TOPIC => true,
+            _ if filter.to_string() == self.errors_topic() => true,
             first => {
                 if let Some((first, _)) = first {
                     self.shared.typos.check(catalog, first, &self.client_id);
