@@ -302,6 +302,32 @@ impl Error {
         }
     }
 
+    /// [`Error::public_message`] with every schema violation after it (`/price: ...; /name:
+    /// ...`), for the transports and reports that have no `errors` field to carry them.
+    pub fn public_detail(&self) -> String {
+        let message = self.public_message();
+        let (Error::SchemaViolation { violations, .. } | Error::OriginInvalid { violations, .. }) =
+            self
+        else {
+            return message;
+        };
+        if violations.is_empty() {
+            return message;
+        }
+        let listed: Vec<String> = violations
+            .iter()
+            .map(|v| {
+                let at = if v.pointer.is_empty() {
+                    "/"
+                } else {
+                    &v.pointer
+                };
+                format!("{at}: {}", v.message)
+            })
+            .collect();
+        format!("{message}: {}", listed.join("; "))
+    }
+
     /// Whether the cause belongs in the server log (a failure inside the server).
     pub fn is_internal(&self) -> bool {
         self.code().internal_message().is_some()

@@ -128,7 +128,7 @@ impl CachedTable {
                                 let error = Chain(&error);
                                 tracing::error!(id = %key, %error, "a warm-up failed");
                             }
-                            let detail = error.public_message();
+                            let detail = error.public_detail();
                             report
                                 .failed
                                 .push(json!({ "id": key.to_json(), "detail": detail }));

@@ -287,7 +287,12 @@ fn subscription_query(
         .and_then(|query| query::bind(query, &table.schema().document))
         .map_err(Error::BadQuery)?;
     caller.reader(table).check_query(&query)?;
-    if query.select.is_some() || !query.sort.is_empty() || query.limit.is_some() || query.after.is_some() || query.offset > 0 {
+    if query.select.is_some()
+        || !query.sort.is_empty()
+        || query.limit.is_some()
+        || query.after.is_some()
+        || query.offset > 0
+    {
         return Err(ApiError::BadRequest(
             "a subscription takes conditions only (`status=pending&total=gt=10`): select(), sort(), limit() and after() shape a listing, not a stream of changes".to_owned(),
         ));

@@ -54,7 +54,9 @@ impl Visibility {
         let key = (event.table.clone(), event.id.clone());
         match event.kind {
             ChangeKind::Delete | ChangeKind::Leave if every_row => Some(event.clone()),
-            ChangeKind::Delete | ChangeKind::Leave => self.shown.remove(&key).then(|| event.clone()),
+            ChangeKind::Delete | ChangeKind::Leave => {
+                self.shown.remove(&key).then(|| event.clone())
+            }
             // A message is not a record a row rule can be checked on.
             ChangeKind::Message if every_row => shown(event, reader),
             ChangeKind::Message => None,

@@ -143,6 +143,16 @@ async fn warm_fetches_what_is_not_fresh() {
     );
     assert_eq!(s.origin.requests(), 4);
     assert_eq!(s.record_count().await, 4);
+    // A failure names the schema rule the origin's answer broke.
+    s.origin.set_mode(Mode::Invalid);
+    let report: Value = warm(json!(["e"])).await.json().await.expect("JSON");
+    let detail = report["failed"][0]["detail"].as_str().expect("a detail");
+    assert!(
+        detail.contains("does not match the table's schema")
+            && detail.contains("/name: property `name` is required"),
+        "{report}"
+    );
+    s.origin.set_mode(Mode::Serve);
     let plain = warm(json!(["a"])).await;
     assert_eq!(plain.status(), 200);
     let unknown = s

@@ -169,7 +169,12 @@ async fn a_v311_client_whose_publish_is_refused_stays_connected() {
         rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)
     );
     mqtt.client
-        .publish("Item/q", rumqttc::QoS::AtLeastOnce, true, br#"{"name": 42}"#.to_vec())
+        .publish(
+            "Item/q",
+            rumqttc::QoS::AtLeastOnce,
+            true,
+            br#"{"name": 42}"#.to_vec(),
+        )
         .await
         .expect("publish");
     let told = mqtt.next_publish().await;

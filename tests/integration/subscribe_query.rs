@@ -8,7 +8,12 @@ use crate::subscribe::{SseReader, ws_connect, ws_next};
 
 async fn stock(server: &TestServer) {
     for (id, qty) in [("a", 1), ("b", 9), ("c", 7), ("d", 2)] {
-        put(server, &format!("/Item/{id}"), json!({"name": id, "qty": qty})).await;
+        put(
+            server,
+            &format!("/Item/{id}"),
+            json!({"name": id, "qty": qty}),
+        )
+        .await;
     }
 }
 
@@ -54,7 +59,10 @@ async fn a_websocket_subscription_with_a_query_keeps_a_live_result() {
     let left = ws_next(&mut ws).await;
     assert_eq!(what(&left), pair("leave", "b"), "{left}");
     assert_eq!(left["value"], Value::Null);
-    assert!(left["version"].is_string(), "the version of the change: {left}");
+    assert!(
+        left["version"].is_string(),
+        "the version of the change: {left}"
+    );
     assert_eq!(what(&ws_next(&mut ws).await), pair("delete", "c"));
     assert_eq!(what(&ws_next(&mut ws).await), pair("put", "f"));
     server.stop().await;
@@ -68,7 +76,10 @@ async fn an_event_stream_with_a_query_resumes_with_what_left_meanwhile() {
     let mut sse = SseReader::open(&server, "/Item/?qty=gt=5&name!=z", None).await;
     let first = sse.next().await.data.expect("data");
     assert_eq!(what(&first), pair("put", "b"));
-    assert_eq!(what(&sse.next().await.data.expect("data")), pair("put", "c"));
+    assert_eq!(
+        what(&sse.next().await.data.expect("data")),
+        pair("put", "c")
+    );
     let position = sse.next().await.id.expect("the position marker");
     drop(sse);
 

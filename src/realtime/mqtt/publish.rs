@@ -221,26 +221,7 @@ impl Refusal {
     /// are told as one sentence).
     pub fn detail(&self) -> String {
         match self {
-            Refusal::Domain(error) => {
-                let message = error.public_message();
-                // MQTT has no body to carry the violations in: the reason string lists them.
-                if let Error::SchemaViolation { violations, .. } = error {
-                    let listed: Vec<String> = violations
-                        .iter()
-                        .map(|v| {
-                            let at = if v.pointer.is_empty() {
-                                "/"
-                            } else {
-                                &v.pointer
-                            };
-                            format!("{at}: {}", v.message)
-                        })
-                        .collect();
-                    format!("{message}: {}", listed.join("; "))
-                } else {
-                    message
-                }
-            }
+            Refusal::Domain(error) => error.public_detail(),
             Refusal::Topic(detail) | Refusal::RetainedFull(detail) => detail.clone(),
         }
     }

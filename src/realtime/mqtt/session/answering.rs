@@ -5,8 +5,8 @@
 use rumqttd::protocol::{Packet, PubRec, PubRecReason, QoS};
 
 use super::{Answer, Applied, ERRORS_TOPIC, Session};
-use crate::realtime::mqtt::outbox::{Delivery, Origin};
 use crate::realtime::mqtt::codec::Version;
+use crate::realtime::mqtt::outbox::{Delivery, Origin};
 use crate::realtime::mqtt::publish::{self, Refusal, Relay};
 
 impl Session {
@@ -96,10 +96,7 @@ impl Session {
     /// subscribed to it: `{"topic", "code", "detail"}`, as an HTTP problem would say it.
     fn tell_refusal(&mut self, topic: &str, refusal: &Refusal) {
         let errors = self.errors_topic();
-        let Some(granted) = self
-            .grants
-            .best(|g| g.takes(&errors, &[], &self.client_id))
-        else {
+        let Some(granted) = self.grants.best(|g| g.takes(&errors, &[], &self.client_id)) else {
             return;
         };
         let told = serde_json::json!({
