@@ -43,7 +43,8 @@ fn time(table: &Table, query: &str, runs: u32) -> (Duration, usize) {
     let mut rows = 0;
     let started = Instant::now();
     for _ in 0..runs {
-        let parsed = bind(parse(query).expect("parses"), &table.schema().document).expect("binds");
+        let parsed =
+            bind(parse(query).expect("parses"), &table.schema().document()).expect("binds");
         rows = 0;
         for listed in execute(table, parsed).expect("runs") {
             listed.expect("listed");

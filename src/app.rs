@@ -311,6 +311,7 @@ impl App {
             },
         );
         let reloader = tokio::spawn(reload_on_change(
+            (self.catalog.clone(), self.config.schemas.clone()),
             self.config
                 .access
                 .clone()
@@ -367,9 +368,13 @@ impl App {
 /// How often the access file is looked at for a change.
 const ACCESS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reloads the access file on SIGHUP and when it changes, and the certificate on SIGHUP; a bad
-/// file leaves what is in force.
-async fn reload_on_change(access: Option<(Access, std::path::PathBuf)>, tls: Option<Tls>) {
+/// Reloads the access file on SIGHUP and when it changes, and the schemas and the certificate on
+/// SIGHUP; a bad file leaves what is in force.
+async fn reload_on_change(
+    schemas: (Arc<Catalog>, std::path::PathBuf),
+    access: Option<(Access, std::path::PathBuf)>,
+    tls: Option<Tls>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut seen = access.as_ref().and_then(|(_, path)| modified(path));
@@ -393,6 +398,9 @@ async fn reload_on_change(access: Option<(Access, std::path::PathBuf)>, tls: Opt
                 reload_access(access, path);
             }
         }
+        if hung_up {
+            reload_schemas(&schemas).await;
+        }
         if let Some(tls) = tls.as_ref().filter(|_| hung_up) {
             match tls.reload() {
                 Ok(()) => tracing::info!("certificate reloaded"),
@@ -401,6 +409,30 @@ async fn reload_on_change(access: Option<(Access, std::path::PathBuf)>, tls: Opt
                 ),
             }
         }
+    }
+}
+
+/// Reloads the schema files (see [`Catalog::reload_schemas`]) and logs what came of it.
+async fn reload_schemas((catalog, dir): &(Arc<Catalog>, std::path::PathBuf)) {
+    let (catalog, dir) = (catalog.clone(), dir.clone());
+    let reloaded = tokio::task::spawn_blocking(move || {
+        let now = Clock::system().now_ms();
+        catalog.reload_schemas(&dir, now)
+    })
+    .await;
+    match reloaded {
+        Ok(Ok(changed)) if changed.is_empty() => tracing::info!("schemas reloaded: none changed"),
+        Ok(Ok(changed)) => {
+            let tables: Vec<&str> = changed.iter().map(|name| &**name).collect();
+            tracing::info!(?tables, "schemas reloaded");
+        }
+        Ok(Err(refusals)) => {
+            for refusal in &refusals {
+                tracing::error!("{refusal}");
+            }
+            tracing::error!("the schemas were not reloaded: every table keeps the schema it has");
+        }
+        Err(error) => tracing::error!(%error, "the schema reload failed"),
     }
 }
 

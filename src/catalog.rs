@@ -1,12 +1,13 @@
-//! The catalog: which resource serves each table name.
+//! The catalog: which resource serves each table name, and the reload of their schemas.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::cache::CachedTable;
 use crate::clock::Clock;
-use crate::error::{Error, Result};
-use crate::schema::TableSchema;
+use crate::error::{Chain, Error, Result};
+use crate::schema::{self, TableSchema, TableSettings};
 use crate::storage::{Key, Store};
 use crate::table::{Guard, Precondition, Table};
 
@@ -107,5 +108,96 @@ impl Catalog {
             Resource::Cached(cache) => Some(cache),
             Resource::Local(_) => None,
         })
+    }
+
+    /// Reloads the schema files of `dir` (SIGHUP): a table whose document changed takes the new
+    /// one if every record it stores meets it, and if its `x-table` settings are the same (they
+    /// shape storage and are read at start). All or nothing: on any refusal, each reason, and
+    /// every table keeps the schema it has. On success, the tables whose schema changed.
+    ///
+    /// Reads every record of a changed table, so it belongs on the blocking pool.
+    pub fn reload_schemas(&self, dir: &Path, now: u64) -> Result<Vec<Arc<str>>, Vec<String>> {
+        let schemas = schema::load_dir(dir)
+            .map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let mut refusals: Vec<String> = self
+            .resources
+            .keys()
+            .filter(|name| !schemas.iter().any(|s| s.name == **name))
+            .map(|name| {
+                format!("table `{name}` has no schema file now: removing a table needs a restart")
+            })
+            .collect();
+        let mut changed = Vec::new();
+        for newer in schemas {
+            let file = newer.file.display().to_string();
+            let Some(resource) = self.resources.get(&newer.name) else {
+                refusals.push(format!("{file}: a new table needs a restart"));
+                continue;
+            };
+            let table = resource.table();
+            let running = table.schema();
+            if newer.settings != running.settings {
+                let what = settings_change(&running.settings, &newer.settings);
+                refusals.push(format!(
+                    "{file}#/x-table: {what}; table settings are read at start: restart to apply them"
+                ));
+                continue;
+            }
+            if newer.document() == running.document() {
+                continue;
+            }
+            match table.check_records_against(&newer, now) {
+                Ok(report) if report.breaking == 0 => changed.push((table, newer, report)),
+                Ok(report) => refusals.push(format!(
+                    "{file}: {} of {} stored records would break it, first: {}",
+                    report.breaking,
+                    report.records,
+                    report.lines(table.name()).collect::<Vec<_>>().join("; ")
+                )),
+                Err(error) => refusals.push(format!(
+                    "{file}: the stored records could not be checked: {}",
+                    Chain(&error)
+                )),
+            }
+        }
+        if !refusals.is_empty() {
+            return Err(refusals);
+        }
+        let mut names = Vec::new();
+        for (table, newer, report) in changed {
+            table.schema().adopt(newer);
+            if let Err(error) = table.remember(report) {
+                tracing::warn!(table = table.name(), error = %Chain(&error), "the schema check was not remembered; the next start checks again");
+            }
+            names.push(table.schema().name.clone());
+        }
+        Ok(names)
+    }
+}
+
+/// What differs between two tables' settings, in words.
+fn settings_change(running: &TableSettings, newer: &TableSettings) -> String {
+    let added: Vec<&String> = newer
+        .indexes
+        .iter()
+        .filter(|path| !running.indexes.contains(path))
+        .collect();
+    let dropped: Vec<&String> = running
+        .indexes
+        .iter()
+        .filter(|path| !newer.indexes.contains(path))
+        .collect();
+    if newer.primary_key != running.primary_key || newer.key_type != running.key_type {
+        "the primary key changed".to_owned()
+    } else if !added.is_empty() {
+        format!("new index {added:?}: an index is built from the records at start")
+    } else if !dropped.is_empty() {
+        format!("index {dropped:?} dropped")
+    } else if newer.indexes != running.indexes {
+        "the order of the indexes changed".to_owned()
+    } else if newer.timestamps != running.timestamps {
+        "`timestamps` changed".to_owned()
+    } else {
+        "`cache` changed".to_owned()
     }
 }

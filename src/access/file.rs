@@ -181,7 +181,7 @@ impl Reader<'_> {
                     self.fail(&at, format!("there is no table named `{table}`"));
                     continue;
                 };
-                let schema = &resource.table().schema().document;
+                let schema = &resource.table().schema().document();
                 if let Some(rules) = self.object(rules, &at) {
                     let rules = self.table_rules(rules, &at, schema);
                     role.tables.insert(table.clone(), rules);

@@ -261,7 +261,7 @@ impl Identity {
     }
 
     fn bind(&self, rule: &rule::Rule, table: &Table) -> Bound {
-        rule.bind(&self.variables(), &table.schema().document)
+        rule.bind(&self.variables(), &table.schema().document())
             .unwrap_or_else(|error| {
                 // A value of the wrong type for the attribute (a user name where the rule compares
                 // a number): the rule covers nothing for this identity.

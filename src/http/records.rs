@@ -284,7 +284,7 @@ fn subscription_query(
     raw: &str,
 ) -> Result<Option<Matching>, ApiError> {
     let query = query::parse(raw)
-        .and_then(|query| query::bind(query, &table.schema().document))
+        .and_then(|query| query::bind(query, &table.schema().document()))
         .map_err(Error::BadQuery)?;
     caller.reader(table).check_query(&query)?;
     if query.select.is_some()
@@ -317,11 +317,11 @@ fn list(
         return Err(caller.refusal(format!("read table `{name}`")).into());
     }
     let mut query = query::parse(raw)
-        .and_then(|query| query::bind(query, &schema.document))
+        .and_then(|query| query::bind(query, &schema.document()))
         .map_err(Error::BadQuery)?;
     reader.check_query(&query)?;
     reader.restrict(&mut query);
-    let format = listing::negotiate(request, || csv_columns(&query, &schema.document, &reader))
+    let format = listing::negotiate(request, || csv_columns(&query, &schema.document(), &reader))
         .ok_or(ApiError::NotAcceptable)?;
     let total = headers::prefers(request, "count=exact")
         .then(|| executor::count(table, &query))
@@ -445,7 +445,7 @@ pub async fn tables_describe(
     if reader.nothing() {
         return Err(caller.refusal(format!("read table `{name}`")).into());
     }
-    let mut document = schema.document.clone();
+    let mut document = serde_json::Value::clone(&schema.document());
     if let Some(properties) = document.get_mut("properties") {
         reader.strip(properties);
     }

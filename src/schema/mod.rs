@@ -1,19 +1,21 @@
 //! Schema files: one JSON Schema (draft 2020-12) per table, plus the `x-table` settings.
 //!
-//! Everything about a schema is checked once at start-up; a bad file stops the server with the
-//! file, a JSON pointer into it and the reason. Validators are compiled once per table.
+//! Everything about a schema is checked at start-up; a bad file stops the server with the file,
+//! a JSON pointer into it and the reason. Validators are compiled once per table, and again
+//! when a reload changes the document (`rules.rs`); `x-table` settings are read once.
 
 mod cache_settings;
+mod rules;
 pub(crate) mod settings;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
-use jsonschema::error::ValidationErrorKind;
 use serde_json::Value;
 
 pub use cache_settings::CacheSettings;
+use rules::Rules;
 pub use settings::{CREATED_AT, TableSettings, UPDATED_AT};
 
 use crate::error::Violation;
@@ -40,7 +42,8 @@ impl fmt::Display for LoadError {
     }
 }
 
-/// A table's schema: its settings, its JSON Schema document and the compiled validator.
+/// A table's schema: its settings, and the rules of its JSON Schema document (which a reload
+/// may replace, see [`TableSchema::adopt`]).
 pub struct TableSchema {
     /// The table's name: the file's stem.
     pub name: Arc<str>,
@@ -48,48 +51,7 @@ pub struct TableSchema {
     pub file: PathBuf,
     /// The `x-table` settings.
     pub settings: TableSettings,
-    /// The schema document as written.
-    pub document: Value,
-    validator: jsonschema::Validator,
-    /// The `default` of each property that has one, nested objects included.
-    defaults: Vec<PropertyDefault>,
-}
-
-/// A property's `default`, and those of the properties inside it.
-#[derive(Debug)]
-struct PropertyDefault {
-    name: String,
-    value: Option<Value>,
-    inside: Vec<PropertyDefault>,
-}
-
-/// The defaults declared under `properties` of `schema`, at any depth of nested objects.
-fn defaults_of(schema: &Value) -> Vec<PropertyDefault> {
-    let Some(properties) = schema.get("properties").and_then(Value::as_object) else {
-        return Vec::new();
-    };
-    properties
-        .iter()
-        .map(|(name, property)| PropertyDefault {
-            name: name.clone(),
-            value: property.get("default").cloned(),
-            inside: defaults_of(property),
-        })
-        .filter(|default| default.value.is_some() || !default.inside.is_empty())
-        .collect()
-}
-
-fn apply_defaults(defaults: &[PropertyDefault], object: &mut serde_json::Map<String, Value>) {
-    for default in defaults {
-        if !object.contains_key(&default.name)
-            && let Some(value) = &default.value
-        {
-            object.insert(default.name.clone(), value.clone());
-        }
-        if let Some(Value::Object(inner)) = object.get_mut(&default.name) {
-            apply_defaults(&default.inside, inner);
-        }
-    }
+    rules: RwLock<Arc<Rules>>,
 }
 
 impl fmt::Debug for TableSchema {
@@ -103,79 +65,44 @@ impl fmt::Debug for TableSchema {
 }
 
 impl TableSchema {
-    /// Gives a new record the `default` of every property it leaves out, in objects it has
-    /// (a default of a property inside an absent object applies only if that object is made
-    /// by its own default).
-    pub fn complete(&self, record: &mut Value) {
-        if let Value::Object(fields) = record {
-            apply_defaults(&self.defaults, fields);
-        }
+    fn rules(&self) -> Arc<Rules> {
+        self.rules
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The schema document as written (the one last reloaded).
+    pub fn document(&self) -> Arc<Value> {
+        self.rules().document.clone()
     }
 
     /// Checks `record` against the schema; on failure, every violation with its pointer.
     pub fn validate(&self, record: &Value) -> Result<(), Vec<Violation>> {
-        if self.validator.is_valid(record) {
-            return Ok(());
-        }
-        let mut violations = Vec::new();
-        for error in self.validator.iter_errors(record) {
-            let at = error.instance_path().as_str();
-            match error.kind() {
-                // Point at each property that is not allowed, not at the object holding it.
-                ValidationErrorKind::AdditionalProperties { unexpected }
-                | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
-                    violations.extend(unexpected.iter().map(|name| Violation {
-                        pointer: format!("{at}/{}", settings::escape_pointer(name)),
-                        message: format!("property `{name}` is not allowed here"),
-                    }));
-                }
-                // Point at the missing property itself, where the client must add it.
-                ValidationErrorKind::Required { property } => {
-                    let name = property.as_str().unwrap_or_default();
-                    violations.push(Violation {
-                        pointer: format!("{at}/{}", settings::escape_pointer(name)),
-                        message: format!("property `{name}` is required"),
-                    });
-                }
-                ValidationErrorKind::Enum { options } => violations.push(Violation {
-                    pointer: at.to_owned(),
-                    message: format!(
-                        "{} is not one of the allowed values: {}",
-                        error.instance(),
-                        listed(options)
-                    ),
-                }),
-                ValidationErrorKind::Format { format } => violations.push(Violation {
-                    pointer: at.to_owned(),
-                    message: format!(
-                        "{} is not a valid {}",
-                        error.instance(),
-                        format_name(format)
-                    ),
-                }),
-                _ => violations.push(Violation {
-                    pointer: at.to_owned(),
-                    message: error.to_string(),
-                }),
-            }
-        }
-        Err(violations)
+        self.rules().validate(record)
     }
 
     /// Checks a primary key value against what the schema says of the key's property (its
     /// type, `pattern`, bounds...); on failure, the first violation's message.
     pub fn check_key(&self, key: &Value) -> Result<(), String> {
-        let field = &self.settings.primary_key;
-        let record = Value::Object([(field.clone(), key.clone())].into_iter().collect());
-        let at = format!("/{}", settings::escape_pointer(field));
-        let mut errors = self.validator.iter_errors(&record);
-        match errors.find(|e| {
-            let path = e.instance_path().as_str();
-            path == at || path.starts_with(&format!("{at}/"))
-        }) {
-            Some(error) => Err(error.to_string()),
-            None => Ok(()),
-        }
+        self.rules().check_key(&self.settings, key)
+    }
+
+    /// Gives a new record the `default` of every property it leaves out, in objects it has
+    /// (a default of a property inside an absent object applies only if that object is made
+    /// by its own default).
+    pub fn complete(&self, record: &mut Value) {
+        self.rules().complete(record);
+    }
+
+    /// Takes the rules of `newer`, a later load of the same file: its settings must be these.
+    pub fn adopt(&self, newer: TableSchema) {
+        debug_assert_eq!(self.settings, newer.settings);
+        let rules = newer
+            .rules
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.rules.write().unwrap_or_else(PoisonError::into_inner) = rules;
     }
 
     /// Reads one schema file; on failure, every problem found in it.
@@ -231,19 +158,14 @@ impl TableSchema {
             ));
         }
         let settings = settings::read(object, &fail).map_err(|found| problems.extend(found));
-        let validator = jsonschema::options()
-            .with_draft(jsonschema::Draft::Draft202012)
-            .should_validate_formats(true)
-            .build(&document)
-            .map_err(|e| problems.push(fail(e.instance_path().as_str(), e.to_string())));
-        match (settings, validator) {
-            (Ok(settings), Ok(validator)) if problems.is_empty() => Ok(TableSchema {
+        let rules = Rules::compile(document.clone())
+            .map_err(|(pointer, reason)| problems.push(fail(&pointer, reason)));
+        match (settings, rules) {
+            (Ok(settings), Ok(rules)) if problems.is_empty() => Ok(TableSchema {
                 name: name.into(),
                 file: file.to_owned(),
                 settings,
-                defaults: defaults_of(&document),
-                document,
-                validator,
+                rules: RwLock::new(Arc::new(rules)),
             }),
             _ => Err(problems),
         }
@@ -288,39 +210,6 @@ pub fn load_dir(dir: &Path) -> Result<Vec<TableSchema>, Vec<LoadError>> {
     } else {
         Err(problems)
     }
-}
-
-/// Every allowed value of an `enum`, in the schema's order.
-fn listed(options: &Value) -> String {
-    match options {
-        Value::Array(values) => values
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
-    }
-}
-
-/// A `format` in words, as a client reads it in an error.
-fn format_name(format: &str) -> String {
-    let words = match format {
-        "email" | "idn-email" => "email address",
-        "date-time" => "date-time (RFC 3339, as 2026-12-04T10:00:00Z)",
-        "date" => "date (RFC 3339, as 2026-12-04)",
-        "time" => "time (RFC 3339, as 10:00:00Z)",
-        "uri" | "iri" => "URI",
-        "uri-reference" | "iri-reference" => "URI reference",
-        "uuid" => "UUID",
-        "ipv4" => "IPv4 address",
-        "ipv6" => "IPv6 address",
-        "hostname" | "idn-hostname" => "host name",
-        "duration" => "duration (ISO 8601, as P1DT2H)",
-        "regex" => "regular expression",
-        "json-pointer" => "JSON pointer",
-        other => return format!("`{other}`"),
-    };
-    words.to_owned()
 }
 
 fn is_table_name(name: &str) -> bool {

@@ -9,8 +9,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::sync::PoisonError;
+
 use super::Table;
 use crate::error::{Error, Result};
+use crate::schema::TableSchema;
 
 /// Records named in a report, at most; the count covers them all.
 const EXAMPLES: usize = 10;
@@ -55,15 +58,23 @@ impl Conformance {
 }
 
 impl Table {
-    /// What the check at start found, if one ran.
-    pub fn conformance(&self) -> Option<&Conformance> {
-        self.conformance.get()
+    /// What the last check of the stored records found (at start, or at a reload).
+    pub fn conformance(&self) -> Option<Conformance> {
+        self.conformance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    /// Checks every stored record against the schema, now.
+    /// Checks every stored record against the table's schema, now.
     pub fn check_records(&self, now: u64) -> Result<Conformance> {
+        self.check_records_against(&self.schema, now)
+    }
+
+    /// Checks every stored record against `schema` (the table's, or one it may take), now.
+    pub fn check_records_against(&self, schema: &TableSchema, now: u64) -> Result<Conformance> {
         let mut report = Conformance {
-            schema: fingerprint(&self.schema.document),
+            schema: fingerprint(&schema.document()),
             checked_at: now,
             records: 0,
             breaking: 0,
@@ -74,7 +85,7 @@ impl Table {
             report.records += 1;
             let record: Value =
                 serde_json::from_slice(&envelope.value).map_err(Error::stored_not_json)?;
-            let Err(violations) = self.schema.validate(&record) else {
+            let Err(violations) = schema.validate(&record) else {
                 continue;
             };
             report.breaking += 1;
@@ -99,15 +110,27 @@ impl Table {
         let last: Option<Conformance> = checks
             .get(name)?
             .and_then(|raw| serde_json::from_slice(&raw).ok());
-        let schema = fingerprint(&self.schema.document);
+        let schema = fingerprint(&self.schema.document());
         let report = match last {
             Some(last) if last.schema == schema && last.breaking == 0 => last,
             _ => self.check_records(now)?,
         };
-        // Strings and numbers always serialize; an empty value would only mean a check next start.
-        checks.insert(name, &serde_json::to_vec(&report).unwrap_or_default())?;
-        let _ = self.conformance.set(report.clone());
+        self.remember(report.clone())?;
         Ok(report)
+    }
+
+    /// Keeps `report` as what the stored records are known to meet, for `GET /T` and the next
+    /// start.
+    pub fn remember(&self, report: Conformance) -> Result<()> {
+        let checks = self.store.keyspace(KEYSPACE)?;
+        // Strings and numbers always serialize; an empty value would only mean a check next start.
+        let encoded = serde_json::to_vec(&report).unwrap_or_default();
+        checks.insert(self.name().as_bytes(), &encoded)?;
+        *self
+            .conformance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(report);
+        Ok(())
     }
 }
 

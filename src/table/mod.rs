@@ -13,7 +13,7 @@ mod precondition;
 mod record;
 mod replica;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -37,8 +37,8 @@ pub struct Table {
     schema: Arc<TableSchema>,
     records: Records,
     store: Arc<Store>,
-    /// What the start's check of the stored records against the schema found.
-    conformance: Arc<OnceLock<Conformance>>,
+    /// What the last check of the stored records against the schema found.
+    conformance: Arc<Mutex<Option<Conformance>>>,
 }
 
 /// Publishes every durable commit that changed a record on `bus`; install it as the store's

@@ -377,7 +377,7 @@ fn open(dir: &std::path::Path, indexes: &str) -> Table {
 
 fn answer(table: &Table, query: &str) -> Vec<i64> {
     let parsed = parse(query).unwrap_or_else(|e| panic!("{query}: {e}"));
-    let bound = bind(parsed, &table.schema().document).unwrap_or_else(|e| panic!("{query}: {e}"));
+    let bound = bind(parsed, &table.schema().document()).unwrap_or_else(|e| panic!("{query}: {e}"));
     execute(table, bound)
         .expect("executes")
         .map(|listed| {

@@ -1,11 +1,13 @@
 //! Schemas change under stored records: a start checks them, `tablecast check` does it offline,
-//! a changed key type is refused with the file and pointer, and defaults fill new records.
+//! a changed key type is refused with the file and pointer, SIGHUP reloads compatible changes,
+//! and defaults fill new records.
 
 use std::path::Path;
+use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use crate::common::{Fixture, client, expect_problem, tablecast_command};
+use crate::common::{Fixture, Process, client, expect_problem, tablecast_command};
 
 const ORDER: &str = r#"{"type":"object","properties":{"id":{"type":"string"},
     "status":{"enum":["pending","paid","shipped","lost"]},"total":{"type":"number"}},
@@ -208,5 +210,134 @@ async fn defaults_fill_the_properties_a_new_record_leaves_out() {
     assert_eq!(
         problem["errors"][0]["message"], "property `status` is required",
         "{problem}"
+    );
+}
+
+/// The server's log lines, as they come.
+fn log_lines(process: &mut Process) -> std::sync::mpsc::Receiver<String> {
+    let stderr = process.child.stderr.take().expect("stderr is piped");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    received
+}
+
+/// The first log line that contains `wanted`, and the lines before it.
+fn logged(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no log line with {wanted:?} in {seen:#?}"));
+        let found = line.contains(wanted);
+        seen.push(line);
+        if found {
+            return seen;
+        }
+    }
+}
+
+fn hang_up(process: &Process) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &process.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sighup_reloads_compatible_schemas_and_refuses_the_rest() {
+    let strict = ORDER.replace(
+        r#""required""#,
+        r#""additionalProperties":false,"required""#,
+    );
+    let fixture = Fixture::with_schemas(&[("Order", &strict)]);
+    let mut command = tablecast_command(
+        &["serve", "--http", "127.0.0.1:0", "--mqtt", "off"],
+        fixture.schemas.path(),
+        fixture.data.path(),
+    );
+    command.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut server = Process::spawn_with(command);
+    let lines = log_lines(&mut server);
+    let http = client();
+    let put = async |id: &str, body: Value| {
+        http.put(server.url(&format!("/Order/{id}")))
+            .json(&body)
+            .send()
+            .await
+            .expect("PUT")
+    };
+    assert_eq!(
+        put("a", json!({"status": "lost", "total": 3}))
+            .await
+            .status(),
+        204
+    );
+    let noted = json!({"status": "paid", "note": "gift"});
+    expect_problem(put("b", noted.clone()).await, 422, "schema-violation").await;
+
+    // Looser: a new optional property. Taken without a restart.
+    let looser = strict.replace(
+        r#""total":{"type":"number"}"#,
+        r#""total":{"type":"number"},"note":{"type":"string","maxLength":20}"#,
+    );
+    write_schema(fixture.schemas.path(), &looser);
+    hang_up(&server);
+    let log = logged(&lines, "schemas reloaded");
+    assert!(log.last().unwrap().contains("Order"), "{log:#?}");
+    assert_eq!(put("b", noted).await.status(), 204);
+    let table: Value = http
+        .get(server.url("/Order"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(table["schema"]["properties"]["note"].is_object(), "{table}");
+
+    // Tighter where a stored record would break it: refused, with the reason; the running
+    // schema stays.
+    write_schema(fixture.schemas.path(), &looser.replace(r#","lost"]"#, "]"));
+    hang_up(&server);
+    let log = logged(&lines, "the schemas were not reloaded").join("\n");
+    assert!(
+        log.contains(r#"1 of 2 stored records would break it, first: Order/a#/status: "lost" is not one of the allowed values"#),
+        "{log}"
+    );
+    assert_eq!(put("c", json!({"status": "lost"})).await.status(), 204);
+
+    // A new index changes storage: refused until a restart.
+    write_schema(
+        fixture.schemas.path(),
+        &looser.replace(
+            r#"{"type":"object","#,
+            r#"{"type":"object","x-table":{"indexes":["status"]},"#,
+        ),
+    );
+    hang_up(&server);
+    let log = logged(&lines, "the schemas were not reloaded").join("\n");
+    assert!(
+        log.contains(r#"Order.json#/x-table: new index ["status"]"#) && log.contains("restart"),
+        "{log}"
+    );
+
+    // A schema file that does not load leaves everything as it is.
+    write_schema(fixture.schemas.path(), "{");
+    hang_up(&server);
+    let log = logged(&lines, "the schemas were not reloaded").join("\n");
+    assert!(log.contains("Order.json: not valid JSON"), "{log}");
+    assert_eq!(
+        put("d", json!({"status": "paid", "note": "still"}))
+            .await
+            .status(),
+        204
     );
 }
