@@ -12,17 +12,18 @@
 //! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json, the connection loop and its limits |
 //! | [`realtime`] | subscriptions over WebSocket, Server-Sent Events and MQTT: one core, one lag policy; MQTT sessions over rumqttd's codecs (`realtime/mqtt/`, its only user) |
 //! | [`replication`] | the only user of async-nats: each node's commits published to the cluster's JetStream stream from the change log, everyone's applied through the node's own writer, last writer wins |
-//! | [`catalog`] | table name -> [`Resource`](catalog::Resource): a table of our own or a cache table |
+//! | [`catalog`] | table name -> [`Resource`](catalog::Resource): a table of our own or a cache table; the schema reload on SIGHUP |
 //! | [`cache`] | cache tables: the read path, [`freshness()`](cache::freshness), the fill path (single-flight origin requests), active caching (push, invalidate, warm, sweep); the only user of reqwest |
 //! | [`query`] | the URL query language of `GET /T/?...`: parser, binding to the schema, planner, executor, evaluation |
-//! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent) |
-//! | [`schema`] | schema files, `x-table` settings, compiled validators |
+//! | [`table`] | the domain core: validate, commit, publish a [`ChangeEvent`](events::ChangeEvent); whether stored records meet a changed schema |
+//! | [`schema`] | schema files, `x-table` settings, compiled rules (validator, defaults) |
 //! | [`storage`] | the only user of sled: a table's records, the mutation contract and the group-commit writer, the change log, table metadata and indexes, the hot records, key and index encodings |
 //! | [`events`] | [`ChangeEvent`](events::ChangeEvent) and the [`EventBus`](events::EventBus) |
 //! | [`bus`] | a broadcast bounded in values and in bytes (the event bus, the plain broker) |
 //! | [`intake`] | the memory and time that request bodies and MQTT packets being received may take |
 //! | [`json`] | client JSON: parsed, refused if a number in it would not be stored exactly |
 //! | [`warm`] | the `tablecast warm` command: a client of a running server |
+//! | [`check`] | the `tablecast check` command: schema files and a stopped server's records |
 //! | [`error`] | the domain [`Error`](error::Error) and its stable [`ErrorCode`](error::ErrorCode), which every transport maps exhaustively |
 //! | [`config`], [`clock`] | leaves |
 //!
@@ -73,8 +74,9 @@
 //! # Change path (`PUT /Product/42` seen by a subscriber)
 //!
 //! the writer publishes the `ChangeEvent` on the bus -> every [`Subscription`](realtime::Subscription)
-//! whose filter matches (`Product/42`, `Product/+`, `Product/#`) receives it -> WebSocket text
-//! frame, SSE event with the change-log sequence as its id, or MQTT PUBLISH to `Product/42`. A
+//! whose filter matches (`Product/42`, `Product/+`, `Product/#`), and whose query if it has one
+//! (`GET /Product/?price=lt=50`), receives it -> WebSocket text frame, SSE event with the
+//! change-log sequence as its id, or MQTT PUBLISH to `Product/42`. A
 //! subscriber that falls behind the bus's buffer gets `resync` and current values, read from the
 //! tables; writers never wait.
 //!
