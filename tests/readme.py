@@ -47,6 +47,8 @@ def blocks(readme, sections):
         elif in_block and line.strip() == "```":
             in_block = False
             out.append((section, commands(lines)))
+        elif in_block and line.startswith("```"):
+            sys.exit(f"README.md: a code block in {section!r} is not closed on a line of its own: {line!r}")
         elif in_block:
             lines.append(line)
     return sorted(out, key=lambda b: sections.index(b[0]))
@@ -185,8 +187,8 @@ def main():
                     runnable += " &"
                 if runnable.endswith("&"):
                     log = os.path.join(work, f"background-{len(background)}.log")
-                    shell.run(f"{runnable[:-1]} > {log} 2>&1 &")
-                    background.append((code, log))
+                    out, _ = shell.run(f"{runnable[:-1]} > {log} 2>&1 &\necho $!")
+                    background.append(out.split()[0])
                     wait_listening(code, log)
                     print(f"ok   [{section}] {code}  (in the background)")
                     continue
@@ -201,7 +203,9 @@ def main():
                 else:
                     print(f"ok   [{section}] {code}")
     finally:
-        shell.run("kill $(jobs -p) 2>/dev/null; wait")
+        pids = " ".join(background)
+        if pids:
+            shell.run(f"kill {pids} 2>/dev/null; wait {pids}")
         shell.close()
     if failures:
         print(f"\n{len(failures)} of {ran} README examples failed:\n")
@@ -214,8 +218,11 @@ def wait_listening(code, log):
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         # The shell may not have opened the log yet.
-        if os.path.exists(log) and "listening" in open(log).read():
+        text = open(log).read() if os.path.exists(log) else ""
+        if "listening" in text:
             return
+        if "error:" in text:
+            sys.exit(f"`{code}` did not start:\n{text}")
         time.sleep(0.05)
     sys.exit(f"`{code}` printed no listening line in 300 s:\n{open(log).read()}")
 
