@@ -20,7 +20,7 @@ use crate::schema::{self, LoadError};
 use crate::storage::{self, Store};
 use crate::table::Conformance;
 use crate::tls::Tls;
-use crate::{check, http, table};
+use crate::{catalog, http, table};
 
 /// Events buffered for the slowest in-process subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 4096;
@@ -189,7 +189,7 @@ impl App {
         };
         let store =
             Arc::new(Store::open(&config.data, options, on_durable).map_err(StartError::Store)?);
-        let changed_keys = check::key_types_kept(&schemas, &store).map_err(StartError::Store)?;
+        let changed_keys = catalog::key_types_kept(&schemas, &store).map_err(StartError::Store)?;
         if !changed_keys.is_empty() {
             return Err(StartError::Schemas(changed_keys));
         }
@@ -391,15 +391,16 @@ async fn reload_on_change(
             _ = asked => true,
             _ = poll.tick() => false,
         };
+        // Schemas first: an access rule may name a property the same reload adds.
+        if hung_up {
+            reload_schemas(&schemas).await;
+        }
         if let Some((access, path)) = &access {
             let now = modified(path);
             if hung_up || now != seen {
                 seen = now;
                 reload_access(access, path);
             }
-        }
-        if hung_up {
-            reload_schemas(&schemas).await;
         }
         if let Some(tls) = tls.as_ref().filter(|_| hung_up) {
             match tls.reload() {

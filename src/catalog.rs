@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::cache::CachedTable;
 use crate::clock::Clock;
 use crate::error::{Chain, Error, Result};
-use crate::schema::{self, TableSchema, TableSettings};
+use crate::schema::{self, LoadError, TableSchema, TableSettings};
 use crate::storage::{Key, Store};
 use crate::table::{Guard, Precondition, Table};
 
@@ -111,8 +111,8 @@ impl Catalog {
     }
 
     /// Reloads the schema files of `dir` (SIGHUP): a table whose document changed takes the new
-    /// one if every record it stores meets it, and if its `x-table` settings are the same (they
-    /// shape storage and are read at start). All or nothing: on any refusal, each reason, and
+    /// one if no record it stores that meets the running schema would break it, and if its
+    /// `x-table` settings are the same (they shape storage and are read at start). All or nothing: on any refusal, each reason, and
     /// every table keeps the schema it has. On success, the tables whose schema changed.
     ///
     /// Reads every record of a changed table, so it belongs on the blocking pool.
@@ -146,8 +146,8 @@ impl Catalog {
             if newer.document() == running.document() {
                 continue;
             }
-            match table.check_records_against(&newer, now) {
-                Ok(report) if report.breaking == 0 => changed.push((table, newer, report)),
+            match table.newly_breaking(&newer, now) {
+                Ok(report) if report.breaking == 0 => changed.push((table, newer)),
                 Ok(report) => refusals.push(format!(
                     "{file}: {} of {} stored records would break it, first: {}",
                     report.breaking,
@@ -164,10 +164,17 @@ impl Catalog {
             return Err(refusals);
         }
         let mut names = Vec::new();
-        for (table, newer, report) in changed {
+        for (table, newer) in changed {
+            // Records that broke the schema it had may break this one too: GET /T says so.
+            let before = table.conformance().filter(|report| report.breaking > 0);
             table.schema().adopt(newer);
-            if let Err(error) = table.remember(report) {
-                tracing::warn!(table = table.name(), error = %Chain(&error), "the schema check was not remembered; the next start checks again");
+            if before.is_some() {
+                match table.check_records(now) {
+                    Ok(report) => table.show_conformance(report),
+                    Err(error) => {
+                        tracing::warn!(table = table.name(), error = %Chain(&error), "the stored records could not be checked against the reloaded schema")
+                    }
+                }
             }
             names.push(table.schema().name.clone());
         }
@@ -177,27 +184,71 @@ impl Catalog {
 
 /// What differs between two tables' settings, in words.
 fn settings_change(running: &TableSettings, newer: &TableSettings) -> String {
-    let added: Vec<&String> = newer
-        .indexes
+    // Every field named, so a new one cannot be left out of the comparison.
+    let TableSettings {
+        primary_key,
+        key_type,
+        indexes,
+        timestamps,
+        cache,
+    } = newer;
+    let added: Vec<&String> = indexes
         .iter()
         .filter(|path| !running.indexes.contains(path))
         .collect();
     let dropped: Vec<&String> = running
         .indexes
         .iter()
-        .filter(|path| !newer.indexes.contains(path))
+        .filter(|path| !indexes.contains(path))
         .collect();
-    if newer.primary_key != running.primary_key || newer.key_type != running.key_type {
-        "the primary key changed".to_owned()
-    } else if !added.is_empty() {
-        format!("new index {added:?}: an index is built from the records at start")
-    } else if !dropped.is_empty() {
-        format!("index {dropped:?} dropped")
-    } else if newer.indexes != running.indexes {
-        "the order of the indexes changed".to_owned()
-    } else if newer.timestamps != running.timestamps {
-        "`timestamps` changed".to_owned()
-    } else {
-        "`cache` changed".to_owned()
+    let mut changes = Vec::new();
+    if *primary_key != running.primary_key || *key_type != running.key_type {
+        changes.push("the primary key changed".to_owned());
     }
+    if !added.is_empty() {
+        changes.push(format!(
+            "new index {added:?}: an index is built from the records at start"
+        ));
+    }
+    if !dropped.is_empty() {
+        changes.push(format!("index {dropped:?} dropped"));
+    }
+    if added.is_empty() && dropped.is_empty() && *indexes != running.indexes {
+        changes.push("the order of the indexes changed".to_owned());
+    }
+    if *timestamps != running.timestamps {
+        changes.push("`timestamps` changed".to_owned());
+    }
+    if *cache != running.cache {
+        changes.push("`cache` changed".to_owned());
+    }
+    changes.join("; ")
+}
+
+/// A problem for each schema that declares another key type than its table's stored records
+/// have: the records cannot be read under it.
+pub fn key_types_kept(schemas: &[TableSchema], store: &Store) -> Result<Vec<LoadError>> {
+    let mut problems = Vec::new();
+    for schema in schemas {
+        let declared = schema.settings.key_type;
+        let Some((stored, records)) = store.stored_key_type(&schema.name)? else {
+            continue;
+        };
+        if stored != declared && records > 0 {
+            problems.push(LoadError {
+                file: schema.file.clone(),
+                pointer: format!(
+                    "/properties/{}/type",
+                    schema::settings::escape_pointer(&schema.settings.primary_key)
+                ),
+                reason: format!(
+                    "table `{}` holds {records} records with {} keys, which this {} key cannot read; put the type back, or serve this schema on a new --data directory and load the records again",
+                    schema.name,
+                    stored.name(),
+                    declared.name()
+                ),
+            });
+        }
+    }
+    Ok(problems)
 }

@@ -2,16 +2,18 @@
 //!
 //! It reports what a start would refuse (bad schema files, a changed key type) and, unlike a
 //! start, checks every stored record of every table against its schema, whether the schema
-//! changed or not. The data directory must not be in use by a running server.
+//! changed or not. It writes nothing: no index is built or dropped, no check remembered. The
+//! data directory must not be in use by a running server.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::catalog::Catalog;
+use crate::catalog;
 use crate::clock::Clock;
-use crate::config::DEFAULT_MAX_BODY;
-use crate::error::{Chain, Error};
-use crate::schema::{self, LoadError, TableSchema};
+use crate::error::Chain;
+use crate::schema::{self, LoadError};
 use crate::storage::{self, Store};
+use crate::table::Table;
 
 /// What to check.
 #[derive(Debug, clap::Args)]
@@ -21,7 +23,7 @@ pub struct CheckArgs {
     pub schemas: PathBuf,
     /// A database directory whose records the schemas must accept (a stopped server's, or a
     /// copy); without it, only the schema files are checked.
-    #[arg(long)]
+    #[arg(long, env = "TABLECAST_DATA")]
     pub data: Option<PathBuf>,
 }
 
@@ -42,26 +44,35 @@ pub fn run(args: &CheckArgs) -> Result<bool, String> {
     let Some(data) = &args.data else {
         return Ok(true);
     };
-    if !data.is_dir() {
-        return Err(format!("{} is not a database directory", data.display()));
+    // sled's own file: without it, opening would make a new database rather than check one.
+    if !data.join("db").is_file() {
+        return Err(format!("{} holds no tablecast database", data.display()));
     }
-    let store = std::sync::Arc::new(open_store(data)?);
-    let changed = key_types_kept(&schemas, &store).map_err(|e| Chain(&e).to_string())?;
+    let store = Arc::new(open_store(data)?);
+    let changed = catalog::key_types_kept(&schemas, &store).map_err(|e| Chain(&e).to_string())?;
     if !changed.is_empty() {
         print_problems(&changed);
         return Ok(false);
     }
-    let clock = Clock::system();
-    let catalog = Catalog::open(schemas, &store, &clock, DEFAULT_MAX_BODY)
-        .map_err(|e| Chain(&e).to_string())?;
+    let now = Clock::system().now_ms();
     let mut valid = true;
-    for resource in catalog.resources() {
-        let table = resource.table();
+    for schema in schemas {
+        let name = schema.name.clone();
+        let Some(table) =
+            Table::open_to_read(schema, store.clone()).map_err(|e| Chain(&e).to_string())?
+        else {
+            println!("{name}: no records yet");
+            continue;
+        };
         let report = table
-            .check_records(clock.now_ms())
+            .check_records(now)
             .map_err(|e| Chain(&e).to_string())?;
         if report.breaking == 0 {
-            println!("{}: {} records, all valid", table.name(), report.records);
+            let records = match report.records {
+                1 => "1 record".to_owned(),
+                n => format!("{n} records"),
+            };
+            println!("{}: {records}, all valid", table.name());
             continue;
         }
         valid = false;
@@ -93,32 +104,4 @@ fn open_store(data: &Path) -> Result<Store, String> {
             Chain(&error)
         )
     })
-}
-
-/// A problem for each schema that declares another key type than its table's stored records
-/// have: the records cannot be read under it.
-pub fn key_types_kept(schemas: &[TableSchema], store: &Store) -> Result<Vec<LoadError>, Error> {
-    let mut problems = Vec::new();
-    for schema in schemas {
-        let declared = schema.settings.key_type;
-        let Some((stored, records)) = store.stored_key_type(&schema.name)? else {
-            continue;
-        };
-        if stored != declared && records > 0 {
-            problems.push(LoadError {
-                file: schema.file.clone(),
-                pointer: format!(
-                    "/properties/{}/type",
-                    schema::settings::escape_pointer(&schema.settings.primary_key)
-                ),
-                reason: format!(
-                    "table `{}` holds {records} records with {} keys, which this {} key cannot read; put the type back, or serve this schema on a new --data directory and load the records again",
-                    schema.name,
-                    stored.name(),
-                    declared.name()
-                ),
-            });
-        }
-    }
-    Ok(problems)
 }

@@ -4,8 +4,9 @@
 //! The current matching records come first; then a change of a record that matches is
 //! delivered, and one of a record that matched and no longer does (or was deleted) tells the
 //! subscriber the record left the result (`leave`, or `delete` if it was deleted). To know which
-//! records matched, it remembers the ids it delivered; a subscriber that resumes from the change
-//! log is sent a `leave` or `delete` for every record in the replay that does not match.
+//! records matched, it remembers the ids it delivered. A subscriber that resumes (SSE's
+//! `Last-Event-ID`) is sent `resync` and the current matches: which of the records it held left
+//! meanwhile is not known here.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -23,9 +24,6 @@ pub struct Matching {
     filter: Filter,
     /// Records delivered as matching, and not since left.
     inside: HashSet<Key>,
-    /// Changes are replayed to a subscriber that resumes: what it was shown before is not
-    /// known here, so every change that does not match is sent as the record leaving.
-    replaying: bool,
 }
 
 impl Matching {
@@ -34,13 +32,7 @@ impl Matching {
             table,
             filter,
             inside: HashSet::new(),
-            replaying: false,
         }
-    }
-
-    /// The subscriber resumes: changes it missed are replayed until the next `synced`.
-    pub fn resume(&mut self) {
-        self.replaying = true;
     }
 
     /// `item` as the query's subscriber sees it; `None` if not at all.
@@ -56,10 +48,7 @@ impl Matching {
                 self.inside.clear();
                 Some(Item::Resync)
             }
-            synced @ Item::Synced { .. } => {
-                self.replaying = false;
-                Some(synced)
-            }
+            synced @ Item::Synced { .. } => Some(synced),
         }
     }
 
@@ -72,18 +61,14 @@ impl Matching {
                 self.inside.insert(event.id.clone());
                 Some(event.clone())
             }
-            ChangeKind::Put | ChangeKind::Leave => {
-                (self.inside.remove(&event.id) || self.replaying).then(|| {
-                    Arc::new(ChangeEvent {
-                        kind: ChangeKind::Leave,
-                        value: None,
-                        ..ChangeEvent::clone(event)
-                    })
+            ChangeKind::Put | ChangeKind::Leave => self.inside.remove(&event.id).then(|| {
+                Arc::new(ChangeEvent {
+                    kind: ChangeKind::Leave,
+                    value: None,
+                    ..ChangeEvent::clone(event)
                 })
-            }
-            ChangeKind::Delete => {
-                (self.inside.remove(&event.id) || self.replaying).then(|| event.clone())
-            }
+            }),
+            ChangeKind::Delete => self.inside.remove(&event.id).then(|| event.clone()),
             // A message to a record's topic is for those who see the record.
             ChangeKind::Message => self.inside.contains(&event.id).then(|| event.clone()),
         }

@@ -145,16 +145,15 @@ impl Subscription {
     }
 
     /// Starts watching `filter` from change-log position `after`: the changes since then,
-    /// replayed from the log, then live ones. If the log no longer holds them all, a
-    /// [`Item::Resync`] and the current values come instead.
+    /// replayed from the log, then live ones. If the log no longer holds them all, or the
+    /// subscription has a query, a [`Item::Resync`] and the current values come instead.
     pub fn resume(&mut self, filter: TopicFilter, after: u64) -> Result<()> {
         self.wake();
         let until = self.store.last_seq();
-        let available = self.store.changes_after(after, 1)?.is_some();
+        // What a query's subscriber held is not known here, so which records left its result
+        // while it was away is not either: it starts again from the current matches.
+        let available = self.matching.is_none() && self.store.changes_after(after, 1)?.is_some();
         if available {
-            if let Some(matching) = &mut self.matching {
-                matching.resume();
-            }
             self.jobs.push_back(Job::Replay {
                 filter: filter.clone(),
                 after,

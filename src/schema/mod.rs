@@ -158,7 +158,15 @@ impl TableSchema {
             ));
         }
         let settings = settings::read(object, &fail).map_err(|found| problems.extend(found));
-        let rules = Rules::compile(document.clone())
+        // A default of what the server sets itself would only contradict it.
+        let owned: Vec<&str> = match &settings {
+            Ok(settings) if settings.timestamps => {
+                vec![settings.primary_key.as_str(), CREATED_AT, UPDATED_AT]
+            }
+            Ok(settings) => vec![settings.primary_key.as_str()],
+            Err(()) => Vec::new(),
+        };
+        let rules = Rules::compile(document.clone(), &owned)
             .map_err(|(pointer, reason)| problems.push(fail(&pointer, reason)));
         match (settings, rules) {
             (Ok(settings), Ok(rules)) if problems.is_empty() => Ok(TableSchema {

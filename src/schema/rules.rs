@@ -19,15 +19,18 @@ pub(super) struct Rules {
 }
 
 impl Rules {
-    /// Compiles `document`; on failure, the JSON pointer into it and the reason.
-    pub fn compile(document: Value) -> Result<Rules, (String, String)> {
+    /// Compiles `document`, whose top-level properties `owned` the server sets (their defaults
+    /// are not applied); on failure, the JSON pointer into it and the reason.
+    pub fn compile(document: Value, owned: &[&str]) -> Result<Rules, (String, String)> {
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(true)
             .build(&document)
             .map_err(|e| (e.instance_path().as_str().to_owned(), e.to_string()))?;
+        let mut defaults = defaults_of(&document);
+        defaults.retain(|default| !owned.contains(&default.name.as_str()));
         Ok(Rules {
-            defaults: defaults_of(&document),
+            defaults,
             document: Arc::new(document),
             validator,
         })

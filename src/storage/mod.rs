@@ -203,20 +203,7 @@ impl Store {
         key_type: KeyType,
         index_paths: &[String],
     ) -> Result<Records> {
-        let id = {
-            let mut ids = self
-                .table_ids
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let id = ids
-                .iter()
-                .position(|known| **known == *name)
-                .unwrap_or_else(|| {
-                    ids.push(name.into());
-                    ids.len() - 1
-                });
-            u32::try_from(id).map_err(|_| storage_failure("too many tables"))?
-        };
+        let id = self.table_id(name)?;
         Records::open(
             &self.db,
             &self.meta,
@@ -228,10 +215,33 @@ impl Store {
         )
     }
 
+    /// Table `name`'s records as they are, to read only: without its indexes, and without
+    /// writing anything (`tablecast check`); `None` if the table was never opened.
+    pub fn records_to_read(&self, name: &str) -> Result<Option<Records>> {
+        let id = self.table_id(name)?;
+        Records::open_to_read(&self.db, &self.meta, self.hot.clone(), (name, id))
+    }
+
     /// The key type table `name` stores its records under and how many it holds, if it was
     /// ever opened.
     pub fn stored_key_type(&self, name: &str) -> Result<Option<(KeyType, u64)>> {
         meta::TableMeta::stored(&self.meta, name)
+    }
+
+    /// Table `name`'s number among the hot records, given when first asked for.
+    fn table_id(&self, name: &str) -> Result<u32> {
+        let mut ids = self
+            .table_ids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let id = ids
+            .iter()
+            .position(|known| **known == *name)
+            .unwrap_or_else(|| {
+                ids.push(name.into());
+                ids.len() - 1
+            });
+        u32::try_from(id).map_err(|_| storage_failure("too many tables"))
     }
 
     /// The keyspace `name`, created if it is new.

@@ -41,6 +41,41 @@ pub struct Records {
 }
 
 impl Records {
+    /// Table `name` of `db` to read its records only (no indexes, nothing written), if it was
+    /// ever opened. See [`Store::records_to_read`](super::Store::records_to_read).
+    pub(crate) fn open_to_read(
+        db: &sled::Db,
+        meta_tree: &sled::Tree,
+        hot: Arc<HotRecords>,
+        (name, id): (&str, u32),
+    ) -> Result<Option<Records>> {
+        let Some((key_type, count)) = TableMeta::stored(meta_tree, name)? else {
+            return Ok(None);
+        };
+        let exists = |tree: &str| db.tree_names().iter().any(|t| t == tree.as_bytes());
+        let expiry = format!("_expiry/{name}");
+        if !exists(name) || !exists(pieces::TREE) || !exists(&expiry) {
+            return Ok(None);
+        }
+        let open = |tree: &str| db.open_tree(tree).map_err(storage_error);
+        Ok(Some(Records {
+            name: name.into(),
+            id,
+            hot,
+            key_type,
+            tree: open(name)?,
+            indexes: Arc::new([]),
+            expiry: open(&expiry)?,
+            pieces: open(pieces::TREE)?,
+            max_index_entries: 0,
+            tombstones: None,
+            meta: Arc::new(Mutex::new(TableMeta {
+                count,
+                ..TableMeta::default()
+            })),
+        }))
+    }
+
     /// Opens table `name` of `db`, known to the hot records as `id`. See
     /// [`Store::records`](super::Store::records).
     pub(crate) fn open(

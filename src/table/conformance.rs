@@ -68,11 +68,23 @@ impl Table {
 
     /// Checks every stored record against the table's schema, now.
     pub fn check_records(&self, now: u64) -> Result<Conformance> {
-        self.check_records_against(&self.schema, now)
+        self.survey(&self.schema, now, |_| true)
     }
 
-    /// Checks every stored record against `schema` (the table's, or one it may take), now.
-    pub fn check_records_against(&self, schema: &TableSchema, now: u64) -> Result<Conformance> {
+    /// The stored records that break `newer` (a schema the table may take) although they meet
+    /// the one it has: what a reload to `newer` would break.
+    pub fn newly_breaking(&self, newer: &TableSchema, now: u64) -> Result<Conformance> {
+        self.survey(newer, now, |record| self.schema.validate(record).is_ok())
+    }
+
+    /// Checks every stored record against `schema`; of those that break it, counts the ones
+    /// `counted` takes.
+    fn survey(
+        &self,
+        schema: &TableSchema,
+        now: u64,
+        counted: impl Fn(&Value) -> bool,
+    ) -> Result<Conformance> {
         let mut report = Conformance {
             schema: fingerprint(&schema.document()),
             checked_at: now,
@@ -88,6 +100,9 @@ impl Table {
             let Err(violations) = schema.validate(&record) else {
                 continue;
             };
+            if !counted(&record) {
+                continue;
+            }
             report.breaking += 1;
             if report.examples.len() < EXAMPLES
                 && let Some(first) = violations.into_iter().next()
@@ -115,22 +130,20 @@ impl Table {
             Some(last) if last.schema == schema && last.breaking == 0 => last,
             _ => self.check_records(now)?,
         };
-        self.remember(report.clone())?;
+        // Strings and numbers always serialize; an empty value would only mean a check next start.
+        checks.insert(name, &serde_json::to_vec(&report).unwrap_or_default())?;
+        self.show_conformance(report.clone());
         Ok(report)
     }
 
-    /// Keeps `report` as what the stored records are known to meet, for `GET /T` and the next
-    /// start.
-    pub fn remember(&self, report: Conformance) -> Result<()> {
-        let checks = self.store.keyspace(KEYSPACE)?;
-        // Strings and numbers always serialize; an empty value would only mean a check next start.
-        let encoded = serde_json::to_vec(&report).unwrap_or_default();
-        checks.insert(self.name().as_bytes(), &encoded)?;
+    /// Shows `report` in `GET /T` until the next check. Only a start's check is remembered
+    /// for the next start: writes accepted while a reload checked the records were validated
+    /// against the schema it replaced, so the next start checks them all again.
+    pub fn show_conformance(&self, report: Conformance) {
         *self
             .conformance
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(report);
-        Ok(())
     }
 }
 

@@ -341,3 +341,100 @@ async fn sighup_reloads_compatible_schemas_and_refuses_the_rest() {
         204
     );
 }
+
+#[tokio::test]
+async fn a_reload_is_refused_only_for_records_it_would_newly_break() {
+    let fixture = Fixture::with_schemas(&[("Order", ORDER)]);
+    orders(&fixture).await;
+    write_schema(fixture.schemas.path(), TIGHTER);
+    let mut command = tablecast_command(
+        &["serve", "--http", "127.0.0.1:0", "--mqtt", "off"],
+        fixture.schemas.path(),
+        fixture.data.path(),
+    );
+    command.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut server = Process::spawn_with(command);
+    let lines = log_lines(&mut server);
+    // b and c break TIGHTER already; a new optional property breaks nothing more.
+    write_schema(
+        fixture.schemas.path(),
+        &TIGHTER.replace(
+            r#""note":{"type":"string"}"#,
+            r#""note":{"type":"string"},"gift":{"type":"boolean"}"#,
+        ),
+    );
+    hang_up(&server);
+    logged(&lines, "schemas reloaded");
+    let table: Value = client()
+        .get(server.url("/Order"))
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("JSON");
+    assert!(table["schema"]["properties"]["gift"].is_object(), "{table}");
+    assert_eq!(table["schemaCheck"]["breaking"], 2, "{table}");
+    // Requiring `gift` would break a, which meets the running schema.
+    write_schema(
+        fixture.schemas.path(),
+        &TIGHTER.replace(r#""total"]"#, r#""total","gift"]"#),
+    );
+    hang_up(&server);
+    let log = logged(&lines, "the schemas were not reloaded").join("\n");
+    assert!(
+        log.contains("1 of 3 stored records would break it, first: Order/a#/gift"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn check_writes_nothing_and_a_primary_key_default_is_ignored() {
+    let fixture = Fixture::with_schemas(&[(
+        "Order",
+        r#"{"type":"object","x-table":{"timestamps":true},
+            "properties":{"id":{"type":"integer","default":7},"status":{"type":"string","default":"new"},
+            "createdAt":{"type":"integer","default":0}}}"#,
+    )]);
+    {
+        let server = fixture.spawn();
+        let created = client()
+            .post(server.url("/Order/"))
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(
+            created.status(),
+            201,
+            "the key's default is the server's to set"
+        );
+        let created: Value = created.json().await.expect("JSON");
+        assert_eq!(
+            (&created["id"], &created["status"]),
+            (&json!(1), &json!("new"))
+        );
+        assert_ne!(created["createdAt"], 0, "{created}");
+    }
+    // A new index: check reports on the records without building it; the next start does.
+    let indexed = r#"{"type":"object","x-table":{"timestamps":true,"indexes":["status"]},
+        "properties":{"id":{"type":"integer"},"status":{"type":"string"},"createdAt":{"type":"integer"}}}"#;
+    write_schema(fixture.schemas.path(), indexed);
+    let (valid, out) = check(&fixture);
+    assert!(valid, "{out}");
+    assert!(out.contains("Order: 1 record, all valid"), "{out}");
+    let mut command = tablecast_command(
+        &["serve", "--http", "127.0.0.1:0", "--mqtt", "off"],
+        fixture.schemas.path(),
+        fixture.data.path(),
+    );
+    command.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut server = Process::spawn_with(command);
+    let lines = log_lines(&mut server);
+    drop(server);
+    let log: Vec<String> = lines.iter().collect();
+    assert!(
+        log.iter().any(|line| line.contains("building indexes")),
+        "{log:#?}"
+    );
+}

@@ -175,14 +175,15 @@ async fn subscriptions_to_unknown_tables_or_bad_ids_are_refused_before_the_upgra
         .await
         .expect("GET");
     expect_problem(bad_resume, 400, "bad-request").await;
-    let with_query = server
+    // A subscription's query is checked before the stream opens (see subscribe_query.rs).
+    let shaped = server
         .client
-        .get(server.url("/Item/?name=a"))
+        .get(server.url("/Item/?name=a&sort(name)"))
         .header("accept", "text/event-stream")
         .send()
         .await
         .expect("GET");
-    expect_problem(with_query, 400, "bad-request").await;
+    expect_problem(shaped, 400, "bad-request").await;
     server.stop().await;
 }
 
