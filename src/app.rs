@@ -311,7 +311,8 @@ impl App {
             },
         );
         let reloader = tokio::spawn(reload_on_change(
-            (self.catalog.clone(), self.config.schemas.clone()),
+            self.catalog.clone(),
+            self.config.schemas.clone(),
             self.config
                 .access
                 .clone()
@@ -371,7 +372,8 @@ const ACCESS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Reloads the access file on SIGHUP and when it changes, and the schemas and the certificate on
 /// SIGHUP; a bad file leaves what is in force.
 async fn reload_on_change(
-    schemas: (Arc<Catalog>, std::path::PathBuf),
+    catalog: Arc<Catalog>,
+    schemas: std::path::PathBuf,
     access: Option<(Access, std::path::PathBuf)>,
     tls: Option<Tls>,
 ) {
@@ -393,7 +395,7 @@ async fn reload_on_change(
         };
         // Schemas first: an access rule may name a property the same reload adds.
         if hung_up {
-            reload_schemas(&schemas).await;
+            reload_schemas(&catalog, &schemas).await;
         }
         if let Some((access, path)) = &access {
             let now = modified(path);
@@ -414,8 +416,8 @@ async fn reload_on_change(
 }
 
 /// Reloads the schema files (see [`Catalog::reload_schemas`]) and logs what came of it.
-async fn reload_schemas((catalog, dir): &(Arc<Catalog>, std::path::PathBuf)) {
-    let (catalog, dir) = (catalog.clone(), dir.clone());
+async fn reload_schemas(catalog: &Arc<Catalog>, dir: &std::path::Path) {
+    let (catalog, dir) = (catalog.clone(), dir.to_owned());
     let reloaded = tokio::task::spawn_blocking(move || {
         let now = Clock::system().now_ms();
         catalog.reload_schemas(&dir, now)

@@ -79,7 +79,7 @@ pub async fn records_get(
         let table = state.catalog.resource(&name)?.table();
         let key = table.parse_id(&id)?;
         let filter = TopicFilter::record(table.name(), &key);
-        return subscribe::start(&state, &caller, table, (filter, None), transport);
+        return subscribe::start(&state, &caller, table, filter, None, transport);
     }
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
@@ -266,7 +266,7 @@ pub async fn records_list(
             Some(raw) => subscription_query(table, &caller, raw)?,
         };
         let filter = TopicFilter::table(table.name());
-        return subscribe::start(&state, &caller, table, (filter, matching), transport);
+        return subscribe::start(&state, &caller, table, filter, matching, transport);
     }
     let catalog = state.catalog.clone();
     tokio::task::spawn_blocking(move || {

@@ -65,7 +65,8 @@ pub fn start(
     state: &AppState,
     caller: &Caller,
     table: &Table,
-    (filter, matching): (TopicFilter, Option<Matching>),
+    filter: TopicFilter,
+    matching: Option<Matching>,
     transport: Subscribe,
 ) -> Result<Response, ApiError> {
     if caller.reader(table).nothing() {
