@@ -14,30 +14,36 @@ cargo build --release --quiet --bin tablecast --example loadgen
 bin=target/release/tablecast
 
 work=$(mktemp -d)
-server=
 cleanup() {
-  [ -n "$server" ] && kill "$server" 2>/dev/null || true
+  [ -s "$work/pid" ] && kill "$(cat "$work/pid")" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 cp -r schemas "$work/schemas"
 
 serve() { # serve: starts the server, returns once it listens; prints the ms it took
-  local started out=$work/out
+  local started out=$work/out server
   started=$(date +%s%N)
   "$bin" serve --schemas "$work/schemas" --data "$work/data" --http 127.0.0.1:$PORT --mqtt off \
     >"$out" 2>"$work/err" &
   server=$!
+  echo "$server" >"$work/pid"
   until grep -q listening "$out" 2>/dev/null; do
-    kill -0 "$server" 2>/dev/null || { cat "$work/err"; exit 1; }
+    kill -0 "$server" 2>/dev/null || { cat "$work/err" >&2; exit 1; }
     sleep 0.002
   done
   echo $((($(date +%s%N) - started) / 1000000))
 }
-stop() { kill -TERM "$server"; wait "$server" || true; server=; }
+stop() { # stop: SIGTERM, and waits until it has exited (it is not this shell's child)
+  local server
+  server=$(cat "$work/pid")
+  kill -TERM "$server"
+  while kill -0 "$server" 2>/dev/null; do sleep 0.01; done
+  : >"$work/pid"
+}
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-serve >/dev/null
+: "$(serve)"  # in a subshell, as below: the server is then no child of this shell
 target/release/examples/loadgen --url "http://127.0.0.1:$PORT" --scenario seed \
   --records "$RECORDS" --connections 16 --duration 600s >/dev/null
 stop
