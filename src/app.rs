@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::Notify;
 
 use crate::access::Access;
@@ -98,6 +99,9 @@ pub struct App {
     tls: Option<Tls>,
     /// Told of every local commit, for replication to publish it; `None` without `--nats`.
     local_commit: Option<Arc<Notify>>,
+    /// SIGHUP, listened for from the moment the app is open: a hang-up that comes once the
+    /// listening line is printed reloads, rather than ending the process as by default.
+    hangup: Option<Signal>,
 }
 
 /// The sockets a server listens on.
@@ -221,6 +225,11 @@ impl App {
             events,
             (config.max_subscribers, config.subscriber_silence),
         );
+        // Outside a runtime (a program that opens the app before starting one) there is no
+        // signal to listen for yet; `serve` listens then.
+        let hangup = tokio::runtime::Handle::try_current()
+            .ok()
+            .and_then(|_| signal(SignalKind::hangup()).ok());
         Ok(App {
             config,
             store,
@@ -229,6 +238,7 @@ impl App {
             access,
             tls,
             local_commit,
+            hangup,
         })
     }
 
@@ -246,7 +256,7 @@ impl App {
     /// subscriptions, stops accepting, lets requests in flight and origin requests finish, stops
     /// the cache sweeper, commits what is queued and flushes the store.
     pub async fn serve(
-        self,
+        mut self,
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
@@ -310,7 +320,12 @@ impl App {
                 mqtt: mqtt_server.clone(),
             },
         );
+        let hangup = self
+            .hangup
+            .take()
+            .or_else(|| signal(SignalKind::hangup()).ok());
         let reloader = tokio::spawn(reload_on_change(
+            hangup,
             self.catalog.clone(),
             self.config.schemas.clone(),
             self.config
@@ -372,15 +387,14 @@ const ACCESS_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Reloads the access file on SIGHUP and when it changes, and the schemas and the certificate on
 /// SIGHUP; a bad file leaves what is in force.
 async fn reload_on_change(
+    mut hangup: Option<Signal>,
     catalog: Arc<Catalog>,
     schemas: std::path::PathBuf,
     access: Option<(Access, std::path::PathBuf)>,
     tls: Option<Tls>,
 ) {
-    use tokio::signal::unix::{SignalKind, signal};
     let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut seen = access.as_ref().and_then(|(_, path)| modified(path));
-    let mut hangup = signal(SignalKind::hangup()).ok();
     let mut poll = tokio::time::interval(ACCESS_POLL);
     loop {
         let asked = async {

@@ -87,14 +87,7 @@ async fn a_tighter_schema_is_checked_against_the_stored_records() {
     // The default, warn: served as stored, with the count in GET /T.
     let server = fixture.spawn();
     let http = client();
-    let table: Value = http
-        .get(server.url("/Order"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let table = describe(&server).await;
     let found = &table["schemaCheck"];
     assert_eq!(found["records"], 3, "{table}");
     assert_eq!(found["breaking"], 2, "{table}");
@@ -118,14 +111,7 @@ async fn a_tighter_schema_is_checked_against_the_stored_records() {
     }
     drop(server);
     let server = fixture.spawn();
-    let table: Value = http
-        .get(server.url("/Order"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let table = describe(&server).await;
     assert_eq!(table["schemaCheck"]["breaking"], 0, "{table}");
 }
 
@@ -213,6 +199,29 @@ async fn defaults_fill_the_properties_a_new_record_leaves_out() {
     );
 }
 
+/// `GET /Order`: the table's description.
+async fn describe(server: &Process) -> Value {
+    let answer = client()
+        .get(server.url("/Order"))
+        .send()
+        .await
+        .expect("GET");
+    answer.json().await.expect("JSON")
+}
+
+/// The real binary, with its log lines (at `info`) as they come.
+fn spawn_logged(fixture: &Fixture) -> (Process, std::sync::mpsc::Receiver<String>) {
+    let mut command = tablecast_command(
+        &["serve", "--http", "127.0.0.1:0", "--mqtt", "off"],
+        fixture.schemas.path(),
+        fixture.data.path(),
+    );
+    command.env("RUST_LOG", "info").stderr(Stdio::piped());
+    let mut server = Process::spawn_with(command);
+    let lines = log_lines(&mut server);
+    (server, lines)
+}
+
 /// The server's log lines, as they come.
 fn log_lines(process: &mut Process) -> std::sync::mpsc::Receiver<String> {
     let stderr = process.child.stderr.take().expect("stderr is piped");
@@ -258,14 +267,7 @@ async fn sighup_reloads_compatible_schemas_and_refuses_the_rest() {
         r#""additionalProperties":false,"required""#,
     );
     let fixture = Fixture::with_schemas(&[("Order", &strict)]);
-    let mut command = tablecast_command(
-        &["serve", "--http", "127.0.0.1:0", "--mqtt", "off"],
-        fixture.schemas.path(),
-        fixture.data.path(),
-    );
-    command.env("RUST_LOG", "info").stderr(Stdio::piped());
-    let mut server = Process::spawn_with(command);
-    let lines = log_lines(&mut server);
+    let (server, lines) = spawn_logged(&fixture);
     let http = client();
     let put = async |id: &str, body: Value| {
         http.put(server.url(&format!("/Order/{id}")))
@@ -293,14 +295,7 @@ async fn sighup_reloads_compatible_schemas_and_refuses_the_rest() {
     let log = logged(&lines, "schemas reloaded");
     assert!(log.last().unwrap().contains("Order"), "{log:#?}");
     assert_eq!(put("b", noted).await.status(), 204);
-    let table: Value = http
-        .get(server.url("/Order"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let table = describe(&server).await;
     assert!(table["schema"]["properties"]["note"].is_object(), "{table}");
 
     // Tighter where a stored record would break it: refused, with the reason; the running
@@ -347,14 +342,7 @@ async fn a_reload_is_refused_only_for_records_it_would_newly_break() {
     let fixture = Fixture::with_schemas(&[("Order", ORDER)]);
     orders(&fixture).await;
     write_schema(fixture.schemas.path(), TIGHTER);
-    let mut command = tablecast_command(
-        &["serve", "--http", "127.0.0.1:0", "--mqtt", "off"],
-        fixture.schemas.path(),
-        fixture.data.path(),
-    );
-    command.env("RUST_LOG", "info").stderr(Stdio::piped());
-    let mut server = Process::spawn_with(command);
-    let lines = log_lines(&mut server);
+    let (server, lines) = spawn_logged(&fixture);
     // b and c break TIGHTER already; a new optional property breaks nothing more.
     write_schema(
         fixture.schemas.path(),
@@ -365,14 +353,7 @@ async fn a_reload_is_refused_only_for_records_it_would_newly_break() {
     );
     hang_up(&server);
     logged(&lines, "schemas reloaded");
-    let table: Value = client()
-        .get(server.url("/Order"))
-        .send()
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("JSON");
+    let table = describe(&server).await;
     assert!(table["schema"]["properties"]["gift"].is_object(), "{table}");
     assert_eq!(table["schemaCheck"]["breaking"], 2, "{table}");
     // Requiring `gift` would break a, which meets the running schema.
@@ -423,14 +404,7 @@ async fn check_writes_nothing_and_a_primary_key_default_is_ignored() {
     let (valid, out) = check(&fixture);
     assert!(valid, "{out}");
     assert!(out.contains("Order: 1 record, all valid"), "{out}");
-    let mut command = tablecast_command(
-        &["serve", "--http", "127.0.0.1:0", "--mqtt", "off"],
-        fixture.schemas.path(),
-        fixture.data.path(),
-    );
-    command.env("RUST_LOG", "info").stderr(Stdio::piped());
-    let mut server = Process::spawn_with(command);
-    let lines = log_lines(&mut server);
+    let (server, lines) = spawn_logged(&fixture);
     drop(server);
     let log: Vec<String> = lines.iter().collect();
     assert!(
