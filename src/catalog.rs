@@ -112,8 +112,9 @@ impl Catalog {
 
     /// Reloads the schema files of `dir` (SIGHUP): a table whose document changed takes the new
     /// one if no record it stores that meets the running schema would break it, and if its
-    /// `x-table` settings are the same (they shape storage and are read at start). All or nothing: on any refusal, each reason, and
-    /// every table keeps the schema it has. On success, the tables whose schema changed.
+    /// `x-table` settings are the same (they shape storage and are read at start). All or
+    /// nothing: on any refusal, each reason, and every table keeps the schema it has. On
+    /// success, the tables whose schema changed.
     ///
     /// Reads every record of a changed table, so it belongs on the blocking pool.
     pub fn reload_schemas(&self, dir: &Path, now: u64) -> Result<Vec<Arc<str>>, Vec<String>> {
