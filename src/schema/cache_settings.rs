@@ -37,14 +37,14 @@ pub struct CacheSettings {
     pub honor_origin_cache_control: bool,
 }
 
-/// Reads `x-table.cache` (`value`, found at `pointer`).
+/// Reads `x-table.cache` (`value`, found at `pointer`); on failure, every problem found.
 pub fn read(
     value: &Value,
     pointer: &str,
     fail: &dyn Fn(&str, String) -> LoadError,
-) -> Result<CacheSettings, LoadError> {
+) -> Result<CacheSettings, Vec<LoadError>> {
     let Value::Object(fields) = value else {
-        return Err(fail(pointer, "`cache` must be an object".to_owned()));
+        return Err(vec![fail(pointer, "`cache` must be an object".to_owned())]);
     };
     let at = |name: &str| format!("{pointer}/{}", escape_pointer(name));
     let duration = |name: &str| -> Result<Option<Duration>, LoadError> {
@@ -59,83 +59,116 @@ pub fn read(
             )),
         }
     };
-    if let Some(unknown) = fields
+    let mut problems: Vec<LoadError> = fields
         .keys()
-        .find(|k| !KNOWN_KEYS.split(", ").any(|known| known == k.as_str()))
-    {
-        return Err(fail(
-            &at(unknown),
-            format!("unknown cache setting `{unknown}`; expected one of {KNOWN_KEYS}"),
-        ));
-    }
+        .filter(|k| !KNOWN_KEYS.split(", ").any(|known| known == k.as_str()))
+        .map(|unknown| {
+            fail(
+                &at(unknown),
+                format!("unknown cache setting `{unknown}`; expected one of {KNOWN_KEYS}"),
+            )
+        })
+        .collect();
     let origin = match fields.get("origin") {
-        Some(Value::String(origin)) => {
-            check_origin(origin).map_err(|reason| fail(&at("origin"), reason))?;
-            origin.clone()
-        }
-        Some(_) => return Err(fail(&at("origin"), "must be a URL string".to_owned())),
-        None => {
-            return Err(fail(
-                pointer,
-                "a cache needs `origin`, a URL with `{id}`, e.g. \"https://api.example/v1/items/{id}\""
-                    .to_owned(),
-            ));
-        }
+        Some(Value::String(origin)) => check_origin(origin)
+            .map(|()| origin.clone())
+            .map_err(|reason| fail(&at("origin"), reason)),
+        Some(_) => Err(fail(&at("origin"), "must be a URL string".to_owned())),
+        None => Err(fail(
+            pointer,
+            "a cache needs `origin`, a URL with `{id}`, e.g. \"https://api.example/v1/items/{id}\""
+                .to_owned(),
+        )),
     };
     let headers = match fields.get("headers") {
-        None => Vec::new(),
-        Some(Value::Object(headers)) => read_headers(headers, &at("headers"), fail)?,
-        Some(_) => {
-            return Err(fail(
-                &at("headers"),
-                "must be an object of header names to string values".to_owned(),
-            ));
-        }
+        None => Ok(Vec::new()),
+        Some(Value::Object(headers)) => read_headers(headers, &at("headers"), fail),
+        Some(_) => Err(vec![fail(
+            &at("headers"),
+            "must be an object of header names to string values".to_owned(),
+        )]),
     };
-    let expiration = duration("expiration")?.ok_or_else(|| {
-        fail(
-            pointer,
-            "a cache needs `expiration`: how long a fetched record stays fresh, e.g. \"60s\""
-                .to_owned(),
-        )
-    })?;
-    let timeout = duration("timeout")?.unwrap_or(DEFAULT_TIMEOUT);
-    if timeout.is_zero() {
-        return Err(fail(&at("timeout"), "must be longer than 0".to_owned()));
-    }
+    let expiration = duration("expiration").and_then(|expiration| {
+        expiration.ok_or_else(|| {
+            fail(
+                pointer,
+                "a cache needs `expiration`: how long a fetched record stays fresh, e.g. \"60s\""
+                    .to_owned(),
+            )
+        })
+    });
+    let timeout = duration("timeout").and_then(|timeout| match timeout {
+        Some(zero) if zero.is_zero() => {
+            Err(fail(&at("timeout"), "must be longer than 0".to_owned()))
+        }
+        timeout => Ok(timeout.unwrap_or(DEFAULT_TIMEOUT)),
+    });
     let max_entries = match fields.get("maxEntries") {
-        None => None,
-        Some(value) => match value.as_u64().filter(|&n| n > 0) {
-            Some(n) => Some(n),
-            None => {
-                return Err(fail(
-                    &at("maxEntries"),
-                    "must be a positive integer".to_owned(),
-                ));
-            }
-        },
+        None => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .filter(|&n| n > 0)
+            .map(Some)
+            .ok_or_else(|| fail(&at("maxEntries"), "must be a positive integer".to_owned())),
     };
     let honor_origin_cache_control = match fields.get("honorOriginCacheControl") {
-        None => false,
-        Some(Value::Bool(on)) => *on,
-        Some(_) => {
-            return Err(fail(
-                &at("honorOriginCacheControl"),
-                "must be true or false".to_owned(),
-            ));
-        }
+        None => Ok(false),
+        Some(Value::Bool(on)) => Ok(*on),
+        Some(_) => Err(fail(
+            &at("honorOriginCacheControl"),
+            "must be true or false".to_owned(),
+        )),
+    };
+    let origin = noted(&mut problems, origin);
+    let headers = headers.map_err(|found| problems.extend(found)).ok();
+    let expiration = noted(&mut problems, expiration);
+    let timeout = noted(&mut problems, timeout);
+    let max_entries = noted(&mut problems, max_entries);
+    let honor_origin_cache_control = noted(&mut problems, honor_origin_cache_control);
+    let windows = ["staleWhileRevalidate", "staleIfError", "notFound"]
+        .map(|name| noted(&mut problems, duration(name)).map(Option::unwrap_or_default));
+    let (
+        Some(origin),
+        Some(headers),
+        Some(expiration),
+        Some(timeout),
+        Some(max_entries),
+        Some(honor_origin_cache_control),
+        [
+            Some(stale_while_revalidate),
+            Some(stale_if_error),
+            Some(not_found),
+        ],
+        true,
+    ) = (
+        origin,
+        headers,
+        expiration,
+        timeout,
+        max_entries,
+        honor_origin_cache_control,
+        windows,
+        problems.is_empty(),
+    )
+    else {
+        return Err(problems);
     };
     Ok(CacheSettings {
         origin,
         headers,
         expiration,
-        stale_while_revalidate: duration("staleWhileRevalidate")?.unwrap_or_default(),
-        stale_if_error: duration("staleIfError")?.unwrap_or_default(),
-        not_found: duration("notFound")?.unwrap_or_default(),
+        stale_while_revalidate,
+        stale_if_error,
+        not_found,
         timeout,
         max_entries,
         honor_origin_cache_control,
     })
+}
+
+/// `found`'s value, or `None` with its problem noted.
+fn noted<T>(problems: &mut Vec<LoadError>, found: Result<T, LoadError>) -> Option<T> {
+    found.map_err(|problem| problems.push(problem)).ok()
 }
 
 /// An origin template is an absolute http(s) URL with `{id}` once, after the host, so an id
@@ -171,27 +204,35 @@ fn read_headers(
     headers: &Map<String, Value>,
     pointer: &str,
     fail: &dyn Fn(&str, String) -> LoadError,
-) -> Result<Vec<(String, String)>, LoadError> {
+) -> Result<Vec<(String, String)>, Vec<LoadError>> {
     let mut out = Vec::new();
+    let mut problems = Vec::new();
     for (name, value) in headers {
         let at = format!("{pointer}/{}", escape_pointer(name));
-        if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(fail(&at, format!("`{name}` is not a valid header name")));
-        }
-        let Value::String(template) = value else {
-            return Err(fail(&at, "a header value must be a string".to_owned()));
+        let header = if name.is_empty() || !name.bytes().all(is_token_byte) {
+            Err(format!("`{name}` is not a valid header name"))
+        } else if let Value::String(template) = value {
+            expand(template, |var| std::env::var(var).ok()).and_then(|value| {
+                match value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                    true => Err(
+                        "the header value contains control characters (after ${...} expansion)"
+                            .to_owned(),
+                    ),
+                    false => Ok(value),
+                }
+            })
+        } else {
+            Err("a header value must be a string".to_owned())
         };
-        let value =
-            expand(template, |var| std::env::var(var).ok()).map_err(|reason| fail(&at, reason))?;
-        if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
-            return Err(fail(
-                &at,
-                "the header value contains control characters (after ${...} expansion)".to_owned(),
-            ));
+        match header {
+            Ok(value) => out.push((name.clone(), value)),
+            Err(reason) => problems.push(fail(&at, reason)),
         }
-        out.push((name.clone(), value));
     }
-    Ok(out)
+    match problems.is_empty() {
+        true => Ok(out),
+        false => Err(problems),
+    }
 }
 
 /// Replaces every `${NAME}` in `template` with `lookup(NAME)`.

@@ -166,8 +166,12 @@ impl TableSchema {
             Ok(settings) => vec![settings.primary_key.as_str()],
             Err(()) => Vec::new(),
         };
-        let rules = Rules::compile(document.clone(), &owned)
-            .map_err(|(pointer, reason)| problems.push(fail(&pointer, reason)));
+        let rules = Rules::compile(document.clone(), &owned).map_err(|found| {
+            let found = found
+                .into_iter()
+                .map(|(pointer, reason)| fail(&pointer, reason));
+            problems.extend(found);
+        });
         match (settings, rules) {
             (Ok(settings), Ok(rules)) if problems.is_empty() => Ok(TableSchema {
                 name: name.into(),

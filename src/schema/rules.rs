@@ -20,13 +20,25 @@ pub(super) struct Rules {
 
 impl Rules {
     /// Compiles `document`, whose top-level properties `owned` the server sets (their defaults
-    /// are not applied); on failure, the JSON pointer into it and the reason.
-    pub fn compile(document: Value, owned: &[&str]) -> Result<Rules, (String, String)> {
+    /// are not applied); on failure, each JSON pointer into it with its reason.
+    pub fn compile(document: Value, owned: &[&str]) -> Result<Rules, Vec<(String, String)>> {
+        let at = |e: &jsonschema::ValidationError<'_>| {
+            (e.instance_path().as_str().to_owned(), e.to_string())
+        };
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
             .should_validate_formats(true)
             .build(&document)
-            .map_err(|e| (e.instance_path().as_str().to_owned(), e.to_string()))?;
+            .map_err(|error| {
+                // The compiler stops at the first problem; the meta-schema names them all.
+                let meta = jsonschema::draft202012::meta::validator();
+                let all: Vec<_> = meta.iter_errors(&document).map(|e| at(&e)).collect();
+                if all.is_empty() {
+                    vec![at(&error)]
+                } else {
+                    all
+                }
+            })?;
         let mut defaults = defaults_of(&document);
         defaults.retain(|default| !owned.contains(&default.name.as_str()));
         Ok(Rules {

@@ -74,7 +74,7 @@ pub fn read(
             ("timestamps", _) => problem("must be true or false".to_owned()),
             ("cache", value) => match cache_settings::read(value, &pointer, fail) {
                 Ok(settings) => cache = Some(settings),
-                Err(error) => problems.push(error),
+                Err(found) => problems.extend(found),
             },
             ("expiration", _) => {
                 problem(format!(

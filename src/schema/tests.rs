@@ -375,7 +375,7 @@ fn every_problem_of_a_file_at_once() {
         "T",
         r#"{"$schema":"draft-07","type":"object",
             "x-table":{"primaryKey":"id","indexes":["nosuch", 3],"bogus":1,"timestamps":"yes"},
-            "properties":{"id":{"type":"string"},"n":{"type":"nmber"}}}"#,
+            "properties":{"id":{"type":"string"},"n":{"type":"nmber"},"m":{"minLength":"one"}}}"#,
     )
     .expect_err("bad");
     let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
@@ -388,6 +388,32 @@ fn every_problem_of_a_file_at_once() {
             "/x-table/timestamps",
             "/x-table/indexes/0",
             "/properties/n/type",
+            "/properties/m/minLength",
+        ],
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn every_problem_of_a_cache_at_once() {
+    let errors = load(
+        "Quote",
+        r#"{"type":"object","properties":{"id":{"type":"string"}},
+            "x-table":{"cache":{"origin":"ftp://x/{id}","expiration":"soon","timeout":"0s",
+                "maxEntries":-1,"headers":{"bad name":"v","X-Ok":3},"color":"red"}}}"#,
+    )
+    .expect_err("bad");
+    let pointers: Vec<&str> = errors.iter().map(|e| e.pointer.as_str()).collect();
+    assert_eq!(
+        pointers,
+        [
+            "/x-table/cache/color",
+            "/x-table/cache/origin",
+            "/x-table/cache/headers/bad name",
+            "/x-table/cache/headers/X-Ok",
+            "/x-table/cache/expiration",
+            "/x-table/cache/timeout",
+            "/x-table/cache/maxEntries",
         ],
         "{errors:?}"
     );
