@@ -9,11 +9,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 
 use super::Table;
 use crate::error::{Error, Result};
 use crate::schema::TableSchema;
+use crate::storage::Store;
 
 /// Records named in a report, at most; the count covers them all.
 const EXAMPLES: usize = 10;
@@ -58,6 +59,17 @@ impl Conformance {
 }
 
 impl Table {
+    /// The table described by `schema` as `store` holds it, to read its records only (see
+    /// [`Store::records_to_read`]); `None` if it was never opened.
+    pub fn open_to_read(schema: TableSchema, store: Arc<Store>) -> Result<Option<Table>> {
+        Ok(store.records_to_read(&schema.name)?.map(|records| Table {
+            schema: Arc::new(schema),
+            records,
+            store,
+            conformance: Arc::default(),
+        }))
+    }
+
     /// What the last check of the stored records found (at start, or at a reload).
     pub fn conformance(&self) -> Option<Conformance> {
         self.conformance

@@ -64,17 +64,6 @@ impl Table {
         })
     }
 
-    /// The table described by `schema` as `store` holds it, to read its records only (see
-    /// [`Store::records_to_read`]); `None` if it was never opened.
-    pub fn open_to_read(schema: TableSchema, store: Arc<Store>) -> Result<Option<Table>> {
-        Ok(store.records_to_read(&schema.name)?.map(|records| Table {
-            schema: Arc::new(schema),
-            records,
-            store,
-            conformance: Arc::default(),
-        }))
-    }
-
     /// The table's schema.
     pub fn schema(&self) -> &TableSchema {
         &self.schema

@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::common::{Fixture, Process, binary, client, tablecast_command};
+use crate::common::{Fixture, Process, binary, client, failed_start, tablecast_command};
 
 #[test]
 fn bad_schema_stops_start_up_with_file_and_pointer() {
@@ -22,14 +22,7 @@ fn bad_schema_stops_start_up_with_file_and_pointer() {
             r#"{"type":"object","properties":{"id":{"type":"string","minLength":"one"}}}"#,
         ),
     ]);
-    let output = tablecast_command(
-        &["serve", "--http", "127.0.0.1:0"],
-        fixture.schemas.path(),
-        fixture.data.path(),
-    )
-    .output()
-    .expect("runs");
-    assert!(!output.status.success());
+    let output = failed_start(&fixture, &[]);
     assert!(output.stdout.is_empty(), "nothing listens");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -109,14 +102,7 @@ async fn configured_by_environment_and_exits_cleanly_on_sigterm() {
 fn a_data_directory_in_use_is_refused_clearly() {
     let fixture = Fixture::new();
     let _first = fixture.spawn();
-    let output = tablecast_command(
-        &["serve", "--http", "127.0.0.1:0"],
-        fixture.schemas.path(),
-        fixture.data.path(),
-    )
-    .output()
-    .expect("runs");
-    assert!(!output.status.success());
+    let output = failed_start(&fixture, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("another process is using this data directory"),
@@ -137,14 +123,7 @@ fn a_taken_mqtt_port_says_how_to_choose_another_or_turn_mqtt_off() {
     let fixture = Fixture::new();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let address = taken.local_addr().expect("address").to_string();
-    let output = tablecast_command(
-        &["serve", "--http", "127.0.0.1:0", "--mqtt", &address],
-        fixture.schemas.path(),
-        fixture.data.path(),
-    )
-    .output()
-    .expect("runs");
-    assert!(!output.status.success());
+    let output = failed_start(&fixture, &["--mqtt", &address]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(&format!("cannot listen on {address} for MQTT"))

@@ -332,6 +332,20 @@ pub fn tablecast_command(args: &[&str], schemas: &Path, data: &Path) -> Command 
     command
 }
 
+/// `tablecast serve --http 127.0.0.1:0 EXTRA...` on `fixture`, which must fail to start; what
+/// it printed.
+pub fn failed_start(fixture: &Fixture, extra: &[&str]) -> std::process::Output {
+    let args: Vec<&str> = ["serve", "--http", "127.0.0.1:0"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let output = tablecast_command(&args, fixture.schemas.path(), fixture.data.path())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success(), "{output:?}");
+    output
+}
+
 pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tablecast"))
 }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use serde_json::{Value, json};
 
-use crate::common::{Fixture, Process, client, expect_problem, tablecast_command};
+use crate::common::{Fixture, Process, client, expect_problem, failed_start, tablecast_command};
 
 const ORDER: &str = r#"{"type":"object","properties":{"id":{"type":"string"},
     "status":{"enum":["pending","paid","shipped","lost"]},"total":{"type":"number"}},
@@ -23,12 +23,21 @@ fn write_schema(dir: &Path, text: &str) {
 
 async fn orders(fixture: &Fixture) {
     let server = fixture.spawn();
+    put_orders(
+        &server,
+        [
+            ("a", json!({"status": "paid", "total": 3})),
+            ("b", json!({"status": "lost", "total": 4})),
+            ("c", json!({"status": "pending"})),
+        ],
+    )
+    .await;
+}
+
+/// PUTs each order, which must be stored.
+async fn put_orders<const N: usize>(server: &Process, orders: [(&str, Value); N]) {
     let http = client();
-    for (id, body) in [
-        ("a", json!({"status": "paid", "total": 3})),
-        ("b", json!({"status": "lost", "total": 4})),
-        ("c", json!({"status": "pending"})),
-    ] {
+    for (id, body) in orders {
         let put = http
             .put(server.url(&format!("/Order/{id}")))
             .json(&body)
@@ -71,14 +80,7 @@ async fn a_tighter_schema_is_checked_against_the_stored_records() {
         "{out}"
     );
 
-    let refused = tablecast_command(
-        &["serve", "--http", "127.0.0.1:0", "--schema-check", "refuse"],
-        fixture.schemas.path(),
-        fixture.data.path(),
-    )
-    .output()
-    .expect("runs");
-    assert!(!refused.status.success());
+    let refused = failed_start(&fixture, &["--schema-check", "refuse"]);
     assert!(refused.stdout.is_empty(), "nothing listens");
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("Order: 2 of 3 records"), "{stderr}");
@@ -97,18 +99,14 @@ async fn a_tighter_schema_is_checked_against_the_stored_records() {
     assert_eq!(old.status(), 200, "a breaking record is still served");
 
     // Once the records are fixed, the next start finds nothing.
-    for (id, body) in [
-        ("b", json!({"status": "shipped", "total": 4})),
-        ("c", json!({"status": "pending", "total": 1})),
-    ] {
-        let put = http
-            .put(server.url(&format!("/Order/{id}")))
-            .json(&body)
-            .send()
-            .await
-            .expect("PUT");
-        assert_eq!(put.status(), 204);
-    }
+    put_orders(
+        &server,
+        [
+            ("b", json!({"status": "shipped", "total": 4})),
+            ("c", json!({"status": "pending", "total": 1})),
+        ],
+    )
+    .await;
     drop(server);
     let server = fixture.spawn();
     let table = describe(&server).await;
@@ -125,14 +123,7 @@ fn a_changed_key_type_names_the_file_and_pointer() {
         fixture.schemas.path(),
         &ORDER.replace(r#""id":{"type":"string"}"#, r#""id":{"type":"integer"}"#),
     );
-    let output = tablecast_command(
-        &["serve", "--http", "127.0.0.1:0"],
-        fixture.schemas.path(),
-        fixture.data.path(),
-    )
-    .output()
-    .expect("runs");
-    assert!(!output.status.success());
+    let output = failed_start(&fixture, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains(
