@@ -21,7 +21,7 @@ use crate::schema::{self, LoadError};
 use crate::storage::{self, Store};
 use crate::table::Conformance;
 use crate::tls::Tls;
-use crate::{catalog, http, table};
+use crate::{catalog, graphql, http, table};
 
 /// Events buffered for the slowest in-process subscriber before it is told it lagged.
 const EVENT_BUFFER: usize = 4096;
@@ -99,6 +99,10 @@ pub struct App {
     tls: Option<Tls>,
     /// Told of every local commit, for replication to publish it; `None` without `--nats`.
     local_commit: Option<Arc<Notify>>,
+    /// Time, for cache freshness and commit times.
+    clock: Clock,
+    /// Recent GraphQL answers, dropped by the commits that change what they read.
+    results: Arc<graphql::Results>,
     /// SIGHUP, listened for from the moment the app is open: a hang-up that comes once the
     /// listening line is printed reloads, rather than ending the process as by default.
     hangup: Option<Signal>,
@@ -181,10 +185,17 @@ impl App {
             publish_patience: config.replication_timeout,
         };
         let local_commit = config.nats.is_some().then(|| Arc::new(Notify::new()));
+        let results = Arc::new(graphql::Results::new(
+            config.graphql_result_cache,
+            schemas.iter().map(|schema| schema.name.clone()),
+        ));
         let on_durable = {
             let (announce, local_commit) =
                 (table::publish_to(events.clone()), local_commit.clone());
+            let results = results.clone();
             Box::new(move |commit: &storage::Commit| {
+                // Before the write is acknowledged: no answer it changes is served after.
+                results.invalidate(&commit.table, &commit.key);
                 announce(commit);
                 if let Some(local_commit) = &local_commit {
                     local_commit.notify_one();
@@ -238,6 +249,8 @@ impl App {
             access,
             tls,
             local_commit,
+            clock,
+            results,
             hangup,
         })
     }
@@ -309,6 +322,28 @@ impl App {
             ),
             false => None,
         };
+        let graphql = match self.config.graphql {
+            true => {
+                let settings = graphql::Settings {
+                    limits: graphql::Limits {
+                        introspection: self.config.graphql_introspection,
+                        max_depth: self.config.graphql_max_depth,
+                        max_complexity: self.config.graphql_max_complexity,
+                    },
+                    max_aliases: self.config.graphql_max_aliases,
+                };
+                let engine = graphql::GraphQl::new(
+                    self.realtime.clone(),
+                    self.results.clone(),
+                    self.clock.clone(),
+                    settings,
+                    self.access.is_guarded(),
+                )
+                .map_err(std::io::Error::other)?;
+                Some(engine)
+            }
+            false => None,
+        };
         let router = http::router(
             self.realtime.clone(),
             http::Settings {
@@ -318,6 +353,7 @@ impl App {
                 tls: self.tls.is_some(),
                 replication: replication.as_ref().map(|r| r.status().clone()),
                 mqtt: mqtt_server.clone(),
+                graphql,
             },
         );
         let hangup = self

@@ -192,6 +192,8 @@ fn settings_change(running: &TableSettings, newer: &TableSettings) -> String {
         indexes,
         timestamps,
         cache,
+        references,
+        relations,
     } = newer;
     let added: Vec<&String> = indexes
         .iter()
@@ -222,6 +224,12 @@ fn settings_change(running: &TableSettings, newer: &TableSettings) -> String {
     }
     if *cache != running.cache {
         changes.push("`cache` changed".to_owned());
+    }
+    if *references != running.references {
+        changes.push("an `x-references` changed".to_owned());
+    }
+    if *relations != running.relations {
+        changes.push("`relations` changed".to_owned());
     }
     changes.join("; ")
 }

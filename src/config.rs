@@ -46,6 +46,14 @@ pub const DEFAULT_CLUSTER: &str = "tablecast";
 pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of the deepest nesting of a GraphQL operation.
+pub const DEFAULT_GRAPHQL_MAX_DEPTH: usize = 12;
+/// Default of the most fields of a GraphQL operation.
+pub const DEFAULT_GRAPHQL_MAX_COMPLEXITY: usize = 500;
+/// Default of the most aliases of a GraphQL operation.
+pub const DEFAULT_GRAPHQL_MAX_ALIASES: usize = 30;
+/// Default number of GraphQL answers kept.
+pub const DEFAULT_GRAPHQL_RESULT_CACHE: usize = 10_000;
 /// Default interval between sweeps of cache entries past their last usable moment.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -161,6 +169,31 @@ pub struct Config {
     #[arg(long, env = "TABLECAST_MAX_SUBSCRIBERS", default_value_t = DEFAULT_MAX_SUBSCRIBERS)]
     pub max_subscribers: usize,
 
+    /// Whether `/graphql` is served (`true` or `false`).
+    #[arg(long, env = "TABLECAST_GRAPHQL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphql: bool,
+
+    /// Whether `/graphql` answers introspection queries (`__schema`, `__type`).
+    #[arg(long, env = "TABLECAST_GRAPHQL_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphql_introspection: bool,
+
+    /// The deepest nesting of selections a GraphQL operation may have.
+    #[arg(long, env = "TABLECAST_GRAPHQL_MAX_DEPTH", default_value_t = DEFAULT_GRAPHQL_MAX_DEPTH)]
+    pub graphql_max_depth: usize,
+
+    /// The most fields (counted in every selection) a GraphQL operation may have.
+    #[arg(long, env = "TABLECAST_GRAPHQL_MAX_COMPLEXITY", default_value_t = DEFAULT_GRAPHQL_MAX_COMPLEXITY)]
+    pub graphql_max_complexity: usize,
+
+    /// The most aliased fields a GraphQL operation may have.
+    #[arg(long, env = "TABLECAST_GRAPHQL_MAX_ALIASES", default_value_t = DEFAULT_GRAPHQL_MAX_ALIASES)]
+    pub graphql_max_aliases: usize,
+
+    /// How many recent GraphQL answers are kept, each dropped when a record it read changes;
+    /// 0 keeps none.
+    #[arg(long, env = "TABLECAST_GRAPHQL_RESULT_CACHE", default_value_t = DEFAULT_GRAPHQL_RESULT_CACHE)]
+    pub graphql_result_cache: usize,
+
     /// How often cache tables are swept of entries past their last usable moment, e.g. `1s`.
     #[arg(long, env = "TABLECAST_SWEEP_INTERVAL", default_value = "1s", value_parser = parse_interval)]
     pub sweep_interval: Duration,
@@ -268,6 +301,12 @@ impl Config {
             cors_origins: Vec::new(),
             max_subscribers: DEFAULT_MAX_SUBSCRIBERS,
             sweep_interval: DEFAULT_SWEEP_INTERVAL,
+            graphql: true,
+            graphql_introspection: true,
+            graphql_max_depth: DEFAULT_GRAPHQL_MAX_DEPTH,
+            graphql_max_complexity: DEFAULT_GRAPHQL_MAX_COMPLEXITY,
+            graphql_max_aliases: DEFAULT_GRAPHQL_MAX_ALIASES,
+            graphql_result_cache: DEFAULT_GRAPHQL_RESULT_CACHE,
             access: None,
             open: false,
             tls_cert: None,

@@ -11,6 +11,8 @@
 //! | [`app`] | composition root: [`App::open`](app::App::open) builds everything, [`App::serve`](app::App::serve) runs and shuts down in order |
 //! | [`http`] | axum router, handlers (`records_get`, `records_put`, ...), extractors, problem+json, the connection loop and its limits |
 //! | [`realtime`] | subscriptions over WebSocket, Server-Sent Events and MQTT: one core, one lag policy; MQTT sessions over rumqttd's codecs (`realtime/mqtt/`, its only user) |
+//! | [`graphql`] | `/graphql`: a schema generated from the table schemas (the only user of async-graphql), a result cache invalidated by commits, persisted queries, subscriptions over `graphql-transport-ws` |
+//! | [`follow`] | references (`x-references`) and relations between tables, followed a level at a time: one batch of reads per table per level (GraphQL, and `select()` in REST) |
 //! | [`replication`] | the only user of async-nats: each node's commits published to the cluster's JetStream stream from the change log, everyone's applied through the node's own writer, last writer wins |
 //! | [`catalog`] | table name -> [`Resource`](catalog::Resource): a table of our own or a cache table; the schema reload on SIGHUP |
 //! | [`cache`] | cache tables: the read path, [`freshness()`](cache::freshness), the fill path (single-flight origin requests), active caching (push, invalidate, warm, sweep); the only user of reqwest |
@@ -97,6 +99,8 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod follow;
+pub mod graphql;
 pub mod http;
 pub mod intake;
 pub mod json;

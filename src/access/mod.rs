@@ -45,7 +45,7 @@ pub use write::{Write, Writer};
 use crate::catalog::Catalog;
 use crate::error::{Error, Result};
 use crate::schema::LoadError;
-use crate::table::Table;
+use crate::table::{Guard, Table};
 use credentials::Verifier;
 use file::Policy;
 use grant::Grants;
@@ -313,6 +313,37 @@ impl Identity {
             fixed: rules.fixed.clone(),
             reader,
         }
+    }
+
+    /// The guard of `write` on `table` and what the writer may read back; refused at once if
+    /// no record could be written.
+    pub fn write_guard(&self, table: &Table, write: Write) -> Result<(Option<Guard>, Reader)> {
+        let writer = self.writer(table);
+        if writer.refuses(write) {
+            let what = match write {
+                Write::Put => "write to",
+                Write::Create => "create records in",
+                Write::Patch => "change records of",
+                Write::Delete => "delete records of",
+            };
+            return Err(self.refusal(format!("{what} table `{}`", table.name())));
+        }
+        Ok((writer.guard(write), self.reader(table)))
+    }
+
+    /// Refuses a push (`Write::Put`) or an eviction (`Write::Delete`) on a cache table unless
+    /// the identity may write every record: an entry mirrors the origin for everyone, so a
+    /// row rule cannot apply.
+    pub fn may_write_cache(&self, table: &Table, write: Write) -> Result<()> {
+        if self.writer(table).writes_any_record(write) {
+            return Ok(());
+        }
+        let what = match write {
+            Write::Delete => "evict entries of",
+            _ => "push entries to",
+        };
+        let name = table.name();
+        Err(self.refusal(format!("{what} cache table `{name}` (it needs update: true, or delete: true, without property rules)")))
     }
 
     /// The error for something the identity may not do: 401 without credentials (they might

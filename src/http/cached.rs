@@ -23,17 +23,9 @@ use crate::error::Error;
 use crate::storage::Key;
 
 /// Refuses a push (`PUT`) or an eviction (`DELETE`) unless `caller` may write every record of
-/// the cache table: an entry mirrors the origin for everyone, so a row rule cannot apply.
+/// the cache table (see [`Identity::may_write_cache`]).
 pub fn may_write(caller: &Identity, cache: &CachedTable, write: Write) -> Result<(), ApiError> {
-    if caller.writer(cache.table()).writes_any_record(write) {
-        return Ok(());
-    }
-    let what = match write {
-        Write::Delete => "evict entries of",
-        _ => "push entries to",
-    };
-    let name = cache.table().name();
-    Err(caller.refusal(format!("{what} cache table `{name}` (it needs update: true, or delete: true, without property rules)")).into())
+    Ok(caller.may_write_cache(cache.table(), write)?)
 }
 
 /// `GET /T/id` on a cache table: the entry is shared; `caller`'s rules apply to what is served.

@@ -249,6 +249,7 @@ mod tests {
             assert!(n < panic_after, "a bug while listing");
             Ok(ListedRecord {
                 key: Key::Int(n),
+                version: 1,
                 content: Content::Stored(Bytes::from(format!(
                     "{{\"n\":{n},\"pad\":\"{}\"}}",
                     "x".repeat(100)

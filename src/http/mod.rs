@@ -10,6 +10,7 @@
 //! | `listing.rs` | listings streamed as JSON, NDJSON or CSV |
 //! | `subscribe.rs` | subscriptions over HTTP: WebSocket upgrades and Server-Sent Events |
 //! | `mqtt.rs` | `/mqtt`: the upgrade to MQTT over WebSocket |
+//! | `graphql.rs` | `/graphql`: GraphQL over HTTP (GET, POST) and its WebSocket upgrade |
 //! | `extract.rs`, `headers.rs` | extractors with problem+json rejections; header conventions |
 //! | `body.rs` | request bodies read under the size, time and memory limits |
 //! | `unparsable.rs` | problem+json bodies for the requests hyper itself refuses |
@@ -23,6 +24,7 @@ mod cached;
 pub mod cors;
 mod error;
 mod extract;
+mod graphql;
 mod headers;
 mod listing;
 mod mqtt;
@@ -47,6 +49,7 @@ pub use server::{Limits, serve};
 
 use crate::access::Access;
 use crate::catalog::Catalog;
+use crate::graphql::GraphQl;
 use crate::realtime::Realtime;
 use crate::realtime::mqtt::Mqtt;
 use crate::replication;
@@ -66,6 +69,7 @@ pub struct Shared {
     tls: bool,
     replication: Option<Arc<replication::Status>>,
     mqtt: Option<Arc<Mqtt>>,
+    graphql: Option<GraphQl>,
 }
 
 /// How the router serves.
@@ -82,6 +86,8 @@ pub struct Settings {
     pub replication: Option<Arc<replication::Status>>,
     /// The MQTT server, served over WebSocket at `/mqtt` too; `None` with MQTT off.
     pub mqtt: Option<Arc<Mqtt>>,
+    /// The GraphQL engine served at `/graphql`; `None` with GraphQL off.
+    pub graphql: Option<GraphQl>,
 }
 
 impl std::ops::Deref for AppState {
@@ -105,6 +111,7 @@ pub fn router(realtime: Realtime, settings: Settings) -> Router {
         tls: settings.tls,
         replication: settings.replication,
         mqtt: settings.mqtt,
+        graphql: settings.graphql,
     }));
     let mut router = Router::new();
     if state.mqtt.is_some() {
@@ -116,6 +123,22 @@ pub fn router(realtime: Realtime, settings: Settings) -> Router {
             ),
             Err(_) => {
                 router = router.route(mqtt::PATH, get(mqtt::upgrade).fallback(method_not_allowed));
+            }
+        }
+    }
+    if state.graphql.is_some() {
+        match state.catalog.resource(&graphql::PATH[1..]) {
+            Ok(_) => tracing::warn!(
+                "table `graphql` takes the path {}: GraphQL is not served",
+                graphql::PATH
+            ),
+            Err(_) => {
+                router = router.route(
+                    graphql::PATH,
+                    get(graphql::get)
+                        .post(graphql::post)
+                        .fallback(method_not_allowed),
+                );
             }
         }
     }

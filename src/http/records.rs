@@ -1,5 +1,7 @@
 //! Handlers for `/T`, `/T/` and `/T/id`.
 
+use std::sync::Arc;
+
 use axum::extract::{RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,11 +21,12 @@ use crate::access::{Identity, Reader, Write};
 use crate::cache::{CacheStatus, Detail};
 use crate::catalog::{Catalog, Resource};
 use crate::error::{CacheTableWrite, Cause, Error};
+use crate::follow;
 use crate::query::executor::{self, ListedRecord};
 use crate::query::{self, Select};
 use crate::realtime::{Matching, TopicFilter};
 use crate::storage::{Commit, Key};
-use crate::table::{Guard, Precondition, Table};
+use crate::table::{Precondition, Table};
 
 /// Characters escaped in a path segment (RFC 3986 `pchar` keeps the rest).
 const SEGMENT: &AsciiSet = &CONTROLS
@@ -91,28 +94,6 @@ pub async fn records_get(
     response::read(request, &record)
 }
 
-/// The guard of `write` by `caller` on `table`; refused at once if no record could be written.
-fn guard(
-    caller: &Identity,
-    table: &Table,
-    write: Write,
-) -> Result<(Option<Guard>, Reader), ApiError> {
-    let writer = caller.writer(table);
-    if writer.refuses(write) {
-        let what = match write {
-            Write::Put => "write to",
-            Write::Create => "create records in",
-            Write::Patch => "change records of",
-            Write::Delete => "delete records of",
-        };
-        return Err(caller
-            .refusal(format!("{what} table `{}`", table.name()))
-            .into());
-    }
-    let reader = caller.reader(table);
-    Ok((writer.guard(write), reader))
-}
-
 /// The request's preconditions with the guard of `write` by `caller` on `table`.
 fn guarded(
     caller: &Identity,
@@ -120,7 +101,7 @@ fn guarded(
     write: Write,
     request: &HeaderMap,
 ) -> Result<(Precondition, Reader), ApiError> {
-    let (guard, reader) = guard(caller, table, write)?;
+    let (guard, reader) = caller.write_guard(table, write)?;
     let precondition = Precondition {
         guard,
         ..headers::precondition(request)
@@ -198,7 +179,7 @@ pub async fn records_post(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let table = local(&state.catalog, &name, CacheTableWrite::Post)?;
-    let (guard, reader) = guard(&caller, table, Write::Create)?;
+    let (guard, reader) = caller.write_guard(table, Write::Create)?;
     let (commit, applied) = durable(&request, table, table.create(body, guard)).await?;
     let commit = response::shown(&reader, commit)?;
     let location = format!(
@@ -270,7 +251,8 @@ pub async fn records_list(
     }
     let catalog = state.catalog.clone();
     tokio::task::spawn_blocking(move || {
-        list(&catalog, &caller, &name, &raw.unwrap_or_default(), &request)
+        let raw = raw.unwrap_or_default();
+        list((&catalog, &caller.0), &name, &raw, &request)
     })
     .await
     .map_err(|e| Error::Internal(Cause::of("the listing task failed", e)))?
@@ -303,8 +285,7 @@ fn subscription_query(
 }
 
 fn list(
-    catalog: &Catalog,
-    caller: &Identity,
+    (catalog, caller): (&Arc<Catalog>, &Arc<Identity>),
     name: &str,
     raw: &str,
     request: &HeaderMap,
@@ -321,6 +302,15 @@ fn list(
         .map_err(Error::BadQuery)?;
     reader.check_query(&query)?;
     reader.restrict(&mut query);
+    // References and relations in `select()` are followed after the records are read whole.
+    let steps = match &query.select {
+        Some(Select::Fields(fields)) => follow::steps(catalog, name, fields)?,
+        _ => Vec::new(),
+    };
+    let expand = match steps.is_empty() {
+        true => None,
+        false => query.select.clone().map(|select| (steps, select)),
+    };
     let format = listing::negotiate(request, || csv_columns(&query, &schema.document(), &reader))
         .ok_or(ApiError::NotAcceptable)?;
     let total = headers::prefers(request, "count=exact")
@@ -331,7 +321,14 @@ fn list(
     let linked_page = limit
         .filter(|&n| n > 0 && n <= MAX_LINKED_PAGE && executor::key_order(table, &query).is_some());
     let paging = query.paging.clone();
+    if expand.is_some() {
+        query.select = None;
+    }
     let mut listed = listing::shown(executor::execute(table, query)?, reader);
+    if let Some((steps, select)) = expand {
+        let readers = (catalog.clone(), caller.clone());
+        listed = follow::expand_listing(listed, readers, schema.name.clone(), steps, select);
+    }
     let mut response_headers = HeaderMap::new();
     let mut returned = total.map(|total| {
         limit

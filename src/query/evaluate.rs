@@ -113,8 +113,13 @@ pub fn project(select: &Select, record: &Value) -> Value {
 }
 
 fn keep(fields: &[Field], value: &Value) -> Value {
-    let Value::Object(object) = value else {
-        return value.clone();
+    let object = match value {
+        Value::Object(object) => object,
+        // `items{sku}` keeps `sku` of each object in the array.
+        Value::Array(elements) => {
+            return Value::Array(elements.iter().map(|e| keep(fields, e)).collect());
+        }
+        _ => return value.clone(),
     };
     let mut kept = Map::new();
     for field in fields {

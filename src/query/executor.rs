@@ -21,6 +21,8 @@ pub const MAX_SORTED: usize = 100_000;
 pub struct ListedRecord {
     /// The record's primary key.
     pub key: Key,
+    /// The version of the commit that wrote it (its `ETag`).
+    pub version: u64,
     /// What to send for it.
     pub content: Content,
 }
@@ -37,7 +39,7 @@ pub enum Content {
 pub type Listing = Box<dyn Iterator<Item = Result<ListedRecord>> + Send>;
 
 /// A record on its way through the pipeline, parsed when something needs its fields.
-type Candidate = (Key, Bytes, Option<Value>);
+type Candidate = (Key, u64, Bytes, Option<Value>);
 
 /// Whether the answer is in primary key order, and which way (`Some(true)`: descending).
 pub fn key_order(table: &Table, query: &Query) -> Option<bool> {
@@ -71,12 +73,16 @@ pub fn execute(table: &Table, query: Query) -> Result<Listing> {
     };
     let page = ordered.skip(offset).take(limit.unwrap_or(usize::MAX));
     Ok(Box::new(page.map(move |candidate| {
-        let (key, stored, value) = candidate?;
+        let (key, version, stored, value) = candidate?;
         let content = match (&select, value) {
             (Some(select), Some(value)) => Content::Value(project(select, &value)),
             _ => Content::Stored(stored),
         };
-        Ok(ListedRecord { key, content })
+        Ok(ListedRecord {
+            key,
+            version,
+            content,
+        })
     })))
 }
 
@@ -140,10 +146,10 @@ fn candidates(
                 ),
                 false => None,
             };
-            Ok((key, record.value, value))
+            Ok((key, record.version, record.value, value))
         })
         .filter(move |candidate| match (candidate, &filter) {
-            (Ok((_, _, Some(value))), Some(filter)) => matches(filter, value),
+            (Ok((_, _, _, Some(value))), Some(filter)) => matches(filter, value),
             _ => true,
         }))
 }
@@ -206,7 +212,7 @@ fn sorted(
             }));
         }
     }
-    held.sort_by(|(_, _, a), (_, _, b)| {
+    held.sort_by(|(_, _, _, a), (_, _, _, b)| {
         let (Some(a), Some(b)) = (a, b) else {
             return Ordering::Equal;
         };

@@ -5,6 +5,7 @@
 //! when a reload changes the document (`rules.rs`); `x-table` settings are read once.
 
 mod cache_settings;
+mod links;
 mod rules;
 pub(crate) mod settings;
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde_json::Value;
 
 pub use cache_settings::CacheSettings;
+pub use links::Relation;
 use rules::Rules;
 pub use settings::{CREATED_AT, TableSettings, UPDATED_AT};
 
@@ -217,11 +219,22 @@ pub fn load_dir(dir: &Path) -> Result<Vec<TableSchema>, Vec<LoadError>> {
             Err(found) => problems.extend(found),
         }
     }
+    // Links name other tables: checked once every file that loads has.
+    problems.extend(links::check(&schemas));
     if problems.is_empty() {
         Ok(schemas)
     } else {
         Err(problems)
     }
+}
+
+/// Whether `name` is a property or relation name that GraphQL can carry as a field name.
+pub fn is_field_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_table_name(name: &str) -> bool {

@@ -2,12 +2,15 @@
 
 use serde_json::{Map, Value};
 
+use std::collections::BTreeMap;
+
 use super::LoadError;
 use super::cache_settings::{self, CacheSettings};
+use super::links::{self, Relation};
 use crate::storage::KeyType;
 
 /// The keys `x-table` accepts today.
-const KNOWN_KEYS: &str = "primaryKey, indexes, timestamps, cache";
+const KNOWN_KEYS: &str = "primaryKey, indexes, timestamps, cache, relations";
 /// Property names maintained when `timestamps` is on.
 pub const CREATED_AT: &str = "createdAt";
 /// See [`CREATED_AT`].
@@ -26,6 +29,12 @@ pub struct TableSettings {
     pub timestamps: bool,
     /// Present on a cache table: the origin it mirrors.
     pub cache: Option<CacheSettings>,
+    /// Top-level properties that hold the primary key of another table's record
+    /// (`x-references`): property name -> table name.
+    pub references: BTreeMap<String, String>,
+    /// Reverse relations (`relations`): name -> the records of another table that reference
+    /// this one.
+    pub relations: BTreeMap<String, Relation>,
 }
 
 /// Reads and checks `x-table` against the rest of the schema document `doc`; on failure, every
@@ -50,6 +59,7 @@ pub fn read(
     let mut indexes = Vec::new();
     let mut timestamps = false;
     let mut cache = None;
+    let mut relations = BTreeMap::new();
     for (name, value) in x_table {
         let pointer = format!("/x-table/{}", escape_pointer(name));
         let mut problem = |reason: String| problems.push(fail(&pointer, reason));
@@ -76,6 +86,10 @@ pub fn read(
                 Ok(settings) => cache = Some(settings),
                 Err(found) => problems.extend(found),
             },
+            ("relations", value) => match links::relations(value, &pointer, fail) {
+                Ok(read) => relations = read,
+                Err(found) => problems.extend(found),
+            },
             ("expiration", _) => {
                 problem(format!(
                     "`{name}` is not supported by this version of tablecast"
@@ -91,6 +105,10 @@ pub fn read(
         .get("properties")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
+    let references = links::references(properties, fail).unwrap_or_else(|found| {
+        problems.extend(found);
+        BTreeMap::new()
+    });
     let key_pointer = format!("/properties/{}", escape_pointer(&primary_key));
     let key_type = match properties.get(&primary_key).and_then(|p| p.get("type")) {
         Some(Value::String(t)) if t == "string" => Some(KeyType::String),
@@ -159,6 +177,8 @@ pub fn read(
             indexes: seen,
             timestamps,
             cache,
+            references,
+            relations,
         }),
         _ => Err(problems),
     }

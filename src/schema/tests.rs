@@ -41,6 +41,8 @@ fn reads_x_table() {
             indexes: vec!["category".into(), "dims.w".into()],
             timestamps: true,
             cache: None,
+            references: Default::default(),
+            relations: Default::default(),
         }
     );
     assert!(schema.validate(&json!({"sku": 1})).is_ok());
@@ -417,4 +419,63 @@ fn every_problem_of_a_cache_at_once() {
         ],
         "{errors:?}"
     );
+}
+
+#[test]
+fn links_name_tables_that_exist_with_the_index_a_relation_reads() {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let write =
+        |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    write(
+        "Category.json",
+        r#"{"type":"object","x-table":{"relations":{"products":{"table":"Product","by":"category"},"gone":{"table":"Nope","by":"x"}}},
+            "properties":{"id":{"type":"string"},"parent":{"type":["string","null"],"x-references":"Category"}}}"#,
+    );
+    write(
+        "Product.json",
+        r#"{"type":"object","properties":{"id":{"type":"integer"},
+            "category":{"type":"string","x-references":"Category"},
+            "maker":{"type":"string","x-references":"Maker"},
+            "twin":{"type":"string","x-references":"Product"}}}"#,
+    );
+    let errors = load_dir(dir.path()).expect_err("bad links");
+    let found: Vec<(String, String)> = errors
+        .iter()
+        .map(|e| {
+            let file = e.file.file_name().unwrap().to_string_lossy().into_owned();
+            (format!("{file}#{}", e.pointer), e.reason.clone())
+        })
+        .collect();
+    let pointers: Vec<&str> = found.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        pointers,
+        [
+            "Category.json#/x-table/relations/gone/table",
+            "Category.json#/x-table/relations/products/by",
+            "Product.json#/properties/maker/x-references",
+            "Product.json#/properties/twin/x-references",
+        ],
+        "{found:#?}"
+    );
+    assert!(
+        found[0]
+            .1
+            .contains("no table `Nope`: the tables are Category, Product")
+    );
+    assert!(found[1].1.contains("`Product.category` is not indexed"));
+    assert!(found[3].1.contains("whose primary key is an integer"));
+
+    write(
+        "Category.json",
+        r#"{"type":"object","x-table":{"relations":{"products":{"table":"Product","by":"category"}}},
+            "properties":{"id":{"type":"string"}}}"#,
+    );
+    write(
+        "Product.json",
+        r#"{"type":"object","x-table":{"indexes":["category"]},"properties":{"id":{"type":"integer"},
+            "category":{"type":"string","x-references":"Category"}}}"#,
+    );
+    let tables = load_dir(dir.path()).expect("loads");
+    assert_eq!(tables[1].settings.references["category"], "Category");
+    assert_eq!(tables[0].settings.relations["products"].by, "category");
 }

@@ -1,0 +1,521 @@
+//! Following links between tables: a reference (`x-references`) to the record it names, a
+//! relation (`x-table.relations`) to the records that reference this one.
+//!
+//! Links are followed a level at a time for all the records of the level together: each link
+//! of a level costs one batch of reads of its table, however many records the level has (a
+//! relation reads its index once per distinct parent, then the records in one pass). Every
+//! record read is noted in [`Reads`], with its version and, from a cache table, its remaining
+//! freshness, so an answer built from them can be validated and invalidated. What a reader may
+//! not see is not there: a record it may not read is a dangling reference, and hidden
+//! properties are removed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::access::Identity;
+use crate::cache::{Found, RequestDirectives};
+use crate::catalog::{Catalog, Resource};
+use crate::error::{Cause, Error, QueryError, Result};
+use crate::query::evaluate::{lookup, matches, project, sort_order};
+use crate::query::executor::{Content, ListedRecord, Listing};
+use crate::query::{Field, Query, Select, SortKey};
+use crate::storage::{Envelope, IndexRange, Key, index};
+
+/// The most records a relation reads for one parent record when it filters or sorts them
+/// (without, it stops at its limit).
+pub const MAX_RELATED_READ: usize = 10_000;
+
+/// A record reached by a query or a link, with what was followed from it.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The record's table.
+    pub table: Arc<str>,
+    /// Its primary key.
+    pub key: Key,
+    /// The version that was read (0 for an origin answer that was not stored).
+    pub version: u64,
+    /// The record as the reader may see it.
+    pub value: Value,
+    /// What each step followed from it, by the step's name.
+    pub linked: HashMap<String, Linked>,
+}
+
+/// What a step reached from one record.
+#[derive(Clone, Debug)]
+pub enum Linked {
+    /// A reference: the record, or `None` if it dangles.
+    One(Option<Box<Node>>),
+    /// A relation: the related records.
+    Many(Vec<Node>),
+}
+
+/// One link to follow from every record of a level, and the steps to take from what it reaches.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// The reference property or relation name.
+    pub link: String,
+    /// Where its result goes in [`Node::linked`] (a GraphQL alias, or the link's name).
+    pub name: String,
+    /// For a relation: which related records, in which order (`filter`, `sort`, `limit`).
+    pub related: Query,
+    /// The steps from the records reached.
+    pub then: Vec<Step>,
+}
+
+/// What an answer read: the basis of its `ETag`, its freshness and its invalidation.
+#[derive(Clone, Debug, Default)]
+pub struct Reads {
+    /// Each record read: table, key and version.
+    pub records: BTreeSet<(Arc<str>, Key, u64)>,
+    /// Tables whose membership the answer depends on (listings, relations, counts): any change
+    /// to them may change it.
+    pub tables: BTreeSet<Arc<str>>,
+    /// The least remaining freshness, in ms, of the cache entries read; `None` if none was.
+    pub fresh_for: Option<i64>,
+    /// Whether something read came from an origin without being stored (the answer must not
+    /// be kept).
+    pub unstored: bool,
+    /// Batches of storage reads (one per table per level).
+    pub batches: usize,
+}
+
+impl Reads {
+    /// Notes `node` as read.
+    pub fn record(&mut self, node: &Node) {
+        self.records
+            .insert((node.table.clone(), node.key.clone(), node.version));
+    }
+
+    /// Notes remaining freshness `ttl` (ms) of a cache entry read.
+    pub fn fresh(&mut self, ttl: i64) {
+        self.fresh_for = Some(self.fresh_for.map_or(ttl, |least| least.min(ttl)));
+    }
+
+    /// Takes in what `other` read.
+    pub fn merge(&mut self, other: Reads) {
+        self.records.extend(other.records);
+        self.tables.extend(other.tables);
+        if let Some(ttl) = other.fresh_for {
+            self.fresh(ttl);
+        }
+        self.unstored |= other.unstored;
+        self.batches += other.batches;
+    }
+}
+
+/// Reads records and follows links for one identity.
+pub struct Follower<'a> {
+    pub catalog: &'a Catalog,
+    pub identity: &'a Identity,
+}
+
+impl Follower<'_> {
+    /// Takes `steps` from every node of `nodes` (all of one table), then from what they
+    /// reach, a level at a time.
+    pub async fn follow(
+        &self,
+        nodes: &mut [&mut Node],
+        steps: &[Step],
+        reads: &mut Reads,
+    ) -> Result<()> {
+        let Some(first) = nodes.first() else {
+            return Ok(());
+        };
+        let table = first.table.clone();
+        let settings = &self.catalog.resource(&table)?.table().schema().settings;
+        for step in steps {
+            if let Some(target) = settings.references.get(&step.link) {
+                self.reference(nodes, step, target, reads).await?;
+            } else if let Some(relation) = settings.relations.get(&step.link) {
+                self.relation(nodes, step, (&relation.table, &relation.by), reads)?;
+            } else {
+                return Err(Error::BadQuery(QueryError {
+                    position: 0,
+                    token: step.link.clone(),
+                    expected: format!(
+                        "an `x-references` property or a relation of table `{table}` to expand"
+                    ),
+                }));
+            }
+            if step.then.is_empty() {
+                continue;
+            }
+            let mut reached: Vec<&mut Node> = Vec::new();
+            for node in nodes.iter_mut() {
+                match node.linked.get_mut(&step.name) {
+                    Some(Linked::One(Some(one))) => reached.push(one),
+                    Some(Linked::Many(many)) => reached.extend(many.iter_mut()),
+                    _ => {}
+                }
+            }
+            Box::pin(self.follow(&mut reached, &step.then, reads)).await?;
+        }
+        Ok(())
+    }
+
+    async fn reference(
+        &self,
+        nodes: &mut [&mut Node],
+        step: &Step,
+        target: &str,
+        reads: &mut Reads,
+    ) -> Result<()> {
+        let key_type = self
+            .catalog
+            .resource(target)?
+            .table()
+            .schema()
+            .settings
+            .key_type;
+        let keys: Vec<Option<Key>> = nodes
+            .iter()
+            .map(|node| node_reference(node, &step.link).and_then(|v| key_type.from_json(v).ok()))
+            .collect();
+        let wanted: BTreeSet<Key> = keys.iter().flatten().cloned().collect();
+        let found = self
+            .load(target, wanted.into_iter().collect(), reads)
+            .await?;
+        for (node, key) in nodes.iter_mut().zip(keys) {
+            let reached = key.and_then(|key| found.get(&key).cloned()).map(Box::new);
+            node.linked.insert(step.name.clone(), Linked::One(reached));
+        }
+        Ok(())
+    }
+
+    /// Loads the records `keys` of `table` in one batch, as the identity sees them: by key,
+    /// those that exist and it may read. A cache table reads through the cache, so a missing
+    /// or stale entry is fetched from the origin (once for concurrent readers).
+    pub async fn load(
+        &self,
+        table: &str,
+        keys: Vec<Key>,
+        reads: &mut Reads,
+    ) -> Result<HashMap<Key, Node>> {
+        let resource = self.catalog.resource(table)?;
+        let reader = self.identity.reader(resource.table());
+        let mut found = HashMap::new();
+        if keys.is_empty() || reader.nothing() {
+            return Ok(found);
+        }
+        reads.batches += 1;
+        let name: Arc<str> = resource.table().schema().name.clone();
+        let records: Vec<(Key, Envelope)> = match resource {
+            Resource::Local(table) => {
+                let mut encoded: Vec<Vec<u8>> = keys.iter().map(Key::encode).collect();
+                encoded.sort_unstable();
+                table
+                    .records_by_keys(encoded.into_iter().map(Ok))
+                    .collect::<Result<_>>()?
+            }
+            Resource::Cached(cache) => {
+                let directives = RequestDirectives::default();
+                let served = futures_util::future::join_all(
+                    keys.iter().map(|key| cache.get(key.clone(), &directives)),
+                )
+                .await;
+                let mut records = Vec::new();
+                for (key, served) in keys.into_iter().zip(served) {
+                    match served.outcome {
+                        Ok(Found::Stored(record, _)) => {
+                            reads.fresh(served.status.ttl.unwrap_or(0));
+                            records.push((key, record));
+                        }
+                        Ok(Found::Unstored(body)) => {
+                            reads.unstored = true;
+                            let record = Envelope {
+                                version: 0,
+                                created: 0,
+                                updated: 0,
+                                expires_at: None,
+                                meta: Default::default(),
+                                value: body,
+                            };
+                            records.push((key, record));
+                        }
+                        Err(Error::RecordNotFound { .. }) => {
+                            reads.fresh(served.status.ttl.unwrap_or(0));
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                records
+            }
+        };
+        for (key, record) in records {
+            let Some(shown) = reader.show(&record.value)? else {
+                continue;
+            };
+            let node = Node {
+                table: name.clone(),
+                key: key.clone(),
+                version: record.version,
+                value: serde_json::from_slice(&shown).map_err(Error::stored_not_json)?,
+                linked: HashMap::new(),
+            };
+            reads.record(&node);
+            found.insert(key, node);
+        }
+        Ok(found)
+    }
+
+    /// The records of `table` whose `by` holds each node's key.
+    fn relation(
+        &self,
+        nodes: &mut [&mut Node],
+        step: &Step,
+        (table, by): (&str, &str),
+        reads: &mut Reads,
+    ) -> Result<()> {
+        let resource = self.catalog.resource(table)?;
+        let related = resource.table();
+        let reader = self.identity.reader(related);
+        let name: Arc<str> = related.schema().name.clone();
+        reads.tables.insert(name.clone());
+        if reader.nothing() || nodes.is_empty() {
+            for node in nodes.iter_mut() {
+                node.linked
+                    .insert(step.name.clone(), Linked::Many(Vec::new()));
+            }
+            return Ok(());
+        }
+        reads.batches += 1;
+        let mut query = step.related.clone();
+        reader.check_query(&query)?;
+        reader.restrict(&mut query);
+        let limit = query.limit.unwrap_or(usize::MAX);
+        let reads_all = query.filter.is_some() || !query.sort.is_empty();
+        let path = [by.to_owned()];
+        // Each distinct parent key once; index entries of one value are in key order.
+        let parents: BTreeMap<Vec<u8>, Value> = nodes
+            .iter()
+            .filter_map(|node| {
+                let key = node.key.to_json();
+                Some((index::encode(&key)?, key))
+            })
+            .collect();
+        let mut wanted: Vec<Vec<u8>> = Vec::new();
+        for encoded in parents.keys() {
+            let range = IndexRange::Value(encoded.clone());
+            let entries = related.index_keys(&path, &range).ok_or_else(|| {
+                Error::Internal(Cause::new(format!("`{table}.{by}` is not indexed")))
+            })?;
+            let cap = if reads_all {
+                MAX_RELATED_READ + 1
+            } else {
+                limit.saturating_add(query.offset)
+            };
+            let entries: Vec<Vec<u8>> = entries.take(cap).collect::<Result<_>>()?;
+            if reads_all && entries.len() > MAX_RELATED_READ {
+                return Err(Error::BadQuery(QueryError {
+                    position: 0,
+                    token: step.link.clone(),
+                    expected: format!(
+                        "a filtered or sorted relation over at most {MAX_RELATED_READ} records for one record"
+                    ),
+                }));
+            }
+            wanted.extend(entries);
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut groups: HashMap<String, Vec<(Value, Node)>> = HashMap::new();
+        for entry in related.records_by_keys(wanted.into_iter().map(Ok)) {
+            let (key, record) = entry?;
+            let value: Value =
+                serde_json::from_slice(&record.value).map_err(Error::stored_not_json)?;
+            let Some(parent) = value.get(by).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            if query
+                .filter
+                .as_ref()
+                .is_some_and(|filter| !matches(filter, &value))
+            {
+                continue;
+            }
+            let mut shown = value.clone();
+            reader.strip(&mut shown);
+            let node = Node {
+                table: name.clone(),
+                key,
+                version: record.version,
+                value: shown,
+                linked: HashMap::new(),
+            };
+            groups
+                .entry(parent.to_string())
+                .or_default()
+                .push((value, node));
+        }
+        for node in nodes.iter_mut() {
+            let mut group = groups
+                .remove(&node.key.to_json().to_string())
+                .unwrap_or_default();
+            sort(&mut group, &query.sort);
+            let page: Vec<Node> = group
+                .into_iter()
+                .skip(query.offset)
+                .take(limit)
+                .map(|(_, node)| node)
+                .collect();
+            for related in &page {
+                reads.record(related);
+            }
+            node.linked.insert(step.name.clone(), Linked::Many(page));
+        }
+        Ok(())
+    }
+}
+
+/// The value of `node`'s reference property `link`, unless it is null or missing.
+fn node_reference<'a>(node: &'a Node, link: &str) -> Option<&'a Value> {
+    node.value.get(link).filter(|v| !v.is_null())
+}
+
+/// Orders related records by `sort` (key order, as read, without one).
+fn sort(group: &mut [(Value, Node)], sort: &[SortKey]) {
+    if sort.is_empty() {
+        return;
+    }
+    group.sort_by(|(a, _), (b, _)| {
+        sort.iter()
+            .map(|key| {
+                let order = sort_order(lookup(a, &key.path), lookup(b, &key.path));
+                if key.descending {
+                    order.reverse()
+                } else {
+                    order
+                }
+            })
+            .find(|order| order.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+}
+
+/// The most related records a relation expanded by `select()` in a listing holds per record.
+pub const LISTING_RELATED_LIMIT: usize = 100;
+
+/// Records of a listing expanded a chunk at a time, so that a chunk costs one batch of reads
+/// per link and level.
+const LISTING_CHUNK: usize = 256;
+
+/// The steps a listing's `select` asks of `table`: every selected reference property with
+/// nested properties (`category{name}`), and every selected relation (`products{name}`).
+pub fn steps(catalog: &Catalog, table: &str, fields: &[Field]) -> Result<Vec<Step>> {
+    let settings = &catalog.resource(table)?.table().schema().settings;
+    let mut steps = Vec::new();
+    for field in fields {
+        let (target, related) = if let Some(target) = settings.references.get(&field.name) {
+            if field.children.is_empty() {
+                continue;
+            }
+            (target, Query::default())
+        } else if let Some(relation) = settings.relations.get(&field.name) {
+            let related = Query {
+                limit: Some(LISTING_RELATED_LIMIT),
+                ..Query::default()
+            };
+            (&relation.table, related)
+        } else {
+            continue;
+        };
+        steps.push(Step {
+            link: field.name.clone(),
+            name: field.name.clone(),
+            related,
+            then: self::steps(catalog, target, &field.children)?,
+        });
+    }
+    Ok(steps)
+}
+
+/// `node`'s record with what `steps` reached put in place: a reference property holds the
+/// record it names (or null), a relation the array of related records.
+pub fn expanded(mut node: Node, steps: &[Step]) -> Value {
+    let mut value = std::mem::take(&mut node.value);
+    if let Value::Object(fields) = &mut value {
+        for step in steps {
+            let linked = match node.linked.remove(&step.name) {
+                Some(Linked::One(Some(one))) => expanded(*one, &step.then),
+                Some(Linked::Many(many)) => {
+                    Value::Array(many.into_iter().map(|n| expanded(n, &step.then)).collect())
+                }
+                Some(Linked::One(None)) | None => Value::Null,
+            };
+            fields.insert(step.link.clone(), linked);
+        }
+    }
+    value
+}
+
+/// `records` (of `table`, read whole) with `steps` taken from them and `select` applied, for
+/// `identity`. Call it on the blocking pool: each chunk waits for its reads.
+pub fn expand_listing(
+    records: Listing,
+    (catalog, identity): (Arc<Catalog>, Arc<Identity>),
+    table: Arc<str>,
+    steps: Vec<Step>,
+    select: Select,
+) -> Listing {
+    let runtime = tokio::runtime::Handle::current();
+    let mut records = records.peekable();
+    Box::new(
+        std::iter::from_fn(move || {
+            records.peek()?;
+            let mut chunk: Vec<Result<ListedRecord>> = Vec::new();
+            let mut nodes: Vec<Node> = Vec::new();
+            for listed in records.by_ref().take(LISTING_CHUNK) {
+                let listed = match listed {
+                    Ok(listed) => listed,
+                    Err(error) => {
+                        chunk.push(Err(error));
+                        break;
+                    }
+                };
+                let value = match listed.content {
+                    Content::Stored(bytes) => {
+                        serde_json::from_slice(&bytes).map_err(Error::stored_not_json)
+                    }
+                    Content::Value(value) => Ok(value),
+                };
+                match value {
+                    Ok(value) => nodes.push(Node {
+                        table: table.clone(),
+                        key: listed.key,
+                        version: listed.version,
+                        value,
+                        linked: HashMap::new(),
+                    }),
+                    Err(error) => chunk.push(Err(error)),
+                }
+            }
+            let follower = Follower {
+                catalog: &catalog,
+                identity: &identity,
+            };
+            let mut refs: Vec<&mut Node> = nodes.iter_mut().collect();
+            let followed =
+                runtime.block_on(follower.follow(&mut refs, &steps, &mut Reads::default()));
+            if let Err(error) = followed {
+                return Some(vec![Err(error)]);
+            }
+            let mut done: Vec<Result<ListedRecord>> = nodes
+                .into_iter()
+                .map(|node| {
+                    let (key, version) = (node.key.clone(), node.version);
+                    let value = expanded(node, &steps);
+                    Ok(ListedRecord {
+                        key,
+                        version,
+                        content: Content::Value(project(&select, &value)),
+                    })
+                })
+                .collect();
+            done.extend(chunk);
+            Some(done)
+        })
+        .flatten(),
+    )
+}

@@ -1,0 +1,117 @@
+//! Automatic persisted queries, as Apollo clients send them: a query is first asked for by the
+//! SHA-256 of its text alone (`extensions.persistedQuery.sha256Hash`), so that a GET's URL is
+//! short and a CDN can cache it; an unknown hash is answered `PERSISTED_QUERY_NOT_FOUND`, and
+//! the client sends the text with its hash once, which is checked and remembered.
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use lru::LruCache;
+use serde_json::Value;
+
+/// Query texts remembered at most.
+const CAPACITY: usize = 10_000;
+
+/// Why a persisted query cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The hash is not known: send the query with it.
+    NotFound,
+    /// The query's SHA-256 is not the hash sent with it.
+    Mismatch,
+    /// `persistedQuery` is not `{"version": 1, "sha256Hash": "<64 hex digits>"}`.
+    Malformed(String),
+}
+
+/// The queries remembered by hash.
+pub struct Persisted {
+    queries: Mutex<LruCache<String, Arc<str>>>,
+}
+
+impl Default for Persisted {
+    fn default() -> Persisted {
+        Persisted {
+            queries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CAPACITY).expect("not zero"),
+            )),
+        }
+    }
+}
+
+impl Persisted {
+    /// The query text of a request with `extensions.persistedQuery`: the one sent (checked
+    /// against the hash, and remembered), or the one remembered under the hash.
+    pub fn resolve(&self, persisted: &Value, query: Option<&str>) -> Result<Arc<str>, Refusal> {
+        let version = persisted.get("version").and_then(Value::as_u64);
+        let hash = persisted.get("sha256Hash").and_then(Value::as_str);
+        let hash = match (version, hash) {
+            (Some(1), Some(hash))
+                if hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            {
+                hash.to_ascii_lowercase()
+            }
+            (Some(1), _) => {
+                return Err(Refusal::Malformed(
+                    "`persistedQuery.sha256Hash` must be the SHA-256 of the query, in 64 hex digits".to_owned(),
+                ));
+            }
+            _ => {
+                return Err(Refusal::Malformed(
+                    "`persistedQuery.version` must be 1".to_owned(),
+                ));
+            }
+        };
+        let mut queries = self.queries.lock().unwrap_or_else(PoisonError::into_inner);
+        match query {
+            Some(query) => {
+                if sha256_hex(query.as_bytes()) != hash {
+                    return Err(Refusal::Mismatch);
+                }
+                let query: Arc<str> = query.into();
+                queries.put(hash, query.clone());
+                Ok(query)
+            }
+            None => queries.get(&hash).cloned().ok_or(Refusal::NotFound),
+        }
+    }
+}
+
+/// The SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_query_is_found_by_its_hash_once_registered() {
+        let persisted = Persisted::default();
+        let query = "{ product(id: 1) { name } }";
+        let hash = sha256_hex(query.as_bytes());
+        let extension = json!({"version": 1, "sha256Hash": hash});
+        assert_eq!(persisted.resolve(&extension, None), Err(Refusal::NotFound));
+        assert_eq!(&*persisted.resolve(&extension, Some(query)).unwrap(), query);
+        assert_eq!(&*persisted.resolve(&extension, None).unwrap(), query);
+        assert_eq!(
+            persisted.resolve(&extension, Some("{ other }")),
+            Err(Refusal::Mismatch)
+        );
+        assert!(matches!(
+            persisted.resolve(&json!({"version": 2, "sha256Hash": hash}), None),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn hashes_are_sha256() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
