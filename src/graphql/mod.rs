@@ -246,10 +246,19 @@ impl GraphQl {
         if let Some(name) = &ask.operation_name {
             request = request.operation_name(name);
         }
-        let response = shared.schema.execute(request).await;
+        let mut response = shared.schema.execute(request).await;
         let reads = scope.take_reads();
-        if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
-            return errors_only(response.errors);
+        // Errors without a path came before execution: the request failed as a whole.
+        if !response.errors.is_empty() && response.errors.iter().all(|e| e.path.is_empty()) {
+            let errors = response.errors.into_iter();
+            return errors_only(
+                errors
+                    .map(|e| with_code(e, "GRAPHQL_VALIDATION_FAILED"))
+                    .collect(),
+            );
+        }
+        for error in &response.errors {
+            null_at(&mut response.data, &error.path);
         }
         let failed = !response.errors.is_empty();
         let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
@@ -421,12 +430,44 @@ pub(crate) fn failure(error: Error) -> async_graphql::Error {
     }
 }
 
+/// `error` with `extensions.code`, unless it has one.
 fn with_code(mut error: ServerError, code: &str) -> ServerError {
-    error
+    let extensions = error
         .extensions
-        .get_or_insert_with(ErrorExtensionValues::default)
-        .set("code", code);
+        .get_or_insert_with(ErrorExtensionValues::default);
+    if extensions.get("code").is_none() {
+        extensions.set("code", code);
+    }
     error
+}
+
+/// Puts `null` where a field failed (async-graphql leaves the field out), so the answer has
+/// every field asked for, as the GraphQL specification requires.
+fn null_at(data: &mut async_graphql::Value, path: &[async_graphql::PathSegment]) {
+    use async_graphql::{PathSegment, Value as GqlValue};
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    if *data == GqlValue::Null {
+        *data = GqlValue::Object(Default::default());
+    }
+    let mut current = data;
+    for segment in parents {
+        let next = match (segment, current) {
+            (PathSegment::Field(name), GqlValue::Object(fields)) => fields.get_mut(name.as_str()),
+            (PathSegment::Index(i), GqlValue::List(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(next) => current = next,
+            None => return,
+        }
+    }
+    if let (PathSegment::Field(name), GqlValue::Object(fields)) = (last, current) {
+        fields
+            .entry(async_graphql::Name::new(name))
+            .or_insert(GqlValue::Null);
+    }
 }
 
 /// A request error: `{"errors": [...]}`, no `data`.
@@ -444,5 +485,47 @@ fn errors_only(errors: Vec<ServerError>) -> Answer {
         cache_control: "no-store".to_owned(),
         hit: None,
         kept: false,
+    }
+}
+
+/// Gives a resolver's error the path of its field: async-graphql's dynamic schema leaves it
+/// out, and without it the answer could not say which field failed (nor put its `null` in).
+struct ErrorPaths;
+
+impl async_graphql::extensions::ExtensionFactory for ErrorPaths {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(ErrorPaths)
+    }
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for ErrorPaths {
+    async fn resolve(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        info: async_graphql::extensions::ResolveInfo<'_>,
+        next: async_graphql::extensions::NextResolve<'_>,
+    ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
+        let node = info.path_node;
+        next.run(ctx, info).await.map_err(|mut error| {
+            if error.path.is_empty() {
+                let mut path = Vec::new();
+                let mut current = Some(node);
+                while let Some(node) = current {
+                    path.push(match node.segment {
+                        async_graphql::QueryPathSegment::Name(name) => {
+                            async_graphql::PathSegment::Field(name.to_owned())
+                        }
+                        async_graphql::QueryPathSegment::Index(i) => {
+                            async_graphql::PathSegment::Index(i)
+                        }
+                    });
+                    current = node.parent;
+                }
+                path.reverse();
+                error.path = path;
+            }
+            error
+        })
     }
 }

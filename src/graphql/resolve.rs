@@ -213,22 +213,55 @@ fn related_query(
         Some(GqlValue::String(text)) => Some(text.clone()),
         _ => None,
     };
-    let mut query = Query {
-        filter: conditions(text(filter).as_deref())?,
-        sort: sort_keys(text(sort).as_deref())?,
-        ..Query::default()
-    };
-    query.limit = Some(page_size(match first {
-        Some(GqlValue::Number(n)) => n.as_i64(),
-        _ => None,
-    })?);
     let document = catalog
         .resource(table)
         .map_err(failure)?
         .table()
         .schema()
         .document();
-    query::bind(query, &document).map_err(|e| failure(Error::BadQuery(e)))
+    let mut query = bound(
+        &document,
+        text(filter).as_deref(),
+        Vec::new(),
+        text(sort).as_deref(),
+    )?;
+    query.limit = Some(page_size(match first {
+        Some(GqlValue::Number(n)) => n.as_i64(),
+        _ => None,
+    })?);
+    Ok(query)
+}
+
+/// The query of `filter`, typed `where` conditions and `sort` arguments, bound to the table of
+/// `document`; an error names the argument it is in.
+fn bound(
+    document: &Value,
+    filter: Option<&str>,
+    wheres: Vec<Filter>,
+    sort: Option<&str>,
+) -> async_graphql::Result<Query> {
+    let bind = |query: Query, argument: &'static str| {
+        query::bind(query, document).map_err(|e| argument_error(argument, e))
+    };
+    let filter = Query {
+        filter: conditions(filter)?,
+        ..Query::default()
+    };
+    let wheres = Query {
+        filter: all_of(None, wheres),
+        ..Query::default()
+    };
+    let sort = Query {
+        sort: sort_keys(sort)?,
+        ..Query::default()
+    };
+    let filter = bind(filter, "filter")?.filter;
+    let wheres = bind(wheres, "where")?.filter;
+    Ok(Query {
+        filter: all_of(filter, wheres.into_iter().collect()),
+        sort: bind(sort, "sort")?.sort,
+        ..Query::default()
+    })
 }
 
 /// `first`, checked: at least 0, at most [`MAX_PAGE`].
@@ -319,20 +352,17 @@ pub fn list(
             }
             let arg = |name: &str| ctx.args.get(name).filter(|v| !v.is_null());
             let text = |name: &str| arg(name).map(|v| v.string().map(str::to_owned)).transpose();
-            let mut filter = conditions(text("filter")?.as_deref())?;
-            if let Some(wanted) = arg("where") {
-                filter = all_of(filter, where_conditions(&wanted.object()?, &wheres)?);
-            }
+            let wanted = match arg("where") {
+                Some(wanted) => where_conditions(&wanted.object()?, &wheres)?,
+                None => Vec::new(),
+            };
             let first = arg("first").map(|v| v.i64()).transpose()?;
             let first = page_size(first)?;
-            let mut query = Query {
-                filter,
-                sort: sort_keys(text("sort")?.as_deref())?,
-                limit: Some(first + 1),
-                ..Query::default()
-            };
             let document = records.schema().document();
-            query = query::bind(query, &document).map_err(|e| failure(Error::BadQuery(e)))?;
+            let filter = text("filter")?;
+            let sort = text("sort")?;
+            let mut query = bound(&document, filter.as_deref(), wanted, sort.as_deref())?;
+            query.limit = Some(first + 1);
             let key_order = executor::key_order(&records, &query).is_some();
             if let Some(cursor) = text("after")? {
                 match decode_cursor(&cursor) {

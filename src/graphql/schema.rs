@@ -152,6 +152,7 @@ pub fn build(catalog: &Catalog, limits: Limits) -> Result<Schema, String> {
         .register(query)
         .register(mutation)
         .register(subscription)
+        .extension(super::ErrorPaths)
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity);
     if !limits.introspection {

@@ -12,6 +12,7 @@ mod disk_use;
 mod durability;
 mod events;
 mod flows;
+mod graphql;
 mod hostile;
 mod limits;
 mod mqtt;
