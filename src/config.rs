@@ -47,9 +47,9 @@ pub const DEFAULT_MQTT: &str = "127.0.0.1:1883";
 /// Default wait, on shutdown, for requests in flight.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default of the deepest nesting of a GraphQL operation.
-pub const DEFAULT_GRAPHQL_MAX_DEPTH: usize = 12;
+pub const DEFAULT_GRAPHQL_MAX_DEPTH: usize = 16;
 /// Default of the most fields of a GraphQL operation.
-pub const DEFAULT_GRAPHQL_MAX_COMPLEXITY: usize = 500;
+pub const DEFAULT_GRAPHQL_MAX_COMPLEXITY: usize = 1000;
 /// Default of the most aliases of a GraphQL operation.
 pub const DEFAULT_GRAPHQL_MAX_ALIASES: usize = 30;
 /// Default number of GraphQL answers kept.

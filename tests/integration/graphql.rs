@@ -674,3 +674,19 @@ async fn cache_tables_fetch_once_and_bound_the_answers_freshness() {
     assert_eq!(origin.requests(), 1);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn clients_nobody_here_wrote() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        dir.join("node_modules/graphql-ws").exists(),
+        "the GraphQL clients are not installed: run `npm ci --prefix tests/js`"
+    );
+    let fixture = fixture();
+    let server = fixture.start().await;
+    seed(&server).await;
+    let mut command = tokio::process::Command::new("node");
+    command.arg(dir.join("graphql.mjs")).arg(&server.base);
+    crate::common::run_client(&mut command, "GraphQL clients (tests/js/graphql.mjs)").await;
+    server.stop().await;
+}
