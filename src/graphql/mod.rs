@@ -98,6 +98,8 @@ pub struct Answer {
     pub hit: Option<bool>,
     /// Whether the answer was kept for the next request.
     pub kept: bool,
+    /// What computing it read: batches of storage reads, and records.
+    pub reads: Option<(usize, usize)>,
 }
 
 impl GraphQl {
@@ -233,6 +235,7 @@ impl GraphQl {
                 cache_control: self.cache_control(ask.by_get, fresh_for),
                 hit: Some(true),
                 kept: true,
+                reads: None,
             };
         }
         let started = shared.results.generations();
@@ -261,6 +264,7 @@ impl GraphQl {
             null_at(&mut response.data, &error.path);
         }
         let failed = !response.errors.is_empty();
+        let read = Some((reads.batches, reads.records.len()));
         let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
         if !is_query || failed {
             return Answer {
@@ -271,6 +275,7 @@ impl GraphQl {
                 cache_control: "no-store".to_owned(),
                 hit: None,
                 kept: false,
+                reads: read,
             };
         }
         let etag = etag(
@@ -298,23 +303,18 @@ impl GraphQl {
             cache_control: self.cache_control(ask.by_get, fresh_for),
             hit: Some(false),
             kept,
+            reads: read,
         }
     }
 
     /// `Cache-Control` of a query's answer: cacheable downstream if it came by GET, for as long
     /// as the cache-table entries it read stay fresh (revalidated with its `ETag` if it read
-    /// none); private when answers depend on who asks.
+    /// none). An answer to a request with credentials is made private where every answer is.
     fn cache_control(&self, by_get: bool, fresh_for_ms: Option<u64>) -> String {
-        if !by_get {
-            return "no-store".to_owned();
-        }
-        let scope = match self.0.personal {
-            true => "private",
-            false => "public",
-        };
-        match fresh_for_ms {
-            Some(ms) => format!("{scope}, max-age={}", ms / 1000),
-            None => format!("{scope}, no-cache"),
+        match (by_get, fresh_for_ms) {
+            (false, _) => "no-store".to_owned(),
+            (true, Some(ms)) => format!("max-age={}", ms / 1000),
+            (true, None) => "no-cache".to_owned(),
         }
     }
 
@@ -485,6 +485,7 @@ fn errors_only(errors: Vec<ServerError>) -> Answer {
         cache_control: "no-store".to_owned(),
         hit: None,
         kept: false,
+        reads: None,
     }
 }
 

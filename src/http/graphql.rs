@@ -182,5 +182,9 @@ fn respond(answer: Answer, media: &'static str, request: &HeaderMap) -> Response
     if let Some(status) = status {
         headers.insert("cache-status", HeaderValue::from_static(status));
     }
+    if let Some((batches, records)) = answer.reads {
+        let timing = format!("storage;desc=\"{batches} batches, {records} records\"");
+        set(headers, "server-timing", &timing);
+    }
     response
 }

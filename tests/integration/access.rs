@@ -781,3 +781,84 @@ async fn a_changed_access_file_is_put_in_force_and_a_bad_one_is_not() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(bobs().await.unwrap().status(), 200);
 }
+
+/// A GraphQL query as `user`; the answer.
+async fn graphql_as(server: &TestServer, user: &str, query: &str) -> Value {
+    let request = as_user(server, reqwest::Method::POST, "/graphql", user);
+    let response = request.json(&json!({"query": query})).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn graphql_answers_under_the_same_rules() {
+    let Secured { server, .. } = secured().await;
+    orders(&server).await;
+    let listing = "{ orderList { totalCount nodes { id owner status internalNote } } }";
+    let alice = graphql_as(&server, "alice", listing).await;
+    assert_eq!(
+        alice["data"]["orderList"],
+        json!({"totalCount": 2, "nodes": [
+            {"id": "a1", "owner": "alice", "status": "paid", "internalNote": null},
+            {"id": "a2", "owner": "alice", "status": null, "internalNote": null}
+        ]}),
+        "rows filtered, hidden properties absent: {alice:#}"
+    );
+    // The same query text by another identity is not answered from alice's kept answer.
+    let bob = graphql_as(&server, "bob", listing).await;
+    assert_eq!(bob["data"]["orderList"]["nodes"][0]["id"], "b1");
+    assert_eq!(bob["data"]["orderList"]["totalCount"], 1);
+    let other = graphql_as(&server, "alice", "{ order(id: \"b1\") { id } }").await;
+    assert_eq!(
+        other["data"]["order"],
+        Value::Null,
+        "another's record does not exist for her"
+    );
+    let named = graphql_as(
+        &server,
+        "alice",
+        "{ orderList(filter: \"internalNote=vip\") { totalCount } }",
+    )
+    .await;
+    assert_eq!(
+        named["errors"][0]["extensions"]["code"], "forbidden",
+        "{named:#}"
+    );
+    let written = graphql_as(
+        &server,
+        "alice",
+        "mutation { putOrder(id: \"b9\", record: {owner: \"bob\", total: 1}) { id } }",
+    )
+    .await;
+    assert!(
+        written["errors"][0]["extensions"]["code"].is_string(),
+        "{written:#}"
+    );
+    let response = as_user(&server, reqwest::Method::GET, "/Order/b9", "carol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404, "the refused write wrote nothing");
+    let anonymous = server
+        .client
+        .post(server.url("/graphql"))
+        .json(&json!({"query": "{ orderList { totalCount } }"}))
+        .send()
+        .await
+        .unwrap();
+    let anonymous: Value = anonymous.json().await.unwrap();
+    assert_eq!(
+        anonymous["errors"][0]["extensions"]["code"],
+        "unauthenticated"
+    );
+    let by_get = as_user(
+        &server,
+        reqwest::Method::GET,
+        "/graphql?query=%7Bproduct(id%3A1)%7Bid%7D%7D",
+        "alice",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(by_get.headers()["cache-control"], "private, no-cache");
+    server.stop().await;
+}
