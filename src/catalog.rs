@@ -194,6 +194,7 @@ fn settings_change(running: &TableSettings, newer: &TableSettings) -> String {
         cache,
         references,
         relations,
+        max_age,
     } = newer;
     let added: Vec<&String> = indexes
         .iter()
@@ -230,6 +231,9 @@ fn settings_change(running: &TableSettings, newer: &TableSettings) -> String {
     }
     if *relations != running.relations {
         changes.push("`relations` changed".to_owned());
+    }
+    if *max_age != running.max_age {
+        changes.push("`maxAge` changed".to_owned());
     }
     changes.join("; ")
 }

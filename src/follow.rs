@@ -195,12 +195,16 @@ impl Follower<'_> {
     ) -> Result<HashMap<Key, Node>> {
         let resource = self.catalog.resource(table)?;
         let reader = self.identity.reader(resource.table());
+        let name: Arc<str> = resource.table().schema().name.clone();
         let mut found = HashMap::new();
+        // What is absent matters too: an answer that found nothing changes when it appears.
+        for key in &keys {
+            reads.records.insert((name.clone(), key.clone(), 0));
+        }
         if keys.is_empty() || reader.nothing() {
             return Ok(found);
         }
         reads.batches += 1;
-        let name: Arc<str> = resource.table().schema().name.clone();
         let records: Vec<(Key, Envelope)> = match resource {
             Resource::Local(table) => {
                 let mut encoded: Vec<Vec<u8>> = keys.iter().map(Key::encode).collect();
@@ -254,6 +258,7 @@ impl Follower<'_> {
                 value: serde_json::from_slice(&shown).map_err(Error::stored_not_json)?,
                 linked: HashMap::new(),
             };
+            reads.records.remove(&(name.clone(), key.clone(), 0));
             reads.record(&node);
             found.insert(key, node);
         }

@@ -9,8 +9,8 @@ target/debug): `cargo run --release -- ARGS` and `cargo run --release --example 
 README run those binaries, the same programs without a second build. The examples use the
 default ports, so 9926, 1883 and 9930 must be free; the server gets a new data directory.
 
-Sections run: Quick start, REST, Queries and Real-time (in that order, as a newcomer follows
-them); the
+Sections run: Quick start, REST, Queries, Real-time and GraphQL (in that order, as a newcomer
+follows them); the
 Security and Running several nodes examples need another server set-up and are left out.
 `cargo test` is skipped (it is the suite that runs this). Each command must exit 0 and every
 HTTP answer must be 2xx, unless the command's comment starts with the status it expects
@@ -33,7 +33,7 @@ import tempfile
 import time
 import uuid
 
-SECTIONS = ["Quick start", "REST", "Queries", "Real-time"]
+SECTIONS = ["Quick start", "REST", "Queries", "Real-time", "GraphQL"]
 STATUS = "@@status"
 
 

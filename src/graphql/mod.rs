@@ -33,11 +33,12 @@ use async_graphql::{ErrorExtensionValues, ServerError, Variables};
 use bytes::Bytes;
 use serde_json::Value;
 
+use results::Kept;
 pub use results::Results;
 pub use schema::Limits;
 
 use crate::access::Identity;
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Resource};
 use crate::clock::Clock;
 use crate::error::Error;
 use crate::follow::Reads;
@@ -232,7 +233,7 @@ impl GraphQl {
                 request_error: false,
                 mutation_by_get: false,
                 etag: Some(kept.etag.clone()),
-                cache_control: self.cache_control(ask.by_get, fresh_for),
+                cache_control: cache_control(ask.by_get, fresh_for, kept.max_age),
                 hit: Some(true),
                 kept: true,
                 reads: None,
@@ -286,13 +287,12 @@ impl GraphQl {
         );
         let fresh_for = reads.fresh_for.map(|ttl| u64::try_from(ttl).unwrap_or(0));
         let fresh_until = fresh_for.map(|ms| now + ms);
+        let max_age = self.max_age(&reads);
         let kept = match key {
-            Some(key) => shared.results.keep(
-                key,
-                (body.clone(), etag.clone(), fresh_until),
-                &reads,
-                &started,
-            ),
+            Some(key) => {
+                let kept = Kept::answer(body.clone(), etag.clone(), fresh_until, max_age);
+                shared.results.keep(key, kept, &reads, &started)
+            }
             None => false,
         };
         Answer {
@@ -300,22 +300,34 @@ impl GraphQl {
             request_error: false,
             mutation_by_get: false,
             etag: Some(etag),
-            cache_control: self.cache_control(ask.by_get, fresh_for),
+            cache_control: cache_control(ask.by_get, fresh_for, max_age),
             hit: Some(false),
             kept,
             reads: read,
         }
     }
 
-    /// `Cache-Control` of a query's answer: cacheable downstream if it came by GET, for as long
-    /// as the cache-table entries it read stay fresh (revalidated with its `ETag` if it read
-    /// none). An answer to a request with credentials is made private where every answer is.
-    fn cache_control(&self, by_get: bool, fresh_for_ms: Option<u64>) -> String {
-        match (by_get, fresh_for_ms) {
-            (false, _) => "no-store".to_owned(),
-            (true, Some(ms)) => format!("max-age={}", ms / 1000),
-            (true, None) => "no-cache".to_owned(),
+    /// How long downstream caches may keep an answer, by the tables of our own it `read`:
+    /// the least of their `maxAge` (0 if one has none); `None` if it read none.
+    fn max_age(&self, read: &Reads) -> Option<u64> {
+        let tables = read
+            .records
+            .iter()
+            .map(|(table, _, _)| table)
+            .chain(&read.tables);
+        let mut least: Option<u64> = None;
+        for table in tables {
+            let Ok(Resource::Local(own)) = self.0.catalog.resource(table) else {
+                continue;
+            };
+            let ms = own
+                .schema()
+                .settings
+                .max_age
+                .map_or(0, |d| d.as_millis() as u64);
+            least = Some(least.map_or(ms, |least| least.min(ms)));
         }
+        least
     }
 
     /// The engine's parts a WebSocket connection needs.
@@ -330,6 +342,20 @@ impl GraphQl {
 
     fn realtime(&self) -> &Realtime {
         &self.0.realtime
+    }
+}
+
+/// `Cache-Control` of a query's answer: cacheable downstream if it came by GET, for as long as
+/// the cache-table entries it read stay fresh (`fresh_for`) and the `maxAge` of the tables of
+/// our own it read allows (`max_age`); revalidated with its `ETag` when one of those has no
+/// `maxAge`. An answer to a request with credentials is made private where every answer is.
+fn cache_control(by_get: bool, fresh_for: Option<u64>, max_age: Option<u64>) -> String {
+    if !by_get {
+        return "no-store".to_owned();
+    }
+    match [fresh_for, max_age].into_iter().flatten().min() {
+        Some(ms) if max_age != Some(0) => format!("max-age={}", ms / 1000),
+        _ => "no-cache".to_owned(),
     }
 }
 

@@ -30,8 +30,30 @@ pub struct Kept {
     pub etag: String,
     /// When it stops being fresh (ms since the epoch), if a cache-table entry it read expires.
     pub fresh_until: Option<u64>,
+    /// How long downstream caches may keep it, by the `maxAge` of the tables of our own it
+    /// read (ms; 0 if one has none); `None` if it read none.
+    pub max_age: Option<u64>,
     records: Vec<(Arc<str>, Key)>,
     tables: Vec<Arc<str>>,
+}
+
+impl Kept {
+    /// An answer to keep; what it read is added by [`Results::keep`].
+    pub fn answer(
+        body: Bytes,
+        etag: String,
+        fresh_until: Option<u64>,
+        max_age: Option<u64>,
+    ) -> Kept {
+        Kept {
+            body,
+            etag,
+            fresh_until,
+            max_age,
+            records: Vec::new(),
+            tables: Vec::new(),
+        }
+    }
 }
 
 /// The generations of every table when an answer's computation started.
@@ -107,14 +129,8 @@ impl Results {
 
     /// Keeps `body` under `key` with what it `read`, unless a table it read changed since
     /// `started`. Returns whether it was kept.
-    pub fn keep(
-        &self,
-        key: String,
-        (body, etag, fresh_until): (Bytes, String, Option<u64>),
-        read: &Reads,
-        started: &Generations,
-    ) -> bool {
-        if !self.keeps() || body.len() > MAX_ANSWER_BYTES || read.unstored {
+    pub fn keep(&self, key: String, mut kept: Kept, read: &Reads, started: &Generations) -> bool {
+        if !self.keeps() || kept.body.len() > MAX_ANSWER_BYTES || read.unstored {
             return false;
         }
         let tables: HashSet<&Arc<str>> = read
@@ -133,17 +149,12 @@ impl Results {
         if changed {
             return false;
         }
-        let kept = Kept {
-            body,
-            etag,
-            fresh_until,
-            records: read
-                .records
-                .iter()
-                .map(|(table, key, _)| (table.clone(), key.clone()))
-                .collect(),
-            tables: read.tables.iter().cloned().collect(),
-        };
+        kept.records = read
+            .records
+            .iter()
+            .map(|(table, key, _)| (table.clone(), key.clone()))
+            .collect();
+        kept.tables = read.tables.iter().cloned().collect();
         let mut inner = self.lock();
         // Checked again under the lock that invalidation takes: a commit after the check
         // above has bumped a generation before it looks for answers to drop.
@@ -253,8 +264,8 @@ mod tests {
         reads
     }
 
-    fn answer(text: &str) -> (Bytes, String, Option<u64>) {
-        (Bytes::from(text.to_owned()), "\"e\"".to_owned(), None)
+    fn answer(text: &str) -> Kept {
+        Kept::answer(Bytes::from(text.to_owned()), "\"e\"".to_owned(), None, None)
     }
 
     fn results() -> Results {
@@ -302,7 +313,7 @@ mod tests {
     fn expired_and_evicted_answers_go() {
         let results = Results::new(1, ["A".into()]);
         let started = results.generations();
-        let fresh = (Bytes::from("1"), "\"e\"".to_owned(), Some(100));
+        let fresh = Kept::answer(Bytes::from("1"), "\"e\"".to_owned(), Some(100), None);
         assert!(results.keep("q".into(), fresh, &read(&[("A", 1)], &[]), &started));
         assert!(results.get("q", 99).is_some());
         assert!(results.get("q", 100).is_none());

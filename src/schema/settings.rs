@@ -3,14 +3,16 @@
 use serde_json::{Map, Value};
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use super::LoadError;
 use super::cache_settings::{self, CacheSettings};
 use super::links::{self, Relation};
+use crate::config::parse_duration;
 use crate::storage::KeyType;
 
 /// The keys `x-table` accepts today.
-const KNOWN_KEYS: &str = "primaryKey, indexes, timestamps, cache, relations";
+const KNOWN_KEYS: &str = "primaryKey, indexes, timestamps, cache, relations, maxAge";
 /// Property names maintained when `timestamps` is on.
 pub const CREATED_AT: &str = "createdAt";
 /// See [`CREATED_AT`].
@@ -35,6 +37,9 @@ pub struct TableSettings {
     /// Reverse relations (`relations`): name -> the records of another table that reference
     /// this one.
     pub relations: BTreeMap<String, Relation>,
+    /// How long answers that read this table (of our own) may be cached downstream
+    /// (`maxAge`); `None`: they are revalidated with their `ETag`.
+    pub max_age: Option<Duration>,
 }
 
 /// Reads and checks `x-table` against the rest of the schema document `doc`; on failure, every
@@ -60,6 +65,7 @@ pub fn read(
     let mut timestamps = false;
     let mut cache = None;
     let mut relations = BTreeMap::new();
+    let mut max_age = None;
     for (name, value) in x_table {
         let pointer = format!("/x-table/{}", escape_pointer(name));
         let mut problem = |reason: String| problems.push(fail(&pointer, reason));
@@ -90,6 +96,11 @@ pub fn read(
                 Ok(read) => relations = read,
                 Err(found) => problems.extend(found),
             },
+            ("maxAge", Value::String(text)) => match parse_duration(text) {
+                Ok(duration) => max_age = Some(duration),
+                Err(reason) => problem(format!("{reason} (a duration such as \"30s\")")),
+            },
+            ("maxAge", _) => problem("must be a duration string such as \"30s\"".to_owned()),
             ("expiration", _) => {
                 problem(format!(
                     "`{name}` is not supported by this version of tablecast"
@@ -101,6 +112,12 @@ pub fn read(
         }
     }
 
+    if cache.is_some() && max_age.is_some() {
+        problems.push(fail(
+            "/x-table/maxAge",
+            "`maxAge` is for tables of our own: answers from a cache table are fresh as long as its entries".to_owned(),
+        ));
+    }
     let properties = doc
         .get("properties")
         .and_then(Value::as_object)
@@ -179,6 +196,7 @@ pub fn read(
             cache,
             references,
             relations,
+            max_age,
         }),
         _ => Err(problems),
     }

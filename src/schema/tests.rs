@@ -43,6 +43,7 @@ fn reads_x_table() {
             cache: None,
             references: Default::default(),
             relations: Default::default(),
+            max_age: None,
         }
     );
     assert!(schema.validate(&json!({"sku": 1})).is_ok());

@@ -509,6 +509,18 @@ async fn answers_are_kept_until_a_record_they_read_changes() {
     for reader in readers {
         reader.await.unwrap();
     }
+    // An answer that found nothing is dropped when the record appears.
+    let absent = "{ product(id: 99) { name } }";
+    let body: Value = get_query(&server, absent, None).await.json().await.unwrap();
+    assert_eq!(body["data"]["product"], Value::Null);
+    put(
+        &server,
+        "/Product/99",
+        json!({"id": 99, "name": "Late", "price": 1}),
+    )
+    .await;
+    let body: Value = get_query(&server, absent, None).await.json().await.unwrap();
+    assert_eq!(body["data"]["product"]["name"], "Late");
     server.stop().await;
 }
 
@@ -688,5 +700,30 @@ async fn clients_nobody_here_wrote() {
     let mut command = tokio::process::Command::new("node");
     command.arg(dir.join("graphql.mjs")).arg(&server.base);
     crate::common::run_client(&mut command, "GraphQL clients (tests/js/graphql.mjs)").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn own_tables_max_age_bounds_what_downstream_caches_keep() {
+    let product = PRODUCT.replace(r#""x-table": {"#, r#""x-table": { "maxAge": "30s","#);
+    let fixture = Fixture::with_schemas(&[("Category", CATEGORY), ("Product", &product)]);
+    let server = fixture.start().await;
+    seed(&server).await;
+    let alone = get_query(&server, "{ product(id: 1) { name } }", None).await;
+    assert_eq!(header(&alone, "cache-control"), "max-age=30");
+    let kept = get_query(&server, "{ product(id: 1) { name } }", None).await;
+    assert_eq!(header(&kept, "cache-status"), "tablecast; hit");
+    assert_eq!(header(&kept, "cache-control"), "max-age=30");
+    // Category has no maxAge: an answer that read it is revalidated.
+    let joined = get_query(&server, "{ product(id: 1) { category { name } } }", None).await;
+    assert_eq!(header(&joined, "cache-control"), "no-cache");
+    let posted = server
+        .client
+        .post(server.url("/graphql"))
+        .json(&json!({"query": "{ product(id: 1) { name } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&posted, "cache-control"), "no-store");
     server.stop().await;
 }
