@@ -325,11 +325,9 @@ impl App {
         let graphql = match self.config.graphql {
             true => {
                 let settings = graphql::Settings {
-                    limits: graphql::Limits {
-                        introspection: self.config.graphql_introspection,
-                        max_depth: self.config.graphql_max_depth,
-                        max_complexity: self.config.graphql_max_complexity,
-                    },
+                    introspection: self.config.graphql_introspection,
+                    max_depth: self.config.graphql_max_depth,
+                    max_complexity: self.config.graphql_max_complexity,
                     max_aliases: self.config.graphql_max_aliases,
                 };
                 let engine = graphql::GraphQl::new(
@@ -369,6 +367,7 @@ impl App {
                 .clone()
                 .map(|path| (self.access.clone(), path)),
             self.tls.clone(),
+            self.results.clone(),
         ));
         let acceptor = self.tls.as_ref().map(|tls| tls.acceptor().clone());
         let mqtt = mqtt_server.map(|mqtt| tokio::spawn(mqtt.serve(mqtt_listeners)));
@@ -428,6 +427,7 @@ async fn reload_on_change(
     schemas: std::path::PathBuf,
     access: Option<(Access, std::path::PathBuf)>,
     tls: Option<Tls>,
+    results: Arc<graphql::Results>,
 ) {
     let modified = |path: &std::path::Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut seen = access.as_ref().and_then(|(_, path)| modified(path));
@@ -451,7 +451,10 @@ async fn reload_on_change(
             let now = modified(path);
             if hung_up || now != seen {
                 seen = now;
-                reload_access(access, path);
+                if reload_access(access, path) {
+                    // Kept answers showed what the old rules let their askers see.
+                    results.clear();
+                }
             }
         }
         if let Some(tls) = tls.as_ref().filter(|_| hung_up) {
@@ -489,14 +492,19 @@ async fn reload_schemas(catalog: &Arc<Catalog>, dir: &std::path::Path) {
     }
 }
 
-fn reload_access(access: &Access, path: &std::path::Path) {
+/// Reloads the access file; whether the rules changed.
+fn reload_access(access: &Access, path: &std::path::Path) -> bool {
     match access.reload() {
-        Ok(()) => tracing::info!(file = %path.display(), "access rules reloaded"),
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "access rules reloaded");
+            true
+        }
         Err(errors) => {
             for error in &errors {
                 tracing::error!("{error}");
             }
             tracing::error!(file = %path.display(), "the access file was not reloaded: the rules in force stay");
+            false
         }
     }
 }

@@ -9,9 +9,10 @@
 //! not see is not there: a record it may not read is a dangling reference, and hidden
 //! properties are removed.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::access::Identity;
@@ -26,6 +27,10 @@ use crate::storage::{Envelope, IndexRange, Key, index};
 /// The most records a relation reads for one parent record when it filters or sorts them
 /// (without, it stops at its limit).
 pub const MAX_RELATED_READ: usize = 10_000;
+/// The most records one relation reads for a whole level.
+pub const MAX_RELATED_LEVEL: usize = 100_000;
+/// Origin requests one level of references to a cache table has in flight at once.
+const ORIGIN_CONCURRENCY: usize = 16;
 
 /// A record reached by a query or a link, with what was followed from it.
 #[derive(Clone, Debug)]
@@ -40,6 +45,34 @@ pub struct Node {
     pub value: Value,
     /// What each step followed from it, by the step's name.
     pub linked: HashMap<String, Linked>,
+}
+
+impl Node {
+    /// The record `key` of `table` at `version`, as read.
+    pub fn read(table: &Arc<str>, key: Key, version: u64, value: Value) -> Node {
+        Node {
+            table: table.clone(),
+            key,
+            version,
+            value,
+            linked: HashMap::new(),
+        }
+    }
+
+    /// The record `key` of `table` as `reader` may see its stored bytes; `None` if it may not.
+    pub fn shown(
+        table: &Arc<str>,
+        key: Key,
+        version: u64,
+        stored: &bytes::Bytes,
+        reader: &crate::access::Reader,
+    ) -> Result<Option<Node>> {
+        let Some(shown) = reader.show(stored)? else {
+            return Ok(None);
+        };
+        let value = serde_json::from_slice(&shown).map_err(Error::stored_not_json)?;
+        Ok(Some(Node::read(table, key, version, value)))
+    }
 }
 
 /// What a step reached from one record.
@@ -214,11 +247,14 @@ impl Follower<'_> {
                     .collect::<Result<_>>()?
             }
             Resource::Cached(cache) => {
-                let directives = RequestDirectives::default();
-                let served = futures_util::future::join_all(
-                    keys.iter().map(|key| cache.get(key.clone(), &directives)),
-                )
-                .await;
+                let served: Vec<_> = futures_util::stream::iter(keys.clone())
+                    .map(|key| {
+                        let cache = cache.clone();
+                        async move { cache.get(key, &RequestDirectives::default()).await }
+                    })
+                    .buffered(ORIGIN_CONCURRENCY)
+                    .collect()
+                    .await;
                 let mut records = Vec::new();
                 for (key, served) in keys.into_iter().zip(served) {
                     match served.outcome {
@@ -248,15 +284,10 @@ impl Follower<'_> {
             }
         };
         for (key, record) in records {
-            let Some(shown) = reader.show(&record.value)? else {
+            let Some(node) =
+                Node::shown(&name, key.clone(), record.version, &record.value, &reader)?
+            else {
                 continue;
-            };
-            let node = Node {
-                table: name.clone(),
-                key: key.clone(),
-                version: record.version,
-                value: serde_json::from_slice(&shown).map_err(Error::stored_not_json)?,
-                linked: HashMap::new(),
             };
             reads.records.remove(&(name.clone(), key.clone(), 0));
             reads.record(&node);
@@ -265,7 +296,7 @@ impl Follower<'_> {
         Ok(found)
     }
 
-    /// The records of `table` whose `by` holds each node's key.
+    /// The records of `table` whose `by` holds each node's key (or, an array, has it).
     fn relation(
         &self,
         nodes: &mut [&mut Node],
@@ -278,96 +309,102 @@ impl Follower<'_> {
         let reader = self.identity.reader(related);
         let name: Arc<str> = related.schema().name.clone();
         reads.tables.insert(name.clone());
-        if reader.nothing() || nodes.is_empty() {
-            for node in nodes.iter_mut() {
-                node.linked
-                    .insert(step.name.clone(), Linked::Many(Vec::new()));
-            }
-            return Ok(());
+        if reader.hides(by) {
+            // Which records are related would show what `by` holds.
+            return Err(Error::Forbidden(format!(
+                "the property `{table}.{by}` is not readable with your roles, so the relation `{}` through it cannot be followed",
+                step.link
+            )));
         }
-        reads.batches += 1;
         let mut query = step.related.clone();
         reader.check_query(&query)?;
         reader.restrict(&mut query);
         let limit = query.limit.unwrap_or(usize::MAX);
         let reads_all = query.filter.is_some() || !query.sort.is_empty();
-        let path = [by.to_owned()];
-        // Each distinct parent key once; index entries of one value are in key order.
-        let parents: BTreeMap<Vec<u8>, Value> = nodes
-            .iter()
-            .filter_map(|node| {
-                let key = node.key.to_json();
-                Some((index::encode(&key)?, key))
-            })
-            .collect();
-        let mut wanted: Vec<Vec<u8>> = Vec::new();
-        for encoded in parents.keys() {
-            let range = IndexRange::Value(encoded.clone());
-            let entries = related.index_keys(&path, &range).ok_or_else(|| {
-                Error::Internal(Cause::new(format!("`{table}.{by}` is not indexed")))
-            })?;
-            let cap = if reads_all {
-                MAX_RELATED_READ + 1
-            } else {
-                limit.saturating_add(query.offset)
-            };
-            let entries: Vec<Vec<u8>> = entries.take(cap).collect::<Result<_>>()?;
-            if reads_all && entries.len() > MAX_RELATED_READ {
-                return Err(Error::BadQuery(QueryError {
-                    position: 0,
-                    token: step.link.clone(),
-                    expected: format!(
-                        "a filtered or sorted relation over at most {MAX_RELATED_READ} records for one record"
-                    ),
-                }));
+        // Each distinct parent once; index entries of one value are in key order.
+        let parents: BTreeSet<Key> = nodes.iter().map(|node| node.key.clone()).collect();
+        let mut pages: HashMap<Key, Vec<Node>> = HashMap::new();
+        if !reader.nothing() && !parents.is_empty() {
+            reads.batches += 1;
+            let path = [by.to_owned()];
+            let mut wanted: Vec<Vec<u8>> = Vec::new();
+            for parent in &parents {
+                let Some(encoded) = index::encode(&parent.to_json()) else {
+                    continue;
+                };
+                let entries = related
+                    .index_keys(&path, &IndexRange::Value(encoded))
+                    .ok_or_else(|| {
+                        Error::Internal(Cause::new(format!("`{table}.{by}` is not indexed")))
+                    })?;
+                let cap = match reads_all {
+                    true => MAX_RELATED_READ + 1,
+                    false => limit.saturating_add(query.offset),
+                };
+                let entries: Vec<Vec<u8>> = entries.take(cap).collect::<Result<_>>()?;
+                if entries.len() > MAX_RELATED_READ || wanted.len() > MAX_RELATED_LEVEL {
+                    return Err(Error::BadQuery(QueryError {
+                        position: 0,
+                        token: step.link.clone(),
+                        expected: format!(
+                            "a relation that reads at most {MAX_RELATED_READ} records for one record and {MAX_RELATED_LEVEL} in all: filter the parents, or page with a limit and no sort or filter"
+                        ),
+                    }));
+                }
+                wanted.extend(entries);
             }
-            wanted.extend(entries);
-        }
-        wanted.sort_unstable();
-        wanted.dedup();
-        let mut groups: HashMap<String, Vec<(Value, Node)>> = HashMap::new();
-        for entry in related.records_by_keys(wanted.into_iter().map(Ok)) {
-            let (key, record) = entry?;
-            let value: Value =
-                serde_json::from_slice(&record.value).map_err(Error::stored_not_json)?;
-            let Some(parent) = value.get(by).filter(|v| !v.is_null()) else {
-                continue;
-            };
-            if query
-                .filter
-                .as_ref()
-                .is_some_and(|filter| !matches(filter, &value))
-            {
-                continue;
+            wanted.sort_unstable();
+            wanted.dedup();
+            let key_type = self
+                .catalog
+                .resource(&nodes[0].table)?
+                .table()
+                .schema()
+                .settings
+                .key_type;
+            let mut groups: HashMap<Key, Vec<(Value, Node)>> = HashMap::new();
+            for entry in related.records_by_keys(wanted.into_iter().map(Ok)) {
+                let (key, record) = entry?;
+                let value: Value =
+                    serde_json::from_slice(&record.value).map_err(Error::stored_not_json)?;
+                if query.filter.as_ref().is_some_and(|f| !matches(f, &value)) {
+                    continue;
+                }
+                let holders: Vec<Key> = match value.get(by) {
+                    Some(Value::Array(elements)) => elements
+                        .iter()
+                        .filter_map(|e| key_type.from_json(e).ok())
+                        .collect(),
+                    Some(one) => key_type.from_json(one).ok().into_iter().collect(),
+                    None => Vec::new(),
+                };
+                let mut shown = value.clone();
+                reader.strip(&mut shown);
+                let node = Node::read(&name, key, record.version, shown);
+                for parent in holders.into_iter().filter(|p| parents.contains(p)) {
+                    groups
+                        .entry(parent)
+                        .or_default()
+                        .push((value.clone(), node.clone()));
+                }
             }
-            let mut shown = value.clone();
-            reader.strip(&mut shown);
-            let node = Node {
-                table: name.clone(),
-                key,
-                version: record.version,
-                value: shown,
-                linked: HashMap::new(),
-            };
-            groups
-                .entry(parent.to_string())
-                .or_default()
-                .push((value, node));
+            for (parent, mut group) in groups {
+                sort(&mut group, &query.sort);
+                let page: Vec<Node> = group
+                    .into_iter()
+                    .skip(query.offset)
+                    .take(limit)
+                    .map(|(_, node)| node)
+                    .collect();
+                for related in &page {
+                    reads.record(related);
+                }
+                pages.insert(parent, page);
+            }
         }
+        // A parent that appears more than once in the level gets its page each time.
         for node in nodes.iter_mut() {
-            let mut group = groups
-                .remove(&node.key.to_json().to_string())
-                .unwrap_or_default();
-            sort(&mut group, &query.sort);
-            let page: Vec<Node> = group
-                .into_iter()
-                .skip(query.offset)
-                .take(limit)
-                .map(|(_, node)| node)
-                .collect();
-            for related in &page {
-                reads.record(related);
-            }
+            let page = pages.get(&node.key).cloned().unwrap_or_default();
             node.linked.insert(step.name.clone(), Linked::Many(page));
         }
         Ok(())

@@ -16,6 +16,7 @@
 //! | `ws.rs` | the `graphql-transport-ws` protocol over a WebSocket |
 //! | `results.rs`, `persisted.rs` | the result cache; automatic persisted queries |
 
+mod guard;
 mod persisted;
 mod resolve;
 mod results;
@@ -28,14 +29,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_graphql::dynamic::Schema;
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection, SelectionSet};
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{ErrorExtensionValues, ServerError, Variables};
 use bytes::Bytes;
 use serde_json::Value;
 
 use results::Kept;
 pub use results::Results;
-pub use schema::Limits;
 
 use crate::access::Identity;
 use crate::catalog::{Catalog, Resource};
@@ -46,12 +46,16 @@ use crate::realtime::Realtime;
 use persisted::{Persisted, Refusal, sha256_hex};
 use resolve::Scope;
 
-/// How `/graphql` serves.
+/// Limits on what one operation may ask, and whether introspection is answered.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {
-    /// Depth, complexity and introspection.
-    pub limits: Limits,
-    /// The most aliased fields one operation may have.
+    /// Whether the schema answers introspection queries.
+    pub introspection: bool,
+    /// The deepest nesting of selections.
+    pub max_depth: usize,
+    /// The most fields, counted once per use of their fragment.
+    pub max_complexity: usize,
+    /// The most aliased fields, counted likewise.
     pub max_aliases: usize,
 }
 
@@ -66,9 +70,10 @@ struct Shared {
     results: Arc<Results>,
     persisted: Persisted,
     clock: Clock,
-    max_aliases: usize,
     /// Whether answers depend on who asks (an access file is in force).
     personal: bool,
+    /// The root fields whose type is non-null: a failure there nulls `data`.
+    non_null_roots: std::collections::HashSet<String>,
 }
 
 /// A GraphQL request, however it arrived.
@@ -113,7 +118,17 @@ impl GraphQl {
         personal: bool,
     ) -> Result<GraphQl, String> {
         let catalog = realtime.catalog().clone();
-        let schema = schema::build(&catalog, settings.limits)?;
+        let schema = schema::build(&catalog, settings)?;
+        let non_null_roots = catalog
+            .resources()
+            .flat_map(|resource| {
+                let name = &resource.table().schema().name;
+                [
+                    format!("{}List", shape::field_of_table(name)),
+                    format!("delete{name}"),
+                ]
+            })
+            .collect();
         Ok(GraphQl(Arc::new(Shared {
             schema,
             catalog,
@@ -121,8 +136,8 @@ impl GraphQl {
             results,
             persisted: Persisted::default(),
             clock,
-            max_aliases: settings.max_aliases,
             personal,
+            non_null_roots,
         })))
     }
 
@@ -134,39 +149,59 @@ impl GraphQl {
     /// Answers `ask` for `identity`.
     pub async fn answer(&self, ask: Ask, identity: Arc<Identity>) -> Answer {
         let shared = &self.0;
-        let query: Arc<str> = match (&ask.extensions, ask.query.as_deref()) {
-            (Some(extensions), query) if extensions.get("persistedQuery").is_some() => {
-                match shared
-                    .persisted
-                    .resolve(&extensions["persistedQuery"], query)
-                {
-                    Ok(query) => query,
-                    Err(Refusal::NotFound) => {
-                        // Apollo's clients look for this message and code, then send the text.
-                        return request_error(
-                            "PersistedQueryNotFound",
-                            "PERSISTED_QUERY_NOT_FOUND",
-                        );
-                    }
-                    Err(Refusal::Mismatch) => {
-                        return request_error(
-                            "the query's SHA-256 is not `persistedQuery.sha256Hash`",
-                            "PERSISTED_QUERY_HASH_MISMATCH",
-                        );
-                    }
-                    Err(Refusal::Malformed(reason)) => {
-                        return request_error(&reason, "bad-request");
-                    }
+        let persisted = ask
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("persistedQuery"));
+        let (query, to_persist): (Arc<str>, bool) = match (persisted, ask.query.as_deref()) {
+            (Some(persisted), query) => match shared.persisted.resolve(persisted, query) {
+                Ok(resolved) => (resolved, query.is_some()),
+                Err(Refusal::NotFound) => {
+                    // Apollo's clients look for this message and code, then send the text.
+                    return request_error("PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND");
                 }
-            }
-            (_, Some(query)) => query.into(),
-            (_, None) => {
+                Err(Refusal::Mismatch) => {
+                    return request_error(
+                        "the query's SHA-256 is not `persistedQuery.sha256Hash`",
+                        "PERSISTED_QUERY_HASH_MISMATCH",
+                    );
+                }
+                Err(Refusal::Malformed(reason)) => return request_error(&reason, "bad-request"),
+            },
+            (None, Some(query)) => (query.into(), false),
+            (None, None) => {
                 return request_error(
                     "no `query`: send {\"query\": \"{ ... }\"} (POST) or ?query=... (GET)",
                     "bad-request",
                 );
             }
         };
+        let variables = ask.variables.clone().filter(|v| !v.is_null());
+        let who = match shared.personal {
+            true => serde_json::to_string(&(&identity.user, identity.roles(), &identity.claims))
+                .unwrap_or_default(),
+            false => String::new(),
+        };
+        let key = {
+            let variables = variables.as_ref().map(Value::to_string).unwrap_or_default();
+            let operation = ask.operation_name.as_deref().unwrap_or_default();
+            format!("{who}\u{0}{operation}\u{0}{variables}\u{0}{query}")
+        };
+        // Only queries are kept, so a kept answer needs no parse to be served.
+        let now = shared.clock.now_ms();
+        if let Some(kept) = shared.results.get(&key, now) {
+            let fresh_for = kept.fresh_until.map(|until| until.saturating_sub(now));
+            return Answer {
+                body: kept.body.clone(),
+                request_error: false,
+                mutation_by_get: false,
+                etag: Some(kept.etag.clone()),
+                cache_control: cache_control(ask.by_get, fresh_for, kept.max_age),
+                hit: Some(true),
+                kept: true,
+                reads: None,
+            };
+        }
         let document = match async_graphql::parser::parse_query(&*query) {
             Ok(document) => document,
             Err(error) => {
@@ -174,6 +209,9 @@ impl GraphQl {
                 return errors_only(vec![with_code(error, "GRAPHQL_PARSE_FAILED")]);
             }
         };
+        if to_persist {
+            shared.persisted.remember(query.clone());
+        }
         let operation = match &document.operations {
             DocumentOperations::Single(op) => Some(op.node.ty),
             DocumentOperations::Multiple(ops) => match &ask.operation_name {
@@ -182,18 +220,6 @@ impl GraphQl {
                 None => None,
             },
         };
-        let aliases: usize = document
-            .operations
-            .iter()
-            .map(|(_, op)| aliases(&op.node.selection_set.node, &document.fragments, 0))
-            .sum::<usize>();
-        if aliases > shared.max_aliases {
-            let message = format!(
-                "the operation has {aliases} aliases; at most {} are answered",
-                shared.max_aliases
-            );
-            return request_error(&message, "LIMIT_EXCEEDED");
-        }
         match operation {
             Some(OperationType::Mutation) if ask.by_get => {
                 let mut answer = request_error(
@@ -212,33 +238,6 @@ impl GraphQl {
             _ => {}
         }
         let is_query = operation == Some(OperationType::Query);
-        let variables = ask.variables.clone().filter(|v| !v.is_null());
-        let key = is_query.then(|| {
-            let who = match shared.personal {
-                true => {
-                    serde_json::to_string(&(&identity.user, identity.roles(), &identity.claims))
-                        .unwrap_or_default()
-                }
-                false => String::new(),
-            };
-            let variables = variables.as_ref().map(Value::to_string).unwrap_or_default();
-            let operation = ask.operation_name.as_deref().unwrap_or_default();
-            format!("{who}\u{0}{operation}\u{0}{variables}\u{0}{query}")
-        });
-        let now = shared.clock.now_ms();
-        if let Some(kept) = key.as_deref().and_then(|key| shared.results.get(key, now)) {
-            let fresh_for = kept.fresh_until.map(|until| until.saturating_sub(now));
-            return Answer {
-                body: kept.body.clone(),
-                request_error: false,
-                mutation_by_get: false,
-                etag: Some(kept.etag.clone()),
-                cache_control: cache_control(ask.by_get, fresh_for, kept.max_age),
-                hit: Some(true),
-                kept: true,
-                reads: None,
-            };
-        }
         let started = shared.results.generations();
         let scope = Arc::new(Scope::new(shared.catalog.clone(), identity));
         let mut request = async_graphql::Request::new(&*query)
@@ -261,9 +260,7 @@ impl GraphQl {
                     .collect(),
             );
         }
-        for error in &response.errors {
-            null_at(&mut response.data, &error.path);
-        }
+        self.null_failed_fields(&mut response);
         let failed = !response.errors.is_empty();
         let read = Some((reads.batches, reads.records.len()));
         let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
@@ -279,22 +276,12 @@ impl GraphQl {
                 reads: read,
             };
         }
-        let etag = etag(
-            &query,
-            variables.as_ref(),
-            ask.operation_name.as_deref(),
-            &reads,
-        );
+        let etag = etag(&key, &reads, &body);
         let fresh_for = reads.fresh_for.map(|ttl| u64::try_from(ttl).unwrap_or(0));
         let fresh_until = fresh_for.map(|ms| now + ms);
         let max_age = self.max_age(&reads);
-        let kept = match key {
-            Some(key) => {
-                let kept = Kept::answer(body.clone(), etag.clone(), fresh_until, max_age);
-                shared.results.keep(key, kept, &reads, &started)
-            }
-            None => false,
-        };
+        let kept = Kept::answer(body.clone(), etag.clone(), fresh_until, max_age);
+        let kept = shared.results.keep(key, kept, &reads, &started);
         Answer {
             body,
             request_error: false,
@@ -304,6 +291,22 @@ impl GraphQl {
             hit: Some(false),
             kept,
             reads: read,
+        }
+    }
+
+    /// Puts `null` where a field failed (async-graphql leaves the field out), and makes `data`
+    /// null when the field was a non-null root field, as the GraphQL specification has a null
+    /// propagate to the nearest nullable parent.
+    fn null_failed_fields(&self, response: &mut async_graphql::Response) {
+        let non_null_root = response.errors.iter().any(|error| {
+            matches!(&error.path[..], [async_graphql::PathSegment::Field(name)] if self.0.non_null_roots.contains(name))
+        });
+        if non_null_root {
+            response.data = async_graphql::Value::Null;
+            return;
+        }
+        for error in &response.errors {
+            null_at(&mut response.data, &error.path);
         }
     }
 
@@ -359,17 +362,12 @@ fn cache_control(by_get: bool, fresh_for: Option<u64>, max_age: Option<u64>) -> 
     }
 }
 
-/// The quoted `ETag` of an answer: the query, its variables and operation, and the version of
-/// every record it read.
-fn etag(query: &str, variables: Option<&Value>, operation: Option<&str>, reads: &Reads) -> String {
-    let mut basis = Vec::with_capacity(query.len() + 64 * reads.records.len());
-    basis.extend_from_slice(query.as_bytes());
-    basis.push(0);
-    if let Some(variables) = variables {
-        basis.extend_from_slice(variables.to_string().as_bytes());
-    }
-    basis.push(0);
-    basis.extend_from_slice(operation.unwrap_or_default().as_bytes());
+/// The quoted `ETag` of an answer: of the request's key (who asked, the operation, the
+/// variables and the query), the version of every record it read, and the answer itself (a
+/// count or a page's end can change while the records shown do not).
+fn etag(key: &str, reads: &Reads, body: &[u8]) -> String {
+    let mut basis = Vec::with_capacity(key.len() + 32 * reads.records.len() + body.len());
+    basis.extend_from_slice(key.as_bytes());
     for (table, key, version) in &reads.records {
         basis.push(0);
         basis.extend_from_slice(table.as_bytes());
@@ -377,40 +375,9 @@ fn etag(query: &str, variables: Option<&Value>, operation: Option<&str>, reads: 
         basis.extend_from_slice(&key.encode());
         basis.extend_from_slice(&version.to_be_bytes());
     }
+    basis.push(0);
+    basis.extend_from_slice(body);
     format!("\"g{}\"", &sha256_hex(&basis)[..32])
-}
-
-/// How many fields of `selection` (and the fragments it spreads) have an alias.
-fn aliases(
-    selection: &SelectionSet,
-    fragments: &std::collections::HashMap<
-        async_graphql::Name,
-        async_graphql::Positioned<async_graphql::parser::types::FragmentDefinition>,
-    >,
-    depth: usize,
-) -> usize {
-    if depth > 64 {
-        // Deeper than the depth limit lets run; counted as over any limit.
-        return usize::MAX / 2;
-    }
-    selection
-        .items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(field) => {
-                usize::from(field.node.alias.is_some())
-                    + aliases(&field.node.selection_set.node, fragments, depth + 1)
-            }
-            Selection::InlineFragment(fragment) => {
-                aliases(&fragment.node.selection_set.node, fragments, depth + 1)
-            }
-            Selection::FragmentSpread(spread) => fragments
-                .get(&spread.node.fragment_name.node)
-                .map_or(0, |fragment| {
-                    aliases(&fragment.node.selection_set.node, fragments, depth + 1)
-                }),
-        })
-        .fold(0, usize::saturating_add)
 }
 
 /// A domain error as a GraphQL error: its safe message, and in `extensions` its stable `code`,
@@ -512,47 +479,5 @@ fn errors_only(errors: Vec<ServerError>) -> Answer {
         hit: None,
         kept: false,
         reads: None,
-    }
-}
-
-/// Gives a resolver's error the path of its field: async-graphql's dynamic schema leaves it
-/// out, and without it the answer could not say which field failed (nor put its `null` in).
-struct ErrorPaths;
-
-impl async_graphql::extensions::ExtensionFactory for ErrorPaths {
-    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
-        Arc::new(ErrorPaths)
-    }
-}
-
-#[async_trait::async_trait]
-impl async_graphql::extensions::Extension for ErrorPaths {
-    async fn resolve(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        info: async_graphql::extensions::ResolveInfo<'_>,
-        next: async_graphql::extensions::NextResolve<'_>,
-    ) -> async_graphql::ServerResult<Option<async_graphql::Value>> {
-        let node = info.path_node;
-        next.run(ctx, info).await.map_err(|mut error| {
-            if error.path.is_empty() {
-                let mut path = Vec::new();
-                let mut current = Some(node);
-                while let Some(node) = current {
-                    path.push(match node.segment {
-                        async_graphql::QueryPathSegment::Name(name) => {
-                            async_graphql::PathSegment::Field(name.to_owned())
-                        }
-                        async_graphql::QueryPathSegment::Index(i) => {
-                            async_graphql::PathSegment::Index(i)
-                        }
-                    });
-                    current = node.parent;
-                }
-                path.reverse();
-                error.path = path;
-            }
-            error
-        })
     }
 }

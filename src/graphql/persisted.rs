@@ -11,6 +11,8 @@ use serde_json::Value;
 
 /// Query texts remembered at most.
 const CAPACITY: usize = 10_000;
+/// What the remembered texts may hold in all.
+const MAX_BYTES: usize = 16 << 20;
 
 /// Why a persisted query cannot be used.
 #[derive(Debug, PartialEq, Eq)]
@@ -25,22 +27,29 @@ pub enum Refusal {
 
 /// The queries remembered by hash.
 pub struct Persisted {
-    queries: Mutex<LruCache<String, Arc<str>>>,
+    queries: Mutex<Remembered>,
+}
+
+struct Remembered {
+    texts: LruCache<String, Arc<str>>,
+    bytes: usize,
 }
 
 impl Default for Persisted {
     fn default() -> Persisted {
         Persisted {
-            queries: Mutex::new(LruCache::new(
-                NonZeroUsize::new(CAPACITY).expect("not zero"),
-            )),
+            queries: Mutex::new(Remembered {
+                texts: LruCache::new(NonZeroUsize::new(CAPACITY).expect("not zero")),
+                bytes: 0,
+            }),
         }
     }
 }
 
 impl Persisted {
     /// The query text of a request with `extensions.persistedQuery`: the one sent (checked
-    /// against the hash, and remembered), or the one remembered under the hash.
+    /// against the hash; [`Persisted::remember`] it once it parses), or the one remembered
+    /// under the hash.
     pub fn resolve(&self, persisted: &Value, query: Option<&str>) -> Result<Arc<str>, Refusal> {
         let version = persisted.get("version").and_then(Value::as_u64);
         let hash = persisted.get("sha256Hash").and_then(Value::as_str);
@@ -61,18 +70,35 @@ impl Persisted {
                 ));
             }
         };
-        let mut queries = self.queries.lock().unwrap_or_else(PoisonError::into_inner);
         match query {
-            Some(query) => {
-                if sha256_hex(query.as_bytes()) != hash {
-                    return Err(Refusal::Mismatch);
-                }
-                let query: Arc<str> = query.into();
-                queries.put(hash, query.clone());
-                Ok(query)
-            }
-            None => queries.get(&hash).cloned().ok_or(Refusal::NotFound),
+            Some(query) if sha256_hex(query.as_bytes()) != hash => Err(Refusal::Mismatch),
+            Some(query) => Ok(query.into()),
+            None => self
+                .lock()
+                .texts
+                .get(&hash)
+                .cloned()
+                .ok_or(Refusal::NotFound),
         }
+    }
+
+    /// Remembers `query` under its hash, forgetting the least recently used beyond the bounds.
+    pub fn remember(&self, query: Arc<str>) {
+        let mut remembered = self.lock();
+        remembered.bytes += query.len();
+        if let Some((_, old)) = remembered.texts.push(sha256_hex(query.as_bytes()), query) {
+            remembered.bytes -= old.len();
+        }
+        while remembered.bytes > MAX_BYTES {
+            match remembered.texts.pop_lru() {
+                Some((_, old)) => remembered.bytes -= old.len(),
+                None => break,
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.queries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -96,6 +122,8 @@ mod tests {
         let extension = json!({"version": 1, "sha256Hash": hash});
         assert_eq!(persisted.resolve(&extension, None), Err(Refusal::NotFound));
         assert_eq!(&*persisted.resolve(&extension, Some(query)).unwrap(), query);
+        assert_eq!(persisted.resolve(&extension, None), Err(Refusal::NotFound));
+        persisted.remember(query.into());
         assert_eq!(&*persisted.resolve(&extension, None).unwrap(), query);
         assert_eq!(
             persisted.resolve(&extension, Some("{ other }")),

@@ -92,9 +92,19 @@ fn scope<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a Scope> {
     Ok(ctx.data::<Arc<Scope>>()?.as_ref())
 }
 
-/// The key a field's value has in the answer: its alias, or its name.
-fn response_key<'a>(field: &SelectionField<'a>) -> &'a str {
-    field.alias().unwrap_or(field.name())
+/// Where a link field's records are kept in its record's [`Node::linked`]: its place in the
+/// answer, with the arguments it was asked with, so that two fields of one record that share
+/// an alias (under `nodes` and under `edges { node }`) keep what each asked for.
+fn step_name(field: &SelectionField<'_>) -> async_graphql::Result<String> {
+    let key = field.alias().unwrap_or(field.name());
+    let mut arguments = field.arguments()?;
+    arguments.sort_by(|(a, _), (b, _)| a.cmp(b));
+    let arguments: Vec<String> = arguments.iter().map(|(n, v)| format!("{n}:{v}")).collect();
+    Ok(format!(
+        "{key}\u{0}{}\u{0}{}",
+        field.name(),
+        arguments.join(",")
+    ))
 }
 
 /// A page of a list query.
@@ -149,16 +159,6 @@ async fn prefetched<'a>(
     Ok(Some(FieldValue::owned_any(node)))
 }
 
-fn parse_id(scope: &Scope, table: &str, args: &ObjectAccessor<'_>) -> async_graphql::Result<Key> {
-    let id = args.try_get("id")?;
-    let text = match id.as_value() {
-        GqlValue::Number(n) => n.to_string(),
-        _ => id.string()?.to_owned(),
-    };
-    let resource = scope.catalog.resource(table).map_err(failure)?;
-    resource.table().parse_id(&text).map_err(failure)
-}
-
 /// The steps that `selection`, made on records of `table`, asks for: its reference and
 /// relation fields, and theirs in turn.
 fn steps<'a>(
@@ -193,7 +193,7 @@ fn steps<'a>(
         };
         steps.push(Step {
             link: link.to_owned(),
-            name: response_key(&field).to_owned(),
+            name: step_name(&field)?,
             related,
             then: self::steps(catalog, target, field.selection_set())?,
         });
@@ -390,22 +390,15 @@ pub fn list(
                     }
                     false => None,
                 };
+                let name = records.schema().name.clone();
                 let mut nodes = Vec::new();
                 for listed in executor::execute(&records, query)? {
                     let listed = listed?;
                     let Content::Stored(bytes) = listed.content else {
                         continue;
                     };
-                    let Some(shown) = reader.show(&bytes)? else {
-                        continue;
-                    };
-                    nodes.push(Node {
-                        table: records.schema().name.clone(),
-                        key: listed.key,
-                        version: listed.version,
-                        value: serde_json::from_slice(&shown).map_err(Error::stored_not_json)?,
-                        linked: HashMap::new(),
-                    });
+                    let shown = Node::shown(&name, listed.key, listed.version, &bytes, &reader)?;
+                    nodes.extend(shown);
                 }
                 Ok::<_, Error>((nodes, total))
             })
@@ -587,8 +580,8 @@ pub fn linked(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
     FieldFuture::new(async move {
         let node = ctx.parent_value.try_downcast_ref::<Node>()?;
         let field = ctx.ctx.field();
-        let key = response_key(&field);
-        if let Some(linked) = node.linked.get(key) {
+        let key = step_name(&field)?;
+        if let Some(linked) = node.linked.get(&key) {
             return Ok(linked_value(linked));
         }
         // Not followed beforehand (a selection reached another way): followed now, alone.
@@ -605,7 +598,7 @@ pub fn linked(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
             .await;
         scope.note(reads);
         followed.map_err(failure)?;
-        Ok(match single.linked.remove(key) {
+        Ok(match single.linked.remove(&key) {
             Some(Linked::One(Some(one))) => Some(FieldValue::owned_any(*one)),
             Some(Linked::Many(many)) => Some(FieldValue::list(
                 many.into_iter().map(FieldValue::owned_any),
@@ -778,27 +771,13 @@ fn written(commit: Commit, reader: &crate::access::Reader) -> Result<Option<Node
     let Some(record) = commit.record else {
         return Ok(None);
     };
-    let Some(shown) = reader.show(&record.value)? else {
-        return Ok(None);
-    };
-    Ok(Some(Node {
-        table: commit.table.clone(),
-        key: commit.key,
-        version: record.version,
-        value: serde_json::from_slice(&shown).map_err(Error::stored_not_json)?,
-        linked: HashMap::new(),
-    }))
-}
-
-/// A node of `table` from an event's value, as a subscriber sees it.
-pub fn node_of(table: Arc<str>, key: Key, version: u64, value: &[u8]) -> Option<Node> {
-    Some(Node {
-        table,
-        key,
-        version,
-        value: serde_json::from_slice(value).ok()?,
-        linked: HashMap::new(),
-    })
+    Node::shown(
+        &commit.table,
+        commit.key,
+        record.version,
+        &record.value,
+        reader,
+    )
 }
 
 /// The record of a change, with the links its selection follows.
@@ -813,6 +792,22 @@ pub fn change_record(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
         let scope = scope(&ctx)?;
         prefetched(scope, node.clone(), ctx.ctx.field().selection_set()).await
     })
+}
+
+/// The key of the record an `id` argument names in `table`: an `ID` may come as a string or an
+/// integer.
+pub fn parse_id(
+    scope: &Scope,
+    table: &str,
+    args: &ObjectAccessor<'_>,
+) -> async_graphql::Result<Key> {
+    let id = args.try_get("id")?;
+    let text = match id.as_value() {
+        GqlValue::Number(n) => n.to_string(),
+        _ => id.string()?.to_owned(),
+    };
+    let resource = scope.catalog.resource(table).map_err(failure)?;
+    resource.table().parse_id(&text).map_err(failure)
 }
 
 /// For an identity with no table to read: how it is refused.

@@ -5,10 +5,11 @@
 //! commit is durable and before the write is acknowledged, so no answer older than a change is
 //! served once the change's 2xx is out. An answer computed while a commit it could have read
 //! was being made is not kept: each table has a generation, bumped by every commit to it, and
-//! an answer is stored only if the generations of the tables it read are those it started with.
+//! an answer is stored only if the generations of the tables it read are those it started with
+//! (checked under the lock that invalidation takes). The cache is bounded in answers and in
+//! bytes.
 
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -20,6 +21,8 @@ use crate::storage::Key;
 
 /// Answers larger than this are not kept.
 const MAX_ANSWER_BYTES: usize = 1 << 20;
+/// What all kept answers (and their keys) may hold.
+const MAX_BYTES: usize = 64 << 20;
 
 /// A kept answer.
 #[derive(Debug)]
@@ -62,14 +65,22 @@ pub struct Generations(Vec<u64>);
 /// Recent answers; see the module documentation.
 pub struct Results {
     tables: Vec<(Arc<str>, AtomicU64)>,
+    /// How many answers are kept (read without the lock, so commits skip it when none are).
     held: AtomicUsize,
-    inner: Mutex<Inner>,
+    /// `None` for a cache that keeps nothing.
+    inner: Option<Mutex<Inner>>,
 }
 
 struct Inner {
-    answers: LruCache<String, Arc<Kept>>,
-    by_record: HashMap<(Arc<str>, Key), HashSet<String>>,
-    by_table: HashMap<Arc<str>, HashSet<String>>,
+    capacity: usize,
+    bytes: usize,
+    next_id: u64,
+    /// Answers by their request's key, least recently used first.
+    answers: LruCache<String, (u64, Arc<Kept>)>,
+    /// The request key of each answer id.
+    keys: HashMap<u64, String>,
+    by_record: HashMap<(Arc<str>, Key), HashSet<u64>>,
+    by_table: HashMap<Arc<str>, HashSet<u64>>,
 }
 
 impl Results {
@@ -81,25 +92,18 @@ impl Results {
                 .map(|name| (name, AtomicU64::new(0)))
                 .collect(),
             held: AtomicUsize::new(0),
-            inner: Mutex::new(Inner {
-                answers: LruCache::new(NonZeroUsize::new(capacity.max(1)).expect("at least 1")),
-                by_record: HashMap::new(),
-                by_table: HashMap::new(),
+            inner: (capacity > 0).then(|| {
+                Mutex::new(Inner {
+                    capacity,
+                    bytes: 0,
+                    next_id: 0,
+                    answers: LruCache::unbounded(),
+                    keys: HashMap::new(),
+                    by_record: HashMap::new(),
+                    by_table: HashMap::new(),
+                })
             }),
         }
-        .capped(capacity)
-    }
-
-    fn capped(self, capacity: usize) -> Results {
-        if capacity == 0 {
-            // A cache of none: every answer is computed, none kept.
-            self.held.store(usize::MAX, Ordering::Relaxed);
-        }
-        self
-    }
-
-    fn keeps(&self) -> bool {
-        self.held.load(Ordering::Relaxed) != usize::MAX
     }
 
     /// The generations now, to hand to [`Results::keep`] with the answer computed from here.
@@ -114,11 +118,11 @@ impl Results {
 
     /// The answer kept under `key`, if it is still fresh at `now`.
     pub fn get(&self, key: &str, now: u64) -> Option<Arc<Kept>> {
-        if !self.keeps() || self.held.load(Ordering::Relaxed) == 0 {
+        if self.held.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let mut inner = self.lock();
-        let kept = inner.answers.get(key)?.clone();
+        let mut inner = self.lock()?;
+        let (_, kept) = inner.answers.get(key)?.clone();
         if kept.fresh_until.is_some_and(|until| until <= now) {
             inner.remove(key);
             self.held.store(inner.answers.len(), Ordering::Relaxed);
@@ -127,18 +131,23 @@ impl Results {
         Some(kept)
     }
 
-    /// Keeps `body` under `key` with what it `read`, unless a table it read changed since
+    /// Keeps `kept` under `key` with what it `read`, unless a table it read changed since
     /// `started`. Returns whether it was kept.
     pub fn keep(&self, key: String, mut kept: Kept, read: &Reads, started: &Generations) -> bool {
-        if !self.keeps() || kept.body.len() > MAX_ANSWER_BYTES || read.unstored {
+        if kept.body.len() > MAX_ANSWER_BYTES || read.unstored {
             return false;
         }
+        let Some(mut inner) = self.lock() else {
+            return false;
+        };
         let tables: HashSet<&Arc<str>> = read
             .records
             .iter()
             .map(|(table, _, _)| table)
             .chain(&read.tables)
             .collect();
+        // Under the lock invalidation takes: a commit either bumped its table's generation
+        // before this check, or finds this answer to drop.
         let changed = self
             .tables
             .iter()
@@ -155,19 +164,6 @@ impl Results {
             .map(|(table, key, _)| (table.clone(), key.clone()))
             .collect();
         kept.tables = read.tables.iter().cloned().collect();
-        let mut inner = self.lock();
-        // Checked again under the lock that invalidation takes: a commit after the check
-        // above has bumped a generation before it looks for answers to drop.
-        let changed = self
-            .tables
-            .iter()
-            .zip(&started.0)
-            .any(|((name, now), then)| {
-                tables.contains(name) && now.load(Ordering::Acquire) != *then
-            });
-        if changed {
-            return false;
-        }
         inner.insert(key, Arc::new(kept));
         self.held.store(inner.answers.len(), Ordering::Relaxed);
         true
@@ -179,74 +175,93 @@ impl Results {
         if let Some((_, generation)) = self.tables.iter().find(|(name, _)| &**name == table) {
             generation.fetch_add(1, Ordering::AcqRel);
         }
-        let held = self.held.load(Ordering::Relaxed);
-        if held == 0 || held == usize::MAX {
+        if self.held.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let mut inner = self.lock();
-        let mut dropped: Vec<String> = Vec::new();
+        let Some(mut inner) = self.lock() else {
+            return;
+        };
         let record = (Arc::<str>::from(table), key.clone());
-        if let Some(keys) = inner.by_record.get(&record) {
-            dropped.extend(keys.iter().cloned());
-        }
-        if let Some(keys) = inner.by_table.get(table) {
-            dropped.extend(keys.iter().cloned());
-        }
-        for key in dropped {
-            inner.remove(&key);
+        let mut dropped: Vec<u64> = Vec::new();
+        dropped.extend(inner.by_record.get(&record).into_iter().flatten());
+        dropped.extend(inner.by_table.get(table).into_iter().flatten());
+        for id in dropped {
+            if let Some(key) = inner.keys.get(&id).cloned() {
+                inner.remove(&key);
+            }
         }
         self.held.store(inner.answers.len(), Ordering::Relaxed);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Drops every answer: what they showed may no longer be what anyone may see (the access
+    /// rules were reloaded).
+    pub fn clear(&self) {
+        let Some(mut inner) = self.lock() else {
+            return;
+        };
+        while let Some((key, _)) = inner.answers.peek_lru().map(|(k, v)| (k.clone(), v.0)) {
+            inner.remove(&key);
+        }
+        self.held.store(0, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, Inner>> {
+        let inner = self.inner.as_ref()?;
+        Some(inner.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 impl Inner {
     fn insert(&mut self, key: String, kept: Arc<Kept>) {
         self.remove(&key);
+        let id = self.next_id;
+        self.next_id += 1;
         for record in &kept.records {
-            self.by_record
-                .entry(record.clone())
-                .or_default()
-                .insert(key.clone());
+            self.by_record.entry(record.clone()).or_default().insert(id);
         }
         for table in &kept.tables {
-            self.by_table
-                .entry(table.clone())
-                .or_default()
-                .insert(key.clone());
+            self.by_table.entry(table.clone()).or_default().insert(id);
         }
-        if let Some((evicted, old)) = self.answers.push(key, kept) {
-            self.unindex(&evicted, &old);
+        self.bytes += footprint(&key, &kept);
+        self.keys.insert(id, key.clone());
+        self.answers.push(key, (id, kept));
+        while self.answers.len() > self.capacity || self.bytes > MAX_BYTES {
+            let Some((oldest, _)) = self.answers.peek_lru().map(|(k, _)| (k.clone(), ())) else {
+                break;
+            };
+            self.remove(&oldest);
         }
     }
 
     fn remove(&mut self, key: &str) {
-        if let Some(old) = self.answers.pop(key) {
-            self.unindex(key, &old);
-        }
-    }
-
-    fn unindex(&mut self, key: &str, kept: &Kept) {
+        let Some((id, kept)) = self.answers.pop(key) else {
+            return;
+        };
+        self.bytes -= footprint(key, &kept);
+        self.keys.remove(&id);
         for record in &kept.records {
-            if let Some(keys) = self.by_record.get_mut(record) {
-                keys.remove(key);
-                if keys.is_empty() {
+            if let Some(ids) = self.by_record.get_mut(record) {
+                ids.remove(&id);
+                if ids.is_empty() {
                     self.by_record.remove(record);
                 }
             }
         }
         for table in &kept.tables {
-            if let Some(keys) = self.by_table.get_mut(table) {
-                keys.remove(key);
-                if keys.is_empty() {
+            if let Some(ids) = self.by_table.get_mut(table) {
+                ids.remove(&id);
+                if ids.is_empty() {
                     self.by_table.remove(table);
                 }
             }
         }
     }
+}
+
+/// What an answer holds in memory, roughly: its key, body and dependencies.
+fn footprint(key: &str, kept: &Kept) -> usize {
+    const PER_DEPENDENCY: usize = 64;
+    key.len() + kept.body.len() + PER_DEPENDENCY * (kept.records.len() + kept.tables.len())
 }
 
 #[cfg(test)]
@@ -276,12 +291,8 @@ mod tests {
     fn an_answer_is_dropped_when_a_record_it_read_changes() {
         let results = results();
         let started = results.generations();
-        assert!(results.keep(
-            "q".into(),
-            answer("1"),
-            &read(&[("A", 1), ("B", 2)], &[]),
-            &started
-        ));
+        let read = read(&[("A", 1), ("B", 2)], &[]);
+        assert!(results.keep("q".into(), answer("1"), &read, &started));
         assert!(results.get("q", 0).is_some());
         results.invalidate("A", &Key::Int(9));
         assert!(results.get("q", 0).is_some(), "another record of A changed");
@@ -310,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn expired_and_evicted_answers_go() {
+    fn expired_evicted_and_cleared_answers_go() {
         let results = Results::new(1, ["A".into()]);
         let started = results.generations();
         let fresh = Kept::answer(Bytes::from("1"), "\"e\"".to_owned(), Some(100), None);
@@ -320,12 +331,38 @@ mod tests {
         assert!(results.keep("q".into(), answer("1"), &read(&[("A", 1)], &[]), &started));
         assert!(results.keep("r".into(), answer("2"), &read(&[("A", 2)], &[]), &started));
         assert!(results.get("q", 0).is_none(), "evicted");
-        let inner = results.lock();
-        assert_eq!(
-            inner.by_record.len(),
-            1,
-            "the evicted answer's records are forgotten"
-        );
+        {
+            let inner = results.lock().unwrap();
+            assert_eq!(
+                inner.by_record.len(),
+                1,
+                "the evicted answer's records are forgotten"
+            );
+            assert_eq!(inner.keys.len(), 1);
+        }
+        results.clear();
+        assert!(results.get("r", 0).is_none());
+        assert_eq!(results.lock().unwrap().bytes, 0);
+    }
+
+    #[test]
+    fn answers_are_bounded_in_bytes() {
+        let results = Results::new(1000, ["A".into()]);
+        let started = results.generations();
+        let big = || {
+            Kept::answer(
+                Bytes::from(vec![b'x'; MAX_ANSWER_BYTES]),
+                "\"e\"".into(),
+                None,
+                None,
+            )
+        };
+        for n in 0..100 {
+            assert!(results.keep(format!("q{n}"), big(), &read(&[("A", n)], &[]), &started));
+        }
+        let inner = results.lock().unwrap();
+        assert!(inner.bytes <= MAX_BYTES);
+        assert!(inner.answers.len() < 100);
     }
 
     #[test]

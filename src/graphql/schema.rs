@@ -33,6 +33,8 @@ use async_graphql::dynamic::{
 };
 use serde_json::Value;
 
+use super::Settings;
+use super::guard::Guard;
 use super::resolve::{self, MAX_PAGE, Mutation, page};
 use super::shape::{self, JSON, LONG, Shape};
 use super::subscribe::{self, CHANGE_TYPES, Watch};
@@ -40,19 +42,8 @@ use crate::catalog::{Catalog, Resource};
 use crate::schema::TableSchema;
 use crate::storage::KeyType;
 
-/// Limits on what one operation may ask.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    /// Whether the schema answers introspection queries.
-    pub introspection: bool,
-    /// The deepest nesting of selections.
-    pub max_depth: usize,
-    /// The most complexity (one per field, a list's multiplied by its `first`).
-    pub max_complexity: usize,
-}
-
 /// The schema of `catalog`'s tables, or why one cannot be made.
-pub fn build(catalog: &Catalog, limits: Limits) -> Result<Schema, String> {
+pub fn build(catalog: &Catalog, settings: Settings) -> Result<Schema, String> {
     let mut query = Object::new("Query").description("Records by id, and pages of queries");
     let mut mutation = Object::new("Mutation")
         .description("Writes, through the same validation and storage as REST");
@@ -152,10 +143,10 @@ pub fn build(catalog: &Catalog, limits: Limits) -> Result<Schema, String> {
         .register(query)
         .register(mutation)
         .register(subscription)
-        .extension(super::ErrorPaths)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity);
-    if !limits.introspection {
+        .extension(Guard::new(settings))
+        .limit_depth(settings.max_depth)
+        .limit_complexity(settings.max_complexity);
+    if !settings.introspection {
         builder = builder.disable_introspection();
     }
     builder = types.register(builder);

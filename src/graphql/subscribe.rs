@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_graphql::dynamic::{FieldFuture, FieldValue, ResolverContext, SubscriptionFieldFuture};
 
 use super::failure;
-use super::resolve::{Scope, node_of};
+use super::resolve::{Scope, parse_id};
 use crate::events::ChangeKind;
 use crate::follow::Node;
 use crate::query;
@@ -40,10 +40,11 @@ impl Change {
             Item::Resync => return Some(Change::bare("RESYNC")),
             Item::Synced { .. } => return Some(Change::bare("SYNCED")),
         };
+        // Visibility already applied: the value is what the subscriber may see.
         let node = match (&event.value, event.kind) {
-            (Some(value), ChangeKind::Put) => {
-                node_of(event.table.clone(), event.id.clone(), event.version, value)
-            }
+            (Some(value), ChangeKind::Put) => serde_json::from_slice(value)
+                .ok()
+                .map(|value| Node::read(&event.table, event.id.clone(), event.version, value)),
             _ => None,
         };
         Some(Change {
@@ -92,8 +93,7 @@ pub fn subscribe(
             let mut subscription = realtime.subscribe(scope.identity.clone());
             match watch {
                 Watch::Record => {
-                    let id = ctx.args.try_get("id")?.string()?;
-                    let key = records.parse_id(id).map_err(failure)?;
+                    let key = parse_id(scope, &table, &ctx.args)?;
                     subscription.watch_changes(TopicFilter::record(&table, &key));
                 }
                 Watch::Table => {

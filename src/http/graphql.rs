@@ -74,7 +74,7 @@ pub async fn get(
     };
     let accept = accepted(&parts.headers)?;
     let answer = graphql.answer(ask, caller.0).await;
-    Ok(respond(answer, accept, &parts.headers))
+    Ok(respond(answer, accept, Some(&parts.headers)))
 }
 
 /// `POST /graphql` with `{"query", "variables", "operationName", "extensions"}`.
@@ -115,7 +115,7 @@ pub async fn post(
         by_get: false,
     };
     let answer = graphql.answer(ask, caller.0).await;
-    Ok(respond(answer, accept, &request))
+    Ok(respond(answer, accept, None))
 }
 
 fn engine(state: &AppState) -> Result<&GraphQl, ApiError> {
@@ -137,7 +137,9 @@ fn accepted(request: &HeaderMap) -> Result<&'static str, ApiError> {
         .ok_or(ApiError::NotAcceptable)
 }
 
-fn respond(answer: Answer, media: &'static str, request: &HeaderMap) -> Response {
+/// The response to `answer` in `media`; `conditional` holds the headers of a GET, whose
+/// `If-None-Match` may make it a 304 (a POST's is not looked at).
+fn respond(answer: Answer, media: &'static str, conditional: Option<&HeaderMap>) -> Response {
     let status = if answer.mutation_by_get {
         StatusCode::METHOD_NOT_ALLOWED
     } else if answer.request_error && media == GRAPHQL_RESPONSE {
@@ -145,18 +147,18 @@ fn respond(answer: Answer, media: &'static str, request: &HeaderMap) -> Response
     } else {
         StatusCode::OK
     };
-    let not_modified = status == StatusCode::OK
-        && answer.etag.as_deref().is_some_and(|etag| {
-            request
-                .get_all(header::IF_NONE_MATCH)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .any(|candidate| {
-                    let candidate = candidate.trim();
-                    candidate == "*" || candidate.trim_start_matches("W/") == etag
-                })
-        });
+    let not_modified = match (answer.etag.as_deref(), conditional) {
+        (Some(etag), Some(request)) if status == StatusCode::OK => request
+            .get_all(header::IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|candidate| {
+                let candidate = candidate.trim();
+                candidate == "*" || candidate.trim_start_matches("W/") == etag
+            }),
+        _ => false,
+    };
     let mut response = match not_modified {
         true => StatusCode::NOT_MODIFIED.into_response(),
         false => (status, answer.body).into_response(),

@@ -156,6 +156,45 @@ pub fn check(schemas: &[TableSchema]) -> Vec<LoadError> {
                 ));
                 continue;
             };
+            let by_type = related
+                .document()
+                .get("properties")
+                .and_then(|p| p.get(&relation.by))
+                .map(|p| p.get("type").cloned());
+            let key_type = schema.settings.key_type;
+            let holds_key = match &by_type {
+                Some(Some(Value::String(t))) if t == "array" => {
+                    let items = related.document()["properties"][&relation.by]
+                        .get("items")
+                        .and_then(|i| i.get("type"))
+                        .cloned();
+                    holds(items.as_ref(), key_type)
+                }
+                Some(declared) => holds(declared.as_ref(), key_type),
+                None => false,
+            };
+            if by_type.is_none() {
+                problems.push(fail(
+                    format!("{pointer}/by"),
+                    format!(
+                        "`{}` has no property `{}`: `by` names the property of the related records that holds this table's key",
+                        relation.table, relation.by
+                    ),
+                ));
+                continue;
+            }
+            if !holds_key {
+                problems.push(fail(
+                    format!("{pointer}/by"),
+                    format!(
+                        "`{}.{}` must hold this table's key, {} {}, or an array of them",
+                        relation.table,
+                        relation.by,
+                        article(key_type),
+                        key_type.name()
+                    ),
+                ));
+            }
             if !related.settings.indexes.contains(&relation.by) {
                 problems.push(fail(
                     format!("{pointer}/by"),

@@ -351,7 +351,11 @@ async fn bad_requests_are_refused_before_anything_runs() {
     )
     .await;
     assert_eq!(status, 200, "a field's error: {answer:#}");
-    assert_eq!(answer["data"], json!({"productList": null}));
+    assert_eq!(
+        answer["data"],
+        Value::Null,
+        "a non-null root field's null reaches data"
+    );
     assert_eq!(answer["errors"][0]["path"], json!(["productList"]));
     let extensions = &answer["errors"][0]["extensions"];
     assert_eq!(extensions["argument"], "filter");
@@ -725,5 +729,93 @@ async fn own_tables_max_age_bounds_what_downstream_caches_keep() {
         .await
         .unwrap();
     assert_eq!(header(&posted, "cache-control"), "no-store");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_record_of_a_level_gets_what_its_links_reach() {
+    let fixture = fixture();
+    let server = fixture.start().await;
+    seed(&server).await;
+    // Lamp and Bulb share their category: each gets its category's products.
+    let both = data(
+        &server,
+        "{ productList(first: 2) { nodes { name category { products { name } } } } }",
+        json!({}),
+    )
+    .await;
+    let products = json!({"products": [{"name": "Lamp"}, {"name": "Bulb"}]});
+    assert_eq!(both["productList"]["nodes"][0]["category"], products);
+    assert_eq!(both["productList"]["nodes"][1]["category"], products);
+    let listed = rest(
+        &server,
+        "/Product/?select(name,category{products{name}})&limit(2)",
+    )
+    .await;
+    assert_eq!(listed[1]["category"], products, "REST too: {listed}");
+    // One alias, two arguments, under `nodes` and `edges { node }` of the same records.
+    let aliased = data(
+        &server,
+        "{ categoryList(where: {id: {eq: \"home\"}}) { nodes { p: products(first: 1) { name } } edges { node { p: products(first: 5) { name } } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        aliased["categoryList"]["nodes"][0]["p"],
+        json!([{"name": "Shelf"}])
+    );
+    assert_eq!(
+        aliased["categoryList"]["edges"][0]["node"]["p"],
+        json!([{"name": "Shelf"}, {"name": "Rug"}])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn fragments_that_double_at_every_level_are_refused_at_once() {
+    let fixture = fixture();
+    let server = fixture.start().await;
+    let mut query = String::from("query { ...F0 }\n");
+    for level in 0..25 {
+        let next = level + 1;
+        query.push_str(&format!(
+            "fragment F{level} on Query {{ ...F{next} ...F{next} }}\n"
+        ));
+    }
+    query.push_str("fragment F25 on Query { product(id: 1) { name } }\n");
+    let (status, answer) = graphql(&server, &query, json!({})).await;
+    assert_eq!(status, 400, "{answer:#}");
+    assert_eq!(answer["errors"][0]["extensions"]["code"], "LIMIT_EXCEEDED");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_etag_changes_with_what_the_answer_says() {
+    let fixture = fixture();
+    let server = fixture.start().await;
+    seed(&server).await;
+    let query = "{ productList(first: 1) { totalCount nodes { id } } }";
+    let first = get_query(&server, query, None).await;
+    let etag = header(&first, "etag");
+    // A record beyond the page: the page's records are the same, the count is not.
+    put(
+        &server,
+        "/Product/100",
+        json!({"id": 100, "name": "Far", "price": 1}),
+    )
+    .await;
+    let second = get_query(&server, query, Some(&etag)).await;
+    assert_eq!(second.status(), 200);
+    assert_ne!(header(&second, "etag"), etag);
+    // A POST is not a conditional read.
+    let posted = server
+        .client
+        .post(server.url("/graphql"))
+        .header("if-none-match", header(&second, "etag"))
+        .json(&json!({"query": query}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
     server.stop().await;
 }
