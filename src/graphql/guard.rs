@@ -36,6 +36,45 @@ impl Guard {
     }
 }
 
+/// Marks a request whose document [`Guard::check`] has passed.
+pub struct Checked;
+
+impl Guard {
+    /// Refuses `document` if it has more fields or aliases, fragments spread, than allowed.
+    pub fn check(&self, document: &ExecutableDocument) -> ServerResult<()> {
+        let mut counter = Counter {
+            fragments: &document.fragments,
+            counted: HashMap::new(),
+            open: HashSet::new(),
+        };
+        let mut total = Size::default();
+        for (_, operation) in document.operations.iter() {
+            total = total.plus(counter.count(&operation.node.selection_set.node));
+        }
+        let exceeded = |what: String| {
+            let mut error = ServerError::new(what, None);
+            error
+                .extensions
+                .get_or_insert_with(Default::default)
+                .set("code", "LIMIT_EXCEEDED");
+            Err(error)
+        };
+        if total.aliases > self.max_aliases {
+            let (found, most) = (total.aliases, self.max_aliases);
+            return exceeded(format!(
+                "the operation has {found} aliases; at most {most} are answered"
+            ));
+        }
+        if total.fields > self.max_fields {
+            let (found, most) = (total.fields, self.max_fields);
+            return exceeded(format!(
+                "the operation selects {found} fields once its fragments are spread; at most {most} are answered"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl ExtensionFactory for Guard {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(Guard {

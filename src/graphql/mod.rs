@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_graphql::dynamic::Schema;
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{ErrorExtensionValues, ServerError, Variables};
 use bytes::Bytes;
 use serde_json::Value;
@@ -43,6 +43,7 @@ use crate::clock::Clock;
 use crate::error::Error;
 use crate::follow::Reads;
 use crate::realtime::Realtime;
+use guard::{Checked, Guard};
 use persisted::{Persisted, Refusal, sha256_hex};
 use resolve::Scope;
 
@@ -74,6 +75,10 @@ struct Shared {
     personal: bool,
     /// The root fields whose type is non-null: a failure there nulls `data`.
     non_null_roots: std::collections::HashSet<String>,
+    /// The size limits, checked before anything runs.
+    guard: Guard,
+    /// Recently parsed documents that passed the guard, by query text.
+    documents: Documents,
 }
 
 /// A GraphQL request, however it arrived.
@@ -138,6 +143,8 @@ impl GraphQl {
             clock,
             personal,
             non_null_roots,
+            guard: Guard::new(settings),
+            documents: Documents::default(),
         })))
     }
 
@@ -202,12 +209,9 @@ impl GraphQl {
                 reads: None,
             };
         }
-        let document = match async_graphql::parser::parse_query(&*query) {
+        let document = match shared.documents.parsed(&query, &shared.guard) {
             Ok(document) => document,
-            Err(error) => {
-                let error: ServerError = error.into();
-                return errors_only(vec![with_code(error, "GRAPHQL_PARSE_FAILED")]);
-            }
+            Err(error) => return errors_only(vec![error]),
         };
         if to_persist {
             shared.persisted.remember(query.clone());
@@ -242,7 +246,10 @@ impl GraphQl {
         let scope = Arc::new(Scope::new(shared.catalog.clone(), identity));
         let mut request = async_graphql::Request::new(&*query)
             .data(scope.clone())
-            .data(shared.realtime.clone());
+            .data(shared.realtime.clone())
+            .data(Checked);
+        // Parsed once: async-graphql takes the document rather than parsing the text again.
+        request.set_parsed_query(ExecutableDocument::clone(&document));
         if let Some(variables) = variables.clone() {
             request = request.variables(Variables::from_json(variables));
         }
@@ -345,6 +352,44 @@ impl GraphQl {
 
     fn realtime(&self) -> &Realtime {
         &self.0.realtime
+    }
+}
+
+/// Documents parsed recently, by query text: a query asked again with other variables (the
+/// usual case) is not parsed again.
+struct Documents(std::sync::Mutex<lru::LruCache<Arc<str>, Arc<ExecutableDocument>>>);
+
+/// Documents kept parsed.
+const DOCUMENTS: usize = 1_000;
+
+impl Default for Documents {
+    fn default() -> Documents {
+        let capacity = std::num::NonZeroUsize::new(DOCUMENTS).expect("not zero");
+        Documents(std::sync::Mutex::new(lru::LruCache::new(capacity)))
+    }
+}
+
+impl Documents {
+    /// `query` parsed, and checked by `guard`; the error that refuses it otherwise.
+    fn parsed(
+        &self,
+        query: &Arc<str>,
+        guard: &Guard,
+    ) -> Result<Arc<ExecutableDocument>, ServerError> {
+        let lock = || {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(document) = lock().get(query) {
+            return Ok(document.clone());
+        }
+        let document = async_graphql::parser::parse_query(&**query)
+            .map_err(|error| with_code(error.into(), "GRAPHQL_PARSE_FAILED"))?;
+        guard.check(&document)?;
+        let document = Arc::new(document);
+        lock().put(query.clone(), document.clone());
+        Ok(document)
     }
 }
 

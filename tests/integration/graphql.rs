@@ -819,3 +819,24 @@ async fn an_etag_changes_with_what_the_answer_says() {
     assert_eq!(posted.status(), 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn introspection_can_be_turned_off() {
+    let fixture = fixture();
+    let mut config = fixture.config();
+    config.graphql_introspection = false;
+    let server = TestServer::start(config).await;
+    seed(&server).await;
+    let (status, answer) = graphql(&server, "{ __schema { types { name } } }", json!({})).await;
+    assert!(
+        status == 400 || answer["data"]["__schema"].is_null(),
+        "no schema is told: {answer:#}"
+    );
+    assert!(answer["errors"][0]["message"].is_string(), "{answer:#}");
+    let served = data(&server, "{ product(id: 1) { name } }", json!({})).await;
+    assert_eq!(
+        served["product"]["name"], "Lamp",
+        "queries are still answered"
+    );
+    server.stop().await;
+}
