@@ -19,7 +19,7 @@ use crate::access::Identity;
 use crate::cache::{Found, RequestDirectives};
 use crate::catalog::{Catalog, Resource};
 use crate::error::{Cause, Error, QueryError, Result};
-use crate::query::evaluate::{lookup, matches, project, sort_order};
+use crate::query::evaluate::{by_keys, matches, project};
 use crate::query::executor::{Content, ListedRecord, Listing};
 use crate::query::{Field, Query, Select, SortKey};
 use crate::storage::{Envelope, IndexRange, Key, index};
@@ -418,22 +418,9 @@ fn node_reference<'a>(node: &'a Node, link: &str) -> Option<&'a Value> {
 
 /// Orders related records by `sort` (key order, as read, without one).
 fn sort(group: &mut [(Value, Node)], sort: &[SortKey]) {
-    if sort.is_empty() {
-        return;
+    if !sort.is_empty() {
+        group.sort_by(|(a, _), (b, _)| by_keys(sort, a, b));
     }
-    group.sort_by(|(a, _), (b, _)| {
-        sort.iter()
-            .map(|key| {
-                let order = sort_order(lookup(a, &key.path), lookup(b, &key.path));
-                if key.descending {
-                    order.reverse()
-                } else {
-                    order
-                }
-            })
-            .find(|order| order.is_ne())
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
 }
 
 /// The most related records a relation expanded by `select()` in a listing holds per record.

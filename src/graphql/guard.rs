@@ -93,37 +93,10 @@ impl Extension for Guard {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
-        // Counted on a parse of our own, before async-graphql's, whose check of the recursion
-        // depth walks every spread of every fragment.
-        let document = async_graphql::parser::parse_query(query)?;
-        let mut counter = Counter {
-            fragments: &document.fragments,
-            counted: HashMap::new(),
-            open: HashSet::new(),
-        };
-        let mut total = Size::default();
-        for (_, operation) in document.operations.iter() {
-            total = total.plus(counter.count(&operation.node.selection_set.node));
-        }
-        let exceeded = |what: String| {
-            let mut error = ServerError::new(what, None);
-            error
-                .extensions
-                .get_or_insert_with(Default::default)
-                .set("code", "LIMIT_EXCEEDED");
-            Err(error)
-        };
-        if total.aliases > self.max_aliases {
-            let (found, most) = (total.aliases, self.max_aliases);
-            return exceeded(format!(
-                "the operation has {found} aliases; at most {most} are answered"
-            ));
-        }
-        if total.fields > self.max_fields {
-            let (found, most) = (total.fields, self.max_fields);
-            return exceeded(format!(
-                "the operation selects {found} fields once its fragments are spread; at most {most} are answered"
-            ));
+        // Checked on a parse of our own, before async-graphql's, whose check of the recursion
+        // depth walks every spread of every fragment; HTTP requests come checked.
+        if ctx.data_opt::<Checked>().is_none() {
+            self.check(&async_graphql::parser::parse_query(query)?)?;
         }
         next.run(ctx, query, variables).await
     }

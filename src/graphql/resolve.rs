@@ -68,6 +68,24 @@ impl Scope {
         }
     }
 
+    /// Follows from `nodes` (records of `table`) the links `selection` asks for, a level at a
+    /// time, noting what is read.
+    async fn follow<'a>(
+        &self,
+        nodes: &mut [&mut Node],
+        table: &str,
+        selection: impl Iterator<Item = SelectionField<'a>>,
+    ) -> async_graphql::Result<()> {
+        let steps = steps(&self.catalog, table, selection)?;
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let mut reads = Reads::default();
+        let followed = self.follower().follow(nodes, &steps, &mut reads).await;
+        self.note(reads);
+        followed.map_err(failure)
+    }
+
     fn note(&self, reads: Reads) {
         if let Some(noted) = &self.reads {
             noted
@@ -146,16 +164,8 @@ async fn prefetched<'a>(
     mut node: Node,
     selection: impl Iterator<Item = SelectionField<'a>>,
 ) -> Resolved<'a> {
-    let steps = steps(&scope.catalog, &node.table, selection)?;
-    if !steps.is_empty() {
-        let mut reads = Reads::default();
-        let followed = scope
-            .follower()
-            .follow(&mut [&mut node], &steps, &mut reads)
-            .await;
-        scope.note(reads);
-        followed.map_err(failure)?;
-    }
+    let table = node.table.clone();
+    scope.follow(&mut [&mut node], &table, selection).await?;
     Ok(Some(FieldValue::owned_any(node)))
 }
 
@@ -427,14 +437,10 @@ pub fn list(
                     _ => {}
                 }
             }
-            let steps = steps(&scope.catalog, &table, selections.into_iter())?;
-            if !steps.is_empty() {
-                let mut reads = Reads::default();
-                let mut refs: Vec<&mut Node> = nodes.iter_mut().collect();
-                let followed = scope.follower().follow(&mut refs, &steps, &mut reads).await;
-                scope.note(reads);
-                followed.map_err(failure)?;
-            }
+            let mut refs: Vec<&mut Node> = nodes.iter_mut().collect();
+            scope
+                .follow(&mut refs, &table, selections.into_iter())
+                .await?;
             let edges = nodes
                 .into_iter()
                 .enumerate()
@@ -590,14 +596,8 @@ pub fn linked(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
             linked: HashMap::new(),
             ..node.clone()
         };
-        let steps = steps(&scope.catalog, &node.table, std::iter::once(field))?;
-        let mut reads = Reads::default();
-        let followed = scope
-            .follower()
-            .follow(&mut [&mut single], &steps, &mut reads)
-            .await;
-        scope.note(reads);
-        followed.map_err(failure)?;
+        let once = std::iter::once(field);
+        scope.follow(&mut [&mut single], &node.table, once).await?;
         Ok(match single.linked.remove(&key) {
             Some(Linked::One(Some(one))) => Some(FieldValue::owned_any(*one)),
             Some(Linked::Many(many)) => Some(FieldValue::list(

@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use serde_json::{Map, Value};
 
 use super::date::parse_date;
-use super::{Condition, Field, Filter, Literal, Op, Select};
+use super::{Condition, Field, Filter, Literal, Op, Select, SortKey};
 
 /// The value at `path`, through nested objects.
 pub fn lookup<'a>(record: &'a Value, path: &[String]) -> Option<&'a Value> {
@@ -102,6 +102,21 @@ pub fn sort_order(a: Option<&Value>, b: Option<&Value>) -> Ordering {
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         _ => Ordering::Equal,
     })
+}
+
+/// The order of records `a` and `b` by the keys of `sort(...)`, most significant first.
+pub fn by_keys(sort: &[SortKey], a: &Value, b: &Value) -> Ordering {
+    sort.iter()
+        .map(|key| {
+            let order = sort_order(lookup(a, &key.path), lookup(b, &key.path));
+            if key.descending {
+                order.reverse()
+            } else {
+                order
+            }
+        })
+        .find(|order| order.is_ne())
+        .unwrap_or(Ordering::Equal)
 }
 
 /// What `select` keeps of a record.

@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::evaluate::{lookup, matches, project, sort_order};
+use super::evaluate::{by_keys, matches, project};
 use super::planner::{self, Plan};
 use super::{Filter, Query, SortKey};
 use crate::error::{Cause, Error, QueryError, Result};
@@ -212,21 +212,9 @@ fn sorted(
             }));
         }
     }
-    held.sort_by(|(_, _, _, a), (_, _, _, b)| {
-        let (Some(a), Some(b)) = (a, b) else {
-            return Ordering::Equal;
-        };
-        sort.iter()
-            .map(|key| {
-                let order = sort_order(lookup(a, &key.path), lookup(b, &key.path));
-                if key.descending {
-                    order.reverse()
-                } else {
-                    order
-                }
-            })
-            .find(|order| order.is_ne())
-            .unwrap_or(Ordering::Equal)
+    held.sort_by(|(_, _, _, a), (_, _, _, b)| match (a, b) {
+        (Some(a), Some(b)) => by_keys(sort, a, b),
+        _ => Ordering::Equal,
     });
     Ok(held)
 }
