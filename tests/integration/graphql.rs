@@ -840,3 +840,93 @@ async fn introspection_can_be_turned_off() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn over_a_websocket_the_same_limits_and_a_subscription_that_follows_references() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let fixture = fixture();
+    let mut config = fixture.config();
+    config.graphql_max_aliases = 2;
+    let server = TestServer::start(config).await;
+    seed(&server).await;
+    let mut request = format!("{}/graphql", server.base.replace("http://", "ws://"))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    let send = |value: Value| Message::Text(value.to_string().into());
+    socket
+        .send(send(json!({"type": "connection_init"})))
+        .await
+        .unwrap();
+    let ack: Value = read(&mut socket).await;
+    assert_eq!(ack["type"], "connection_ack");
+    let aliased = "{ a: product(id: 1) { id } b: product(id: 2) { id } c: product(id: 3) { id } }";
+    socket
+        .send(send(
+            json!({"id": "1", "type": "subscribe", "payload": {"query": aliased}}),
+        ))
+        .await
+        .unwrap();
+    // async-graphql answers a refused operation with its errors, then `complete`.
+    let refused = read(&mut socket).await;
+    assert_eq!(refused["payload"]["data"], Value::Null, "{refused}");
+    assert_eq!(
+        refused["payload"]["errors"][0]["extensions"]["code"],
+        "LIMIT_EXCEEDED"
+    );
+    assert_eq!(read(&mut socket).await["type"], "complete");
+    let watch = "subscription { product(id: 3) { type record { name category { name } } } }";
+    socket
+        .send(send(
+            json!({"id": "2", "type": "subscribe", "payload": {"query": watch}}),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    put(
+        &server,
+        "/Product/3",
+        json!({"id": 3, "name": "Shelf", "price": 85, "category": "lighting"}),
+    )
+    .await;
+    let change = read(&mut socket).await;
+    assert_eq!(change["type"], "next", "{change}");
+    assert_eq!(
+        change["payload"]["data"]["product"],
+        json!({"type": "PUT", "record": {"name": "Shelf", "category": {"name": "Lighting"}}})
+    );
+    server.stop().await;
+}
+
+/// The next JSON text message of a WebSocket.
+async fn read<S>(socket: &mut S) -> Value
+where
+    S: futures::Stream<
+            Item = Result<
+                tokio_tungstenite::tungstenite::Message,
+                tokio_tungstenite::tungstenite::Error,
+            >,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    loop {
+        let message = tokio::time::timeout(std::time::Duration::from_secs(5), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("the socket is open")
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
