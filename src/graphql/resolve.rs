@@ -3,7 +3,7 @@
 //!
 //! A resolver that produces records (a root field, a mutation) follows every reference and
 //! relation its selection asks for before returning them, a level at a time for all of them
-//! together ([`prefetch`]); the reference and relation fields then only hand out what was
+//! together (`Scope::follow`); the reference and relation fields then only hand out what was
 //! read. Everything read is noted in the request's [`Scope`], for the answer's `ETag`,
 //! freshness and invalidation.
 
