@@ -1,6 +1,6 @@
 //! What every operation goes through, over HTTP and WebSocket alike: the limits on its size,
 //! checked on the parsed document before async-graphql validates it, and the path of each
-//! resolver error.
+//! resolver error; and the documents HTTP requests parsed recently.
 //!
 //! Fields and aliases are counted with every fragment spread expanded, a fragment counted once
 //! and reused, so a document that doubles a fragment at each of many levels is refused in time
@@ -20,6 +20,7 @@ use async_graphql::{
 };
 
 use super::Settings;
+use super::errors::with_code;
 
 /// The extension; see the module documentation.
 pub struct Guard {
@@ -186,5 +187,43 @@ impl<'a> Counter<'a> {
         self.open.remove(name.as_str());
         self.counted.insert(name.as_str(), size);
         size
+    }
+}
+
+/// Documents parsed recently, by query text: a query asked again with other variables (the
+/// usual case) is not parsed again.
+pub struct Documents(std::sync::Mutex<lru::LruCache<Arc<str>, Arc<ExecutableDocument>>>);
+
+/// Documents kept parsed.
+const DOCUMENTS: usize = 1_000;
+
+impl Default for Documents {
+    fn default() -> Documents {
+        let capacity = std::num::NonZeroUsize::new(DOCUMENTS).expect("not zero");
+        Documents(std::sync::Mutex::new(lru::LruCache::new(capacity)))
+    }
+}
+
+impl Documents {
+    /// `query` parsed, and checked by `guard`; the error that refuses it otherwise.
+    pub fn parsed(
+        &self,
+        query: &Arc<str>,
+        guard: &Guard,
+    ) -> Result<Arc<ExecutableDocument>, ServerError> {
+        let lock = || {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some(document) = lock().get(query) {
+            return Ok(document.clone());
+        }
+        let document = async_graphql::parser::parse_query(&**query)
+            .map_err(|error| with_code(error.into(), "GRAPHQL_PARSE_FAILED"))?;
+        guard.check(&document)?;
+        let document = Arc::new(document);
+        lock().put(query.clone(), document.clone());
+        Ok(document)
     }
 }

@@ -11,12 +11,18 @@
 //! | --- | --- |
 //! | `mod.rs` | [`GraphQl`]: a request in, an answer out (persisted queries, limits, the result cache) |
 //! | `schema.rs`, `shape.rs` | the generated schema; what GraphQL type each JSON Schema property becomes |
-//! | `resolve.rs` | what each field reads or writes |
+//! | `resolve.rs`, `mutate.rs` | what each field reads; the mutations |
+//! | `arguments.rs`, `page.rs` | list and relation arguments, cursors; the page types |
 //! | `subscribe.rs` | subscriptions, fed by the change bus |
+//! | `guard.rs`, `errors.rs` | the size limits and the parsed documents; errors as GraphQL answers them |
 //! | `ws.rs` | the `graphql-transport-ws` protocol over a WebSocket |
 //! | `results.rs`, `persisted.rs` | the result cache; automatic persisted queries |
 
+mod arguments;
+mod errors;
 mod guard;
+mod mutate;
+mod page;
 mod persisted;
 mod resolve;
 mod results;
@@ -30,7 +36,7 @@ use std::sync::Arc;
 
 use async_graphql::dynamic::Schema;
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::{ErrorExtensionValues, ServerError, Variables};
+use async_graphql::{ServerError, Variables};
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -40,10 +46,11 @@ pub use results::Results;
 use crate::access::Identity;
 use crate::catalog::{Catalog, Resource};
 use crate::clock::Clock;
-use crate::error::Error;
 use crate::follow::Reads;
 use crate::realtime::Realtime;
-use guard::{Checked, Guard};
+pub(crate) use errors::failure;
+use errors::{null_at, with_code};
+use guard::{Checked, Documents, Guard};
 use persisted::{Persisted, Refusal, sha256_hex};
 use resolve::Scope;
 
@@ -97,20 +104,41 @@ pub struct Ask {
 pub struct Answer {
     /// The GraphQL response.
     pub body: Bytes,
-    /// Whether the request failed as a whole (no `data`): a request error.
-    pub request_error: bool,
-    /// A mutation asked for by GET.
-    pub mutation_by_get: bool,
+    /// Whether it has data, or failed as a whole and how.
+    pub outcome: Outcome,
     /// The `ETag` value (quoted) of a query's answer without errors.
     pub etag: Option<String>,
     /// The `Cache-Control` value.
     pub cache_control: String,
-    /// Whether the result cache answered; `None` if the answer could not be kept at all.
-    pub hit: Option<bool>,
-    /// Whether the answer was kept for the next request.
-    pub kept: bool,
+    /// The `Cache-Status` value of a query's answer without errors.
+    pub cache_status: Option<&'static str>,
     /// What computing it read: batches of storage reads, and records.
     pub reads: Option<(usize, usize)>,
+}
+
+/// How a request was answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// With `data` (perhaps with errors of some fields).
+    Data,
+    /// A request error: it failed as a whole, no `data`.
+    RequestError,
+    /// A mutation asked for by GET: a request error HTTP answers 405.
+    MutationByGet,
+}
+
+impl Answer {
+    /// `body` with data, not to be stored downstream.
+    fn of(body: Bytes) -> Answer {
+        Answer {
+            body,
+            outcome: Outcome::Data,
+            etag: None,
+            cache_control: "no-store".to_owned(),
+            cache_status: None,
+            reads: None,
+        }
+    }
 }
 
 impl GraphQl {
@@ -199,14 +227,10 @@ impl GraphQl {
         if let Some(kept) = shared.results.get(&key, now) {
             let fresh_for = kept.fresh_until.map(|until| until.saturating_sub(now));
             return Answer {
-                body: kept.body.clone(),
-                request_error: false,
-                mutation_by_get: false,
                 etag: Some(kept.etag.clone()),
                 cache_control: cache_control(ask.by_get, fresh_for, kept.max_age),
-                hit: Some(true),
-                kept: true,
-                reads: None,
+                cache_status: Some("tablecast; hit"),
+                ..Answer::of(kept.body.clone())
             };
         }
         let document = match shared.documents.parsed(&query, &shared.guard) {
@@ -230,7 +254,7 @@ impl GraphQl {
                     "a mutation is sent by POST: GET answers queries only",
                     "bad-request",
                 );
-                answer.mutation_by_get = true;
+                answer.outcome = Outcome::MutationByGet;
                 return answer;
             }
             Some(OperationType::Subscription) => {
@@ -273,14 +297,8 @@ impl GraphQl {
         let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
         if !is_query || failed {
             return Answer {
-                body,
-                request_error: false,
-                mutation_by_get: false,
-                etag: None,
-                cache_control: "no-store".to_owned(),
-                hit: None,
-                kept: false,
                 reads: read,
+                ..Answer::of(body)
             };
         }
         let etag = etag(&key, &reads, &body);
@@ -289,15 +307,16 @@ impl GraphQl {
         let max_age = self.max_age(&reads);
         let kept = Kept::answer(body.clone(), etag.clone(), fresh_until, max_age);
         let kept = shared.results.keep(key, kept, &reads, &started);
+        let cache_status = match kept {
+            true => "tablecast; fwd=miss; stored",
+            false => "tablecast; fwd=miss",
+        };
         Answer {
-            body,
-            request_error: false,
-            mutation_by_get: false,
             etag: Some(etag),
             cache_control: cache_control(ask.by_get, fresh_for, max_age),
-            hit: Some(false),
-            kept,
+            cache_status: Some(cache_status),
             reads: read,
+            ..Answer::of(body)
         }
     }
 
@@ -355,44 +374,6 @@ impl GraphQl {
     }
 }
 
-/// Documents parsed recently, by query text: a query asked again with other variables (the
-/// usual case) is not parsed again.
-struct Documents(std::sync::Mutex<lru::LruCache<Arc<str>, Arc<ExecutableDocument>>>);
-
-/// Documents kept parsed.
-const DOCUMENTS: usize = 1_000;
-
-impl Default for Documents {
-    fn default() -> Documents {
-        let capacity = std::num::NonZeroUsize::new(DOCUMENTS).expect("not zero");
-        Documents(std::sync::Mutex::new(lru::LruCache::new(capacity)))
-    }
-}
-
-impl Documents {
-    /// `query` parsed, and checked by `guard`; the error that refuses it otherwise.
-    fn parsed(
-        &self,
-        query: &Arc<str>,
-        guard: &Guard,
-    ) -> Result<Arc<ExecutableDocument>, ServerError> {
-        let lock = || {
-            self.0
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        if let Some(document) = lock().get(query) {
-            return Ok(document.clone());
-        }
-        let document = async_graphql::parser::parse_query(&**query)
-            .map_err(|error| with_code(error.into(), "GRAPHQL_PARSE_FAILED"))?;
-        guard.check(&document)?;
-        let document = Arc::new(document);
-        lock().put(query.clone(), document.clone());
-        Ok(document)
-    }
-}
-
 /// `Cache-Control` of a query's answer: cacheable downstream if it came by GET, for as long as
 /// the cache-table entries it read stay fresh (`fresh_for`) and the `maxAge` of the tables of
 /// our own it read allows (`max_age`); revalidated with its `ETag` when one of those has no
@@ -425,89 +406,6 @@ fn etag(key: &str, reads: &Reads, body: &[u8]) -> String {
     format!("\"g{}\"", &sha256_hex(&basis)[..32])
 }
 
-/// A domain error as a GraphQL error: its safe message, and in `extensions` its stable `code`,
-/// and what it concerns (the JSON pointers of a record's violations, a query's position).
-pub(crate) fn failure(error: Error) -> async_graphql::Error {
-    let message = error.public_detail();
-    let code = error.code().as_str();
-    let mut extensions = ErrorExtensionValues::default();
-    extensions.set("code", code);
-    match &error {
-        Error::SchemaViolation { violations, .. } | Error::OriginInvalid { violations, .. } => {
-            let listed: Vec<async_graphql::Value> = violations
-                .iter()
-                .map(|v| {
-                    let mut fields = async_graphql::indexmap::IndexMap::new();
-                    fields.insert(
-                        async_graphql::Name::new("pointer"),
-                        v.pointer.clone().into(),
-                    );
-                    fields.insert(
-                        async_graphql::Name::new("message"),
-                        v.message.clone().into(),
-                    );
-                    async_graphql::Value::Object(fields)
-                })
-                .collect();
-            if let Some(first) = violations.first() {
-                extensions.set("pointer", first.pointer.clone());
-            }
-            extensions.set("violations", async_graphql::Value::List(listed));
-        }
-        Error::BadQuery(query) => {
-            extensions.set("position", query.position as u64);
-            extensions.set("token", query.token.clone());
-            extensions.set("expected", query.expected.clone());
-        }
-        _ => {}
-    }
-    async_graphql::Error {
-        message,
-        source: None,
-        extensions: Some(extensions),
-    }
-}
-
-/// `error` with `extensions.code`, unless it has one.
-fn with_code(mut error: ServerError, code: &str) -> ServerError {
-    let extensions = error
-        .extensions
-        .get_or_insert_with(ErrorExtensionValues::default);
-    if extensions.get("code").is_none() {
-        extensions.set("code", code);
-    }
-    error
-}
-
-/// Puts `null` where a field failed (async-graphql leaves the field out), so the answer has
-/// every field asked for, as the GraphQL specification requires.
-fn null_at(data: &mut async_graphql::Value, path: &[async_graphql::PathSegment]) {
-    use async_graphql::{PathSegment, Value as GqlValue};
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    if *data == GqlValue::Null {
-        *data = GqlValue::Object(Default::default());
-    }
-    let mut current = data;
-    for segment in parents {
-        let next = match (segment, current) {
-            (PathSegment::Field(name), GqlValue::Object(fields)) => fields.get_mut(name.as_str()),
-            (PathSegment::Index(i), GqlValue::List(items)) => items.get_mut(*i),
-            _ => None,
-        };
-        match next {
-            Some(next) => current = next,
-            None => return,
-        }
-    }
-    if let (PathSegment::Field(name), GqlValue::Object(fields)) = (last, current) {
-        fields
-            .entry(async_graphql::Name::new(name))
-            .or_insert(GqlValue::Null);
-    }
-}
-
 /// A request error: `{"errors": [...]}`, no `data`.
 fn request_error(message: &str, code: &str) -> Answer {
     errors_only(vec![with_code(ServerError::new(message, None), code)])
@@ -516,13 +414,7 @@ fn request_error(message: &str, code: &str) -> Answer {
 fn errors_only(errors: Vec<ServerError>) -> Answer {
     let body = serde_json::to_vec(&BTreeMap::from([("errors", errors)])).unwrap_or_default();
     Answer {
-        body: Bytes::from(body),
-        request_error: true,
-        mutation_by_get: false,
-        etag: None,
-        cache_control: "no-store".to_owned(),
-        hit: None,
-        kept: false,
-        reads: None,
+        outcome: Outcome::RequestError,
+        ..Answer::of(Bytes::from(body))
     }
 }

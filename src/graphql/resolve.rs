@@ -12,25 +12,21 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_graphql::dynamic::{FieldFuture, FieldValue, ObjectAccessor, ResolverContext};
 use async_graphql::{ErrorExtensions, Name, SelectionField, Value as GqlValue};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
+use super::arguments::{
+    Cursor, bound, decode_cursor, encode_cursor, page_size, related_query, where_conditions,
+};
 use super::failure;
+use super::page::Page;
 use super::shape::Shape;
-use crate::access::{Identity, Write};
-use crate::catalog::{Catalog, Resource};
-use crate::error::{Cause, Error, QueryError};
+use crate::access::Identity;
+use crate::catalog::Catalog;
+use crate::error::{Cause, Error};
 use crate::follow::{Follower, Linked, Node, Reads, Step};
+use crate::query::Query;
 use crate::query::executor::{self, Content};
-use crate::query::{self, Condition, Filter, Literal, Op, Query};
-use crate::storage::{Commit, Key};
-use crate::table::Precondition;
-
-/// Records a page holds when `first` is not given.
-pub const DEFAULT_PAGE: usize = 100;
-/// The most records one page (`first`) or one relation may hold.
-pub const MAX_PAGE: usize = 1_000;
+use crate::storage::Key;
 
 type Resolved<'a> = async_graphql::Result<Option<FieldValue<'a>>>;
 
@@ -106,7 +102,7 @@ impl Scope {
     }
 }
 
-fn scope<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a Scope> {
+pub(super) fn scope<'a>(ctx: &ResolverContext<'a>) -> async_graphql::Result<&'a Scope> {
     Ok(ctx.data::<Arc<Scope>>()?.as_ref())
 }
 
@@ -123,14 +119,6 @@ fn step_name(field: &SelectionField<'_>) -> async_graphql::Result<String> {
         field.name(),
         arguments.join(",")
     ))
-}
-
-/// A page of a list query.
-pub struct Page {
-    /// Each record with its cursor.
-    pub edges: Vec<(String, Node)>,
-    pub has_next: bool,
-    pub total: Option<u64>,
 }
 
 /// `T(id:)`: one record, or null.
@@ -159,7 +147,7 @@ pub fn record(
 }
 
 /// `node` with the links its selection follows, as the field's value.
-async fn prefetched<'a>(
+pub(super) async fn prefetched<'a>(
     scope: &Scope,
     mut node: Node,
     selection: impl Iterator<Item = SelectionField<'a>>,
@@ -209,138 +197,6 @@ fn steps<'a>(
         });
     }
     Ok(steps)
-}
-
-/// The query of a relation field's arguments.
-fn related_query(
-    catalog: &Catalog,
-    table: &str,
-    filter: Option<&GqlValue>,
-    sort: Option<&GqlValue>,
-    first: Option<&GqlValue>,
-) -> async_graphql::Result<Query> {
-    let text = |value: Option<&GqlValue>| match value {
-        Some(GqlValue::String(text)) => Some(text.clone()),
-        _ => None,
-    };
-    let document = catalog
-        .resource(table)
-        .map_err(failure)?
-        .table()
-        .schema()
-        .document();
-    let mut query = bound(
-        &document,
-        text(filter).as_deref(),
-        Vec::new(),
-        text(sort).as_deref(),
-    )?;
-    query.limit = Some(page_size(match first {
-        Some(GqlValue::Number(n)) => n.as_i64(),
-        _ => None,
-    })?);
-    Ok(query)
-}
-
-/// The query of `filter`, typed `where` conditions and `sort` arguments, bound to the table of
-/// `document`; an error names the argument it is in.
-fn bound(
-    document: &Value,
-    filter: Option<&str>,
-    wheres: Vec<Filter>,
-    sort: Option<&str>,
-) -> async_graphql::Result<Query> {
-    let bind = |query: Query, argument: &'static str| {
-        query::bind(query, document).map_err(|e| argument_error(argument, e))
-    };
-    let filter = Query {
-        filter: conditions(filter)?,
-        ..Query::default()
-    };
-    let wheres = Query {
-        filter: all_of(None, wheres),
-        ..Query::default()
-    };
-    let sort = Query {
-        sort: sort_keys(sort)?,
-        ..Query::default()
-    };
-    let filter = bind(filter, "filter")?.filter;
-    let wheres = bind(wheres, "where")?.filter;
-    Ok(Query {
-        filter: all_of(filter, wheres.into_iter().collect()),
-        sort: bind(sort, "sort")?.sort,
-        ..Query::default()
-    })
-}
-
-/// `first`, checked: at least 0, at most [`MAX_PAGE`].
-fn page_size(first: Option<i64>) -> async_graphql::Result<usize> {
-    match first {
-        None => Ok(DEFAULT_PAGE),
-        Some(n) if (0..=MAX_PAGE as i64).contains(&n) => Ok(n as usize),
-        Some(n) => Err(async_graphql::Error::new(format!(
-            "`first` is {n}: give 0 to {MAX_PAGE} (records per page)"
-        ))
-        .extend_with(|_, e| e.set("code", "bad-request"))),
-    }
-}
-
-/// The conditions of a `filter` argument, in the URL query language.
-fn conditions(filter: Option<&str>) -> async_graphql::Result<Option<Filter>> {
-    let Some(filter) = filter.filter(|f| !f.is_empty()) else {
-        return Ok(None);
-    };
-    let parsed = query::parse(filter).map_err(|e| argument_error("filter", e))?;
-    if parsed.select.is_some()
-        || !parsed.sort.is_empty()
-        || parsed.limit.is_some()
-        || parsed.after.is_some()
-    {
-        return Err(async_graphql::Error::new(
-            "`filter` takes conditions only (`category=lighting&price=lt=50`): order with `sort`, page with `first` and `after`",
-        )
-        .extend_with(|_, e| e.set("code", "bad-query")));
-    }
-    Ok(parsed.filter)
-}
-
-/// The keys of a `sort` argument: `-price,+name`.
-fn sort_keys(sort: Option<&str>) -> async_graphql::Result<Vec<query::SortKey>> {
-    let Some(sort) = sort.filter(|s| !s.is_empty()) else {
-        return Ok(Vec::new());
-    };
-    const OPEN: &str = "sort(";
-    let parsed = query::parse(&format!("{OPEN}{sort})")).map_err(|mut e| {
-        e.position = e.position.saturating_sub(OPEN.len());
-        argument_error("sort", e)
-    })?;
-    let mut keys = parsed.sort;
-    for key in &mut keys {
-        key.position -= OPEN.len();
-    }
-    Ok(keys)
-}
-
-/// A query language error in argument `name`, with its position in the argument.
-fn argument_error(name: &'static str, error: QueryError) -> async_graphql::Error {
-    let QueryError {
-        position,
-        token,
-        expected,
-    } = &error;
-    let (position, token) = (*position, token.clone());
-    async_graphql::Error::new(format!("argument `{name}`: {error}"))
-        .extend_with(move |_, e| {
-            e.set("code", "bad-query");
-            e.set("argument", name);
-            e.set("position", position as u64);
-            e.set("token", token.clone());
-        })
-        .extend_with({
-            let expected = expected.clone();
-            move |_, e| e.set("expected", expected.clone())
-        })
 }
 
 /// `TList(filter:, where:, sort:, first:, after:)`: a page of the records that match.
@@ -461,84 +317,6 @@ pub fn list(
     }
 }
 
-fn all_of(filter: Option<Filter>, more: Vec<Filter>) -> Option<Filter> {
-    let mut parts = match filter {
-        None => Vec::new(),
-        Some(Filter::All(parts)) => parts,
-        Some(other) => vec![other],
-    };
-    parts.extend(more);
-    match parts.len() {
-        0 => None,
-        1 => parts.pop(),
-        _ => Some(Filter::All(parts)),
-    }
-}
-
-/// The conditions of a typed `where` argument: `{price: {gt: 10, lt: 20}}`.
-fn where_conditions(
-    wanted: &ObjectAccessor<'_>,
-    wheres: &[(String, Vec<String>)],
-) -> async_graphql::Result<Vec<Filter>> {
-    let mut conditions = Vec::new();
-    for (field, range) in wanted.iter() {
-        let Some((_, path)) = wheres.iter().find(|(name, _)| name == field.as_str()) else {
-            continue;
-        };
-        for (op, value) in range.object()?.iter() {
-            let op = match op.as_str() {
-                "eq" => Op::Eq,
-                "ne" => Op::Ne,
-                "lt" => Op::Lt,
-                "le" => Op::Le,
-                "gt" => Op::Gt,
-                "ge" => Op::Ge,
-                _ => Op::StartsWith,
-            };
-            let value = match value.as_value() {
-                GqlValue::Null => Literal::Null,
-                GqlValue::Number(n) => Literal::Number(n.as_f64().unwrap_or(f64::NAN)),
-                GqlValue::Boolean(b) => Literal::Bool(*b),
-                GqlValue::String(s) => Literal::Text(s.clone()),
-                GqlValue::Enum(name) => Literal::Text(name.to_string()),
-                other => Literal::Text(other.to_string()),
-            };
-            conditions.push(Filter::Condition(Condition {
-                path: path.clone(),
-                op,
-                value,
-                position: 0,
-                value_position: 0,
-            }));
-        }
-    }
-    Ok(conditions)
-}
-
-enum Cursor {
-    /// Key order: the page starts after this key.
-    After(String),
-    /// Another order: the page starts after this many records.
-    Offset(usize),
-}
-
-fn encode_cursor(cursor: &Cursor) -> String {
-    let text = match cursor {
-        Cursor::After(id) => format!("k{id}"),
-        Cursor::Offset(n) => format!("o{n}"),
-    };
-    URL_SAFE_NO_PAD.encode(text)
-}
-
-fn decode_cursor(cursor: &str) -> Option<Cursor> {
-    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
-    match text.split_at_checked(1)? {
-        ("k", id) => Some(Cursor::After(id.to_owned())),
-        ("o", n) => n.parse().ok().map(Cursor::Offset),
-        _ => None,
-    }
-}
-
 /// The JSON a parent field value holds: a record's, or a nested object's.
 fn json_of<'a>(parent: &'a FieldValue<'a>) -> Option<&'a Value> {
     parent
@@ -616,168 +394,6 @@ fn linked_value(linked: &Linked) -> Option<FieldValue<'_>> {
             many.iter().map(|n| FieldValue::borrowed_any(n)),
         )),
     }
-}
-
-/// `TConnection.totalCount`, `.nodes`, `.edges`, `.pageInfo` and their fields.
-pub mod page {
-    use super::*;
-
-    pub fn total_count(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-        let total = ctx
-            .parent_value
-            .downcast_ref::<Page>()
-            .and_then(|page| page.total);
-        FieldFuture::Value(total.map(FieldValue::value))
-    }
-
-    pub fn nodes(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-        let page = ctx.parent_value.downcast_ref::<Page>();
-        FieldFuture::Value(page.map(|page| {
-            FieldValue::list(
-                page.edges
-                    .iter()
-                    .map(|(_, node)| FieldValue::borrowed_any(node)),
-            )
-        }))
-    }
-
-    pub fn edges(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-        let page = ctx.parent_value.downcast_ref::<Page>();
-        FieldFuture::Value(page.map(|page| {
-            FieldValue::list(page.edges.iter().map(|edge| FieldValue::borrowed_any(edge)))
-        }))
-    }
-
-    pub fn page_info(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-        let page = ctx.parent_value.downcast_ref::<Page>();
-        FieldFuture::Value(page.map(|page| FieldValue::borrowed_any(page)))
-    }
-
-    pub fn has_next_page(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-        let page = ctx.parent_value.downcast_ref::<Page>();
-        FieldFuture::Value(page.map(|page| FieldValue::value(page.has_next)))
-    }
-
-    pub fn end_cursor(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-        let page = ctx.parent_value.downcast_ref::<Page>();
-        let last = page.and_then(|page| page.edges.last());
-        FieldFuture::Value(last.map(|(cursor, _)| FieldValue::value(cursor.clone())))
-    }
-
-    pub fn cursor(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-        let edge = ctx.parent_value.downcast_ref::<(String, Node)>();
-        FieldFuture::Value(edge.map(|(cursor, _)| FieldValue::value(cursor.clone())))
-    }
-
-    pub fn node(ctx: ResolverContext<'_>) -> FieldFuture<'_> {
-        let edge = ctx.parent_value.downcast_ref::<(String, Node)>();
-        FieldFuture::Value(edge.map(|(_, node)| FieldValue::borrowed_any(node)))
-    }
-}
-
-/// A mutation of table records.
-#[derive(Clone, Copy, Debug)]
-pub enum Mutation {
-    Put,
-    Patch,
-    Create,
-    Delete,
-}
-
-/// `putT`, `patchT`, `createT`, `deleteT`: through the same write path as REST.
-pub fn mutate(
-    table: Arc<str>,
-    mutation: Mutation,
-) -> impl for<'a> Fn(ResolverContext<'a>) -> FieldFuture<'a> + Send + Sync {
-    move |ctx| {
-        let table = table.clone();
-        FieldFuture::new(async move {
-            let scope = scope(&ctx)?;
-            let identity = &scope.identity;
-            let resource = scope.catalog.resource(&table).map_err(failure)?;
-            let body = |name: &str| -> async_graphql::Result<Value> {
-                Ok(ctx.args.try_get(name)?.as_value().clone().into_json()?)
-            };
-            let records = resource.table();
-            let (commit, reader) = match (resource, mutation) {
-                (Resource::Local(records), Mutation::Put | Mutation::Patch | Mutation::Delete) => {
-                    let key = parse_id(scope, &table, &ctx.args)?;
-                    let write = match mutation {
-                        Mutation::Put => Write::Put,
-                        Mutation::Patch => Write::Patch,
-                        _ => Write::Delete,
-                    };
-                    let (guard, reader) = identity.write_guard(records, write).map_err(failure)?;
-                    let precondition = Precondition {
-                        guard,
-                        ..Precondition::default()
-                    };
-                    let commit = match mutation {
-                        Mutation::Put => records.put(key, body("record")?, precondition).await,
-                        Mutation::Patch => records.patch(key, body("patch")?, precondition).await,
-                        _ => records.delete(key, precondition).await,
-                    };
-                    (commit.map_err(failure)?, reader)
-                }
-                (Resource::Local(records), Mutation::Create) => {
-                    let (guard, reader) = identity
-                        .write_guard(records, Write::Create)
-                        .map_err(failure)?;
-                    let commit = records
-                        .create(body("record")?, guard)
-                        .await
-                        .map_err(failure)?;
-                    (commit, reader)
-                }
-                (Resource::Cached(cache), Mutation::Put) => {
-                    let key = parse_id(scope, &table, &ctx.args)?;
-                    identity
-                        .may_write_cache(records, Write::Put)
-                        .map_err(failure)?;
-                    let commit = cache
-                        .push(key, body("record")?, Precondition::default(), None)
-                        .await
-                        .map_err(failure)?;
-                    (commit, identity.reader(records))
-                }
-                (Resource::Cached(cache), Mutation::Delete) => {
-                    let key = parse_id(scope, &table, &ctx.args)?;
-                    identity
-                        .may_write_cache(records, Write::Delete)
-                        .map_err(failure)?;
-                    cache
-                        .evict(key, Precondition::default())
-                        .await
-                        .map_err(failure)?;
-                    return Ok(Some(FieldValue::value(true)));
-                }
-                (Resource::Cached(_), _) => {
-                    return Err(async_graphql::Error::new("not a mutation of a cache table"));
-                }
-            };
-            if let Mutation::Delete = mutation {
-                return Ok(Some(FieldValue::value(true)));
-            }
-            match written(commit, &reader).map_err(failure)? {
-                Some(node) => prefetched(scope, node, ctx.ctx.field().selection_set()).await,
-                None => Ok(None),
-            }
-        })
-    }
-}
-
-/// The record a write stored, as its writer may read it.
-fn written(commit: Commit, reader: &crate::access::Reader) -> Result<Option<Node>, Error> {
-    let Some(record) = commit.record else {
-        return Ok(None);
-    };
-    Node::shown(
-        &commit.table,
-        commit.key,
-        record.version,
-        &record.value,
-        reader,
-    )
 }
 
 /// The record of a change, with the links its selection follows.

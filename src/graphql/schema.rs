@@ -34,8 +34,11 @@ use async_graphql::dynamic::{
 use serde_json::Value;
 
 use super::Settings;
+use super::arguments::MAX_PAGE;
 use super::guard::Guard;
-use super::resolve::{self, MAX_PAGE, Mutation, page};
+use super::mutate::{self, Mutation};
+use super::page;
+use super::resolve;
 use super::shape::{self, JSON, LONG, Shape};
 use super::subscribe::{self, CHANGE_TYPES, Watch};
 use crate::catalog::{Catalog, Resource};
@@ -76,7 +79,7 @@ pub fn build(catalog: &Catalog, settings: Settings) -> Result<Schema, String> {
                 Field::new(
                     format!("put{name}"),
                     TypeRef::named(&*name),
-                    resolve::mutate(name.clone(), Mutation::Put),
+                    mutate::mutate(name.clone(), Mutation::Put),
                 )
                 .argument(id_argument())
                 .argument(InputValue::new(
@@ -88,7 +91,7 @@ pub fn build(catalog: &Catalog, settings: Settings) -> Result<Schema, String> {
                 Field::new(
                     format!("delete{name}"),
                     TypeRef::named_nn(TypeRef::BOOLEAN),
-                    resolve::mutate(name.clone(), Mutation::Delete),
+                    mutate::mutate(name.clone(), Mutation::Delete),
                 )
                 .argument(id_argument()),
             );
@@ -98,7 +101,7 @@ pub fn build(catalog: &Catalog, settings: Settings) -> Result<Schema, String> {
                     Field::new(
                         format!("patch{name}"),
                         TypeRef::named(&*name),
-                        resolve::mutate(name.clone(), Mutation::Patch),
+                        mutate::mutate(name.clone(), Mutation::Patch),
                     )
                     .description("A JSON merge patch (RFC 7396): a field given as null is removed")
                     .argument(id_argument())
@@ -111,7 +114,7 @@ pub fn build(catalog: &Catalog, settings: Settings) -> Result<Schema, String> {
                     Field::new(
                         format!("create{name}"),
                         TypeRef::named(&*name),
-                        resolve::mutate(name.clone(), Mutation::Create),
+                        mutate::mutate(name.clone(), Mutation::Create),
                     )
                     .description("Creates a record under a generated key")
                     .argument(InputValue::new(

@@ -14,19 +14,13 @@ use super::error::ApiError;
 use super::extract::{JsonBody, UrlPath};
 use super::headers;
 use super::response::{self, set, set_cache_status};
-use crate::access::{Identity, Write};
+use crate::access::Identity;
 use crate::cache::{
     CacheStatus, CachedTable, Detail, Entry, Found, RequestDirectives, seconds_left,
 };
 use crate::catalog::Resource;
 use crate::error::Error;
 use crate::storage::Key;
-
-/// Refuses a push (`PUT`) or an eviction (`DELETE`) unless `caller` may write every record of
-/// the cache table (see [`Identity::may_write_cache`]).
-pub fn may_write(caller: &Identity, cache: &CachedTable, write: Write) -> Result<(), ApiError> {
-    Ok(caller.may_write_cache(cache.table(), write)?)
-}
 
 /// `GET /T/id` on a cache table: the entry is shared; `caller`'s rules apply to what is served.
 pub async fn get(

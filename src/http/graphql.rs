@@ -21,7 +21,7 @@ use super::error::ApiError;
 use super::extract::JsonBody;
 use super::headers;
 use super::response::set;
-use crate::graphql::{Answer, Ask, GraphQl, ws};
+use crate::graphql::{Answer, Ask, GraphQl, Outcome, ws};
 
 /// The path of the endpoint.
 pub const PATH: &str = "/graphql";
@@ -140,12 +140,10 @@ fn accepted(request: &HeaderMap) -> Result<&'static str, ApiError> {
 /// The response to `answer` in `media`; `conditional` holds the headers of a GET, whose
 /// `If-None-Match` may make it a 304 (a POST's is not looked at).
 fn respond(answer: Answer, media: &'static str, conditional: Option<&HeaderMap>) -> Response {
-    let status = if answer.mutation_by_get {
-        StatusCode::METHOD_NOT_ALLOWED
-    } else if answer.request_error && media == GRAPHQL_RESPONSE {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
+    let status = match answer.outcome {
+        Outcome::MutationByGet => StatusCode::METHOD_NOT_ALLOWED,
+        Outcome::RequestError if media == GRAPHQL_RESPONSE => StatusCode::BAD_REQUEST,
+        Outcome::RequestError | Outcome::Data => StatusCode::OK,
     };
     let not_modified = match (answer.etag.as_deref(), conditional) {
         (Some(etag), Some(request)) if status == StatusCode::OK => request
@@ -167,7 +165,7 @@ fn respond(answer: Answer, media: &'static str, conditional: Option<&HeaderMap>)
     if !not_modified {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     }
-    if answer.mutation_by_get {
+    if answer.outcome == Outcome::MutationByGet {
         headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
     }
     if let Some(etag) = &answer.etag {
@@ -175,13 +173,7 @@ fn respond(answer: Answer, media: &'static str, conditional: Option<&HeaderMap>)
     }
     set(headers, header::CACHE_CONTROL, &answer.cache_control);
     headers.insert(header::VARY, HeaderValue::from_static("accept"));
-    let status = match (answer.hit, answer.kept) {
-        (Some(true), _) => Some("tablecast; hit"),
-        (Some(false), true) => Some("tablecast; fwd=miss; stored"),
-        (Some(false), false) => Some("tablecast; fwd=miss"),
-        (None, _) => None,
-    };
-    if let Some(status) = status {
+    if let Some(status) = answer.cache_status {
         headers.insert("cache-status", HeaderValue::from_static(status));
     }
     if let Some((batches, records)) = answer.reads {

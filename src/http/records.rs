@@ -120,7 +120,7 @@ pub async fn records_put(
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
         Resource::Cached(cache) => {
-            cached::may_write(&caller, cache, Write::Put)?;
+            caller.may_write_cache(cache.table(), Write::Put)?;
             return Ok(cached::put(cache, &id, &request, body).await);
         }
     };
@@ -157,7 +157,7 @@ pub async fn records_delete(
     let table = match state.catalog.resource(&name)? {
         Resource::Local(table) => table,
         Resource::Cached(cache) => {
-            cached::may_write(&caller, cache, Write::Delete)?;
+            caller.may_write_cache(cache.table(), Write::Delete)?;
             return Ok(cached::delete(cache, &id, &request).await);
         }
     };
